@@ -1,0 +1,246 @@
+//! Start-up in the required order (configuration, logging, privilege drop,
+//! signals) and the four ways to run.
+
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use crate::cli::{self, exit, Command};
+use crate::config::Config;
+use crate::cycle;
+use crate::daemon::{self, Daemon};
+use crate::fetch;
+use crate::logging;
+use crate::privileges::{self, DropError};
+use crate::signals::Signals;
+use crate::state::State;
+use crate::targets;
+use crate::worker::Worker;
+use crate::writer::{self, Outcome};
+
+pub fn main() -> i32 {
+    let command = match cli::parse(std::env::args_os().skip(1)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("sd-updater: {e}\n{}", cli::USAGE);
+            return exit::USAGE;
+        }
+    };
+    match command {
+        Command::Help => {
+            print!("{}", cli::help());
+            return exit::OK;
+        }
+        Command::Version => {
+            println!("{}", cli::version());
+            return exit::OK;
+        }
+        _ => {}
+    }
+
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("sd-updater: invalid configuration: {e}");
+            return exit::CONFIG;
+        }
+    };
+
+    if command == Command::CheckConfig {
+        return check_config(&config);
+    }
+
+    let mode = logging::init(config.log_level);
+    if let Err(code) = drop_privileges(&config) {
+        return code;
+    }
+
+    match command {
+        Command::Once => once(&config),
+        Command::Print => print(&config),
+        _ => daemon(config, mode),
+    }
+}
+
+fn check_config(config: &Config) -> i32 {
+    // As root the user must exist, or the daemon would stop at start-up.
+    if nix::unistd::geteuid().is_root() {
+        if let Err(e) = privileges::lookup(&config.run_as_user) {
+            eprintln!("sd-updater: invalid configuration: {e}");
+            return exit::CONFIG;
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    for (name, value) in config.effective() {
+        let _ = writeln!(out, "{name}={value}");
+    }
+    exit::OK
+}
+
+fn drop_privileges(config: &Config) -> Result<(), i32> {
+    let dir = writer::parent_dir(&config.targets_file);
+    match privileges::drop_to(&config.run_as_user, dir) {
+        Ok(privileges::Outcome::NotRoot) => Ok(()),
+        Ok(privileges::Outcome::StayedRoot) => {
+            log::warn!(
+                "RUN_AS_USER={} names root: running with full privileges",
+                config.run_as_user
+            );
+            Ok(())
+        }
+        Ok(privileges::Outcome::Dropped { user, uid, gid }) => {
+            log::info!("Dropped privileges to {user} (uid {uid}, gid {gid})");
+            Ok(())
+        }
+        Err(e @ DropError::UnknownUser(_)) => {
+            log::error!(ERROR = e.to_string().as_str(); "Invalid configuration: {e}");
+            eprintln_unless_logged(&format!("sd-updater: invalid configuration: {e}"));
+            Err(exit::CONFIG)
+        }
+        Err(e @ DropError::Failed(_)) => {
+            log::error!(ERROR = e.to_string().as_str(); "{e}");
+            eprintln_unless_logged(&format!("sd-updater: {e}"));
+            Err(exit::FAILURE)
+        }
+    }
+}
+
+/// Fatal start-up errors also go to stderr when the log went to the journal,
+/// so that `systemctl status` and a terminal both show them.
+fn eprintln_unless_logged(line: &str) {
+    if !systemd_journal_logger::connected_to_journal() {
+        return;
+    }
+    eprintln!("{line}");
+}
+
+fn log_configuration(config: &Config) {
+    log::info!(
+        INVENTORY_URL = config.inventory_url.to_string().as_str();
+        "Starting sd-updater {} (Prometheus service discovery updater)", env!("CARGO_PKG_VERSION")
+    );
+    log::info!("Configuration:");
+    for (name, value) in config.effective() {
+        log::info!("  {name}={value}");
+    }
+}
+
+fn remove_stale_temp_files(config: &Config) {
+    match writer::remove_stale_temp_files(&config.targets_file) {
+        Ok(removed) => {
+            for p in removed {
+                log::info!("Removed temp file left by an earlier run: {}", p.display());
+            }
+        }
+        Err(e) => log::warn!(
+            TARGETS_FILE = config.targets_file.display().to_string().as_str();
+            "Cannot clean up old temp files next to {}: {e}", config.targets_file.display()
+        ),
+    }
+}
+
+/// What the file already holds, so that STATUS= and ADDED/REMOVED make
+/// sense from the first cycle.
+fn initial_state(config: &Config) -> State {
+    let mut state = State::default();
+    let path = &config.targets_file;
+    if let (Ok(content), Ok(meta)) = (std::fs::read(path), std::fs::metadata(path)) {
+        match targets::parse_targets(&content) {
+            Some(t) => {
+                log::info!(
+                    TARGET_COUNT = t.len(), TARGETS_FILE = path.display().to_string().as_str();
+                    "Found {} with {} targets", path.display(), t.len()
+                );
+                state.targets = Some(t);
+                state.changed_at =
+                    Some(UNIX_EPOCH + Duration::from_secs(meta.mtime().max(0) as u64));
+            }
+            None => log::warn!(
+                TARGETS_FILE = path.display().to_string().as_str();
+                "Existing {} is not a valid file_sd document; it will be replaced", path.display()
+            ),
+        }
+    }
+    state
+}
+
+fn daemon(config: Config, mode: logging::Mode) -> i32 {
+    let signals = match Signals::install() {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!("Cannot install signal handlers: {e}");
+            return exit::FAILURE;
+        }
+    };
+    log_configuration(&config);
+    log::debug!("Logging to {mode:?}");
+    remove_stale_temp_files(&config);
+    let state = initial_state(&config);
+    let worker = match Worker::spawn(config.clone(), fetch::source_for(&config)) {
+        Ok(w) => w,
+        Err(e) => {
+            log::error!("Cannot start the fetch thread: {e}");
+            return exit::FAILURE;
+        }
+    };
+    Daemon::new(config, signals, worker, state).run()
+}
+
+/// One cycle in the foreground, for --once and --print.
+fn one_cycle(config: &Config) -> Option<cycle::Update> {
+    let mut source = fetch::source_for(config);
+    let deadline = Instant::now() + daemon::cycle_budget(config);
+    match cycle::run(source.as_mut(), config, deadline, &mut |_| {}) {
+        Ok(u) => Some(u),
+        Err(f) => {
+            log::error!(
+                ERROR = f.reason.as_str(), ATTEMPT = f.attempts;
+                "Failed to fetch inventory: {}", f.reason
+            );
+            None
+        }
+    }
+}
+
+fn once(config: &Config) -> i32 {
+    log_configuration(config);
+    remove_stale_temp_files(config);
+    let Some(update) = one_cycle(config) else {
+        return exit::FAILURE;
+    };
+    let shown = config.targets_file.display().to_string();
+    match writer::write_if_changed(&config.targets_file, &update.content) {
+        Ok(Outcome::Written) => {
+            log::info!(
+                TARGET_COUNT = update.targets.len(), CHANGED = true, TARGETS_FILE = shown.as_str();
+                "Successfully updated targets file: {shown} ({} targets)", update.targets.len()
+            );
+            exit::OK
+        }
+        Ok(Outcome::Unchanged) => {
+            log::info!(
+                TARGET_COUNT = update.targets.len(), CHANGED = false, TARGETS_FILE = shown.as_str();
+                "Targets unchanged ({} targets); {shown} left as it is", update.targets.len()
+            );
+            exit::OK
+        }
+        Err(e) => {
+            log::error!(ERROR = e.to_string().as_str(), TARGETS_FILE = shown.as_str(); "Failed to write targets file: {e}");
+            exit::FAILURE
+        }
+    }
+}
+
+fn print(config: &Config) -> i32 {
+    let Some(update) = one_cycle(config) else {
+        return exit::FAILURE;
+    };
+    let mut out = std::io::stdout().lock();
+    match out.write_all(&update.content).and_then(|()| out.flush()) {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            log::error!("Cannot write to stdout: {e}");
+            exit::FAILURE
+        }
+    }
+}

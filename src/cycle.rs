@@ -1,0 +1,289 @@
+//! One update cycle: fetch with retries, parse, validate, render. It decides
+//! what the file should hold; writing it is the caller's job.
+
+use std::time::{Duration, Instant};
+
+use crate::clock;
+use crate::config::Config;
+use crate::fetch::{FetchError, Source};
+use crate::inventory;
+use crate::retry;
+use crate::targets::{self, TargetGroup};
+
+/// At most this many dropped entries are logged one by one per cycle, so a
+/// broken inventory cannot flood the journal.
+const MAX_LOGGED_INVALID: usize = 100;
+
+/// A good inventory, rendered and ready to write.
+#[derive(Debug, Clone)]
+pub struct Update {
+    pub sensor_count: usize,
+    pub invalid_count: usize,
+    /// Sorted and unique.
+    pub targets: Vec<String>,
+    pub content: Vec<u8>,
+    pub attempts: u32,
+    pub duration: Duration,
+}
+
+/// A cycle that produced nothing to write.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub reason: String,
+    pub attempts: u32,
+    pub duration: Duration,
+}
+
+/// Reported before each retry, so the caller can show it in STATUS=.
+#[derive(Debug, Clone)]
+pub struct Retrying {
+    pub attempt: u32,
+    pub reason: String,
+    pub delay: Duration,
+}
+
+/// Runs one cycle. Retries stop at `deadline`, so a cycle never runs into
+/// the next one.
+pub fn run(
+    source: &mut dyn Source,
+    config: &Config,
+    deadline: Instant,
+    on_retry: &mut dyn FnMut(&Retrying),
+) -> Result<Update, Failure> {
+    let start = Instant::now();
+    let tries = config.retry_attempts.saturating_add(1);
+    let url = &config.inventory_url;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        // The first try always gets the full timeout; retries fit the budget.
+        let timeout = if attempt == 1 {
+            config.http_timeout
+        } else {
+            config.http_timeout.min(remaining)
+        };
+        let fail = |reason: String| Failure {
+            reason,
+            attempts: attempt,
+            duration: start.elapsed(),
+        };
+        let error = match source.fetch(timeout) {
+            Ok(body) => {
+                let elapsed = start.elapsed();
+                return match inventory::parse(&body) {
+                    Ok(entries) => accept(entries, config, attempt, elapsed),
+                    Err(e) => Err(fail(format!("bad inventory from {url}: {e}"))),
+                };
+            }
+            Err(e) => e,
+        };
+        let reason = error.reason().to_string();
+        let retry_after = match &error {
+            FetchError::Permanent(_) => return Err(fail(reason)),
+            FetchError::Transient { retry_after, .. } => *retry_after,
+        };
+        if attempt >= tries {
+            return Err(fail(reason));
+        }
+        let delay = retry_after
+            .unwrap_or_else(|| retry::backoff(config.retry_backoff, attempt, retry::random_unit()));
+        let left = deadline.saturating_duration_since(Instant::now());
+        // A retry needs its wait plus a useful slice of time to run in.
+        let useful = config.http_timeout.min(Duration::from_secs(1));
+        if delay + useful > left {
+            return Err(fail(format!(
+                "{reason} (no time left for another try before the next cycle)"
+            )));
+        }
+        log::warn!(
+            ATTEMPT = attempt, ERROR = reason.as_str(), INVENTORY_URL = url.to_string().as_str();
+            "Failed to fetch inventory from {url} (attempt {attempt}/{tries}): {reason}; retrying in {}",
+            clock::human(delay)
+        );
+        on_retry(&Retrying {
+            attempt,
+            reason,
+            delay,
+        });
+        std::thread::sleep(delay);
+    }
+}
+
+fn accept(
+    entries: Vec<String>,
+    config: &Config,
+    attempts: u32,
+    duration: Duration,
+) -> Result<Update, Failure> {
+    let v = inventory::validate(entries, config.metrics_port);
+    log::info!(
+        SENSOR_COUNT = v.sensor_count, DURATION_MS = duration.as_millis() as u64,
+        ATTEMPT = attempts, INVENTORY_URL = config.inventory_url.to_string().as_str();
+        "Successfully fetched {} sensors in {}", v.sensor_count, clock::human(duration)
+    );
+    for r in v.rejected.iter().take(MAX_LOGGED_INVALID) {
+        log::warn!(
+            ERROR = r.reason;
+            "Dropping invalid sensor entry \"{}\": {}", inventory::escape(&r.entry), r.reason
+        );
+    }
+    if v.rejected.len() > MAX_LOGGED_INVALID {
+        log::warn!(
+            INVALID_COUNT = v.rejected.len();
+            "... and {} more invalid entries not listed", v.rejected.len() - MAX_LOGGED_INVALID
+        );
+    }
+    if v.targets.is_empty() && !config.allow_empty {
+        return Err(Failure {
+            reason: format!(
+                "inventory has no valid sensors ({} entries, {} invalid); \
+                 keeping the previous targets (ALLOW_EMPTY=true would write an empty list)",
+                v.sensor_count,
+                v.rejected.len()
+            ),
+            attempts,
+            duration,
+        });
+    }
+    let group = TargetGroup::from_config(v.targets.clone(), config);
+    let content = targets::render(&[group]);
+    Ok(Update {
+        sensor_count: v.sensor_count,
+        invalid_count: v.rejected.len(),
+        targets: v.targets,
+        content,
+        attempts,
+        duration,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::VecDeque;
+
+    struct Script(VecDeque<Result<Vec<u8>, FetchError>>, u32);
+
+    impl Source for Script {
+        fn fetch(&mut self, _t: Duration) -> Result<Vec<u8>, FetchError> {
+            self.1 += 1;
+            self.0
+                .pop_front()
+                .unwrap_or(Err(FetchError::Permanent("script ran out".into())))
+        }
+    }
+
+    fn transient() -> Result<Vec<u8>, FetchError> {
+        Err(FetchError::Transient {
+            reason: "HTTP 503".into(),
+            retry_after: None,
+        })
+    }
+
+    fn config(vars: &[(&str, &str)]) -> Config {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        Config::from_lookup(|k| {
+            vars.iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| Ok(v.clone()))
+        })
+        .unwrap()
+    }
+
+    fn far() -> Instant {
+        Instant::now() + Duration::from_secs(60)
+    }
+
+    #[test]
+    fn retries_transient_errors_then_succeeds() {
+        let c = config(&[("RETRY_BACKOFF", "0.01"), ("RETRY_ATTEMPTS", "3")]);
+        let mut s = Script(
+            VecDeque::from([transient(), transient(), Ok(b"[\"b\",\"a\"]".to_vec())]),
+            0,
+        );
+        let mut retries = vec![];
+        let u = run(&mut s, &c, far(), &mut |r| retries.push(r.attempt)).unwrap();
+        assert_eq!(u.attempts, 3);
+        assert_eq!(retries, vec![1, 2]);
+        assert_eq!(u.targets, vec!["a:9100", "b:9100"]);
+        assert!(String::from_utf8(u.content)
+            .unwrap()
+            .contains("\"job\": \"sensors\""));
+    }
+
+    #[test]
+    fn gives_up_after_the_configured_retries() {
+        let c = config(&[("RETRY_BACKOFF", "0.01"), ("RETRY_ATTEMPTS", "2")]);
+        let mut s = Script(
+            VecDeque::from([transient(), transient(), transient(), transient()]),
+            0,
+        );
+        let f = run(&mut s, &c, far(), &mut |_| {}).unwrap_err();
+        assert_eq!((f.attempts, s.1), (3, 3));
+        assert!(f.reason.contains("503"));
+    }
+
+    #[test]
+    fn permanent_errors_are_not_retried() {
+        let c = config(&[("RETRY_BACKOFF", "0.01")]);
+        let mut s = Script(
+            VecDeque::from([Err(FetchError::Permanent("HTTP 404".into()))]),
+            0,
+        );
+        let f = run(&mut s, &c, far(), &mut |_| {}).unwrap_err();
+        assert_eq!((f.attempts, s.1), (1, 1));
+    }
+
+    #[test]
+    fn bad_shapes_and_empty_lists_fail() {
+        let c = config(&[]);
+        let mut s = Script(VecDeque::from([Ok(b"{}".to_vec())]), 0);
+        assert!(run(&mut s, &c, far(), &mut |_| {})
+            .unwrap_err()
+            .reason
+            .contains("object"));
+        let mut s = Script(VecDeque::from([Ok(b"[\"bad name\"]".to_vec())]), 0);
+        assert!(run(&mut s, &c, far(), &mut |_| {})
+            .unwrap_err()
+            .reason
+            .contains("no valid sensors"));
+        let c = config(&[("ALLOW_EMPTY", "true")]);
+        let mut s = Script(VecDeque::from([Ok(b"[]".to_vec())]), 0);
+        assert!(run(&mut s, &c, far(), &mut |_| {})
+            .unwrap()
+            .targets
+            .is_empty());
+    }
+
+    #[test]
+    fn retries_stop_at_the_deadline() {
+        let c = config(&[("RETRY_BACKOFF", "5"), ("RETRY_ATTEMPTS", "5")]);
+        let mut s = Script(VecDeque::from([transient(), transient()]), 0);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let f = run(&mut s, &c, deadline, &mut |_| {}).unwrap_err();
+        assert_eq!(s.1, 1, "a 2.5-5 s backoff cannot fit in 2 s");
+        assert!(f.reason.contains("no time left"));
+    }
+
+    #[test]
+    fn retry_after_is_honoured() {
+        let c = config(&[("RETRY_BACKOFF", "30")]);
+        let mut s = Script(
+            VecDeque::from([
+                Err(FetchError::Transient {
+                    reason: "HTTP 429".into(),
+                    retry_after: Some(Duration::from_millis(20)),
+                }),
+                Ok(b"[\"a\"]".to_vec()),
+            ]),
+            0,
+        );
+        let mut delays = vec![];
+        run(&mut s, &c, far(), &mut |r| delays.push(r.delay)).unwrap();
+        assert_eq!(delays, vec![Duration::from_millis(20)]);
+    }
+}
