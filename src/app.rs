@@ -3,6 +3,7 @@
 
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use crate::cli::{self, exit, Command};
@@ -51,7 +52,9 @@ pub fn main() -> i32 {
     }
 
     let mode = logging::init(config.log_level);
-    if let Err(code) = drop_privileges(&config) {
+    // --print writes nothing, so it creates no directory either.
+    let out_dir = (command != Command::Print).then(|| writer::parent_dir(&config.targets_file));
+    if let Err(code) = drop_privileges(&config, out_dir) {
         return code;
     }
 
@@ -77,9 +80,8 @@ fn check_config(config: &Config) -> i32 {
     exit::OK
 }
 
-fn drop_privileges(config: &Config) -> Result<(), i32> {
-    let dir = writer::parent_dir(&config.targets_file);
-    match privileges::drop_to(&config.run_as_user, dir) {
+fn drop_privileges(config: &Config, out_dir: Option<&Path>) -> Result<(), i32> {
+    match privileges::drop_to(&config.run_as_user, out_dir) {
         Ok(privileges::Outcome::NotRoot) => Ok(()),
         Ok(privileges::Outcome::StayedRoot) => {
             log::warn!(
@@ -94,24 +96,13 @@ fn drop_privileges(config: &Config) -> Result<(), i32> {
         }
         Err(e @ DropError::UnknownUser(_)) => {
             log::error!(ERROR = e.to_string().as_str(); "Invalid configuration: {e}");
-            eprintln_unless_logged(&format!("sd-updater: invalid configuration: {e}"));
             Err(exit::CONFIG)
         }
         Err(e @ DropError::Failed(_)) => {
             log::error!(ERROR = e.to_string().as_str(); "{e}");
-            eprintln_unless_logged(&format!("sd-updater: {e}"));
             Err(exit::FAILURE)
         }
     }
-}
-
-/// Fatal start-up errors also go to stderr when the log went to the journal,
-/// so that `systemctl status` and a terminal both show them.
-fn eprintln_unless_logged(line: &str) {
-    if !systemd_journal_logger::connected_to_journal() {
-        return;
-    }
-    eprintln!("{line}");
 }
 
 fn log_configuration(config: &Config) {

@@ -56,9 +56,9 @@ fn failed(what: &str, e: impl fmt::Display) -> DropError {
     DropError::Failed(format!("cannot drop privileges: {what}: {e}"))
 }
 
-/// When running as root: creates `out_dir` for the user if it is missing,
-/// then switches groups, gid and uid for good and sets no_new_privs.
-pub fn drop_to(spec: &str, out_dir: &Path) -> Result<Outcome, DropError> {
+/// When running as root: creates `out_dir` (if given) for the user if it is
+/// missing, then switches groups, gid and uid for good and sets no_new_privs.
+pub fn drop_to(spec: &str, out_dir: Option<&Path>) -> Result<Outcome, DropError> {
     if !unistd::geteuid().is_root() {
         return Ok(Outcome::NotRoot);
     }
@@ -70,8 +70,11 @@ pub fn drop_to(spec: &str, out_dir: &Path) -> Result<Outcome, DropError> {
 
     // Only directories we create are handed over; existing ones keep
     // whatever owner the operator gave them.
-    let created = writer::create_dirs(out_dir)
-        .map_err(|e| failed(&format!("create {}", out_dir.display()), e))?;
+    let created = match out_dir {
+        Some(dir) => writer::create_dirs(dir)
+            .map_err(|e| failed(&format!("create {}", dir.display()), e))?,
+        None => Vec::new(),
+    };
     for dir in &created {
         unistd::chown(dir, Some(uid), Some(gid))
             .map_err(|e| failed(&format!("chown {}", dir.display()), e))?;
