@@ -130,7 +130,8 @@ fn notify_socket_orders_messages() {
 
 #[test]
 fn render_matches_agreed_format() {
-    let expected = "[\n  {\n    \"targets\": [\n      \"sensor_0:9100\"\n    ],\n    \"labels\": {\n      \
+    let expected =
+        "[\n  {\n    \"targets\": [\n      \"sensor_0:9100\"\n    ],\n    \"labels\": {\n      \
                     \"__metrics_path__\": \"/metrics\",\n      \"job\": \"sensors\",\n      \
                     \"environment\": \"production\"\n    }\n  }\n]\n";
     assert_eq!(render_default(&["sensor_0:9100"]), expected);

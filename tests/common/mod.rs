@@ -63,10 +63,8 @@ impl TestDir {
             .subsec_nanos();
         // Keep it short: the notify socket lives in here and sun_path is 108 bytes.
         let tag: String = tag.chars().take(20).collect();
-        let path = std::env::temp_dir().join(format!(
-            "sdu-{tag}-{}-{n}-{nanos:x}",
-            std::process::id()
-        ));
+        let path =
+            std::env::temp_dir().join(format!("sdu-{tag}-{}-{n}-{nanos:x}", std::process::id()));
         fs::create_dir_all(&path).expect("create test dir");
         fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).expect("chmod test dir");
         TestDir { path }
@@ -522,14 +520,16 @@ fn respond(stream: &mut TcpStream, sh: &InvShared, b: Behavior, path: &str) -> i
             if !nap(sh, delay) {
                 return Ok(());
             }
-            let mut out = head(status, &headers, &[("Content-Length", body.len().to_string())]);
+            let mut out = head(
+                status,
+                &headers,
+                &[("Content-Length", body.len().to_string())],
+            );
             out.extend_from_slice(&body);
             send(stream, sh, &out)?;
             finish(stream, sh);
         }
-        Behavior::Hang => {
-            while nap(sh, IO_TICK) {}
-        }
+        Behavior::Hang => while nap(sh, IO_TICK) {},
         Behavior::Drip { body, every } => {
             send(
                 stream,
@@ -932,7 +932,10 @@ impl RunOutput {
 
     /// Non-empty stderr lines.
     pub fn stderr_lines(&self) -> Vec<&str> {
-        self.stderr.lines().filter(|l| !l.trim().is_empty()).collect()
+        self.stderr
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .collect()
     }
 }
 

@@ -1,0 +1,332 @@
+//! Command line: usage errors, --help, --version, --check-config, --print,
+//! --once, file:// inventories and password redaction in every mode.
+
+mod common;
+
+use std::fs;
+use std::time::Duration;
+
+use common::*;
+use nix::sys::signal::Signal;
+
+const T: Duration = Duration::from_secs(10);
+
+const ALL_VARS: &[(&str, &str)] = &[
+    ("INVENTORY_URL", "http://inventory_server:1337/inventory"),
+    ("UPDATE_INTERVAL", "30"),
+    ("TARGETS_FILE", "/var/lib/sd-updater/targets.json"),
+    ("METRICS_PORT", "9100"),
+    ("METRICS_PATH", "/metrics"),
+    ("TARGET_LABELS", "job=sensors,environment=production"),
+    ("HTTP_TIMEOUT", "10"),
+    ("RETRY_ATTEMPTS", "3"),
+    ("RETRY_BACKOFF", "1"),
+    ("MAX_RESPONSE_BYTES", "67108864"),
+    ("ALLOW_EMPTY", "false"),
+    ("RUN_AS_USER", "sd-updater"),
+    ("LOG_LEVEL", "info"),
+];
+
+#[test]
+fn unknown_arguments_exit_64_with_usage() {
+    let dir = TestDir::new("cli-usage");
+    let inv = FakeInventory::start(Behavior::list(&["sensor_0"]));
+    let cases: &[&[&str]] = &[
+        &["--bogus"],
+        &["-x"],
+        &["run"],
+        &["--once=1"],
+        &["--once", "--print"],
+        &["--help", "--version"],
+        &["--once", "extra"],
+        &[""],
+    ];
+    let mut failures = Vec::new();
+    for args in cases {
+        let mut cmd = AgentCmd::new(&dir).inventory(&inv);
+        for a in *args {
+            cmd = cmd.arg(a);
+        }
+        let out = cmd.run(Duration::from_secs(5));
+        if out.code() != Some(64) || !out.stderr.to_lowercase().contains("usage") {
+            failures.push(format!("{args:?}: {}", out.describe()));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "expected exit 64 and usage on stderr:\n{}",
+        failures.join("\n\n")
+    );
+    assert_eq!(inv.request_count(), 0, "a usage error must not fetch");
+    assert!(!dir.join("out").exists(), "a usage error must not write");
+}
+
+#[test]
+fn help_lists_every_variable_with_default() {
+    let dir = TestDir::new("cli-help");
+    for flag in ["--help", "-h"] {
+        let out = AgentCmd::bare(&dir).arg(flag).run(T);
+        assert_eq!(out.code(), Some(0), "{flag}: {}", out.describe());
+        let lines: Vec<&str> = out.stdout.lines().collect();
+        for (var, default) in ALL_VARS {
+            let i = lines.iter().position(|l| l.contains(var));
+            let i = i.unwrap_or_else(|| panic!("{flag} does not list {var}\n{}", out.stdout));
+            let near = format!("{} {}", lines[i], lines.get(i + 1).unwrap_or(&""));
+            assert!(
+                near.contains(default),
+                "{flag}: {var} is listed without its default {default:?}: {near:?}"
+            );
+        }
+        for cmd in ["--once", "--print", "--check-config", "--version"] {
+            assert!(out.stdout.contains(cmd), "{flag} does not mention {cmd}");
+        }
+    }
+}
+
+#[test]
+fn version_prints_name_and_version() {
+    let dir = TestDir::new("cli-version");
+    for flag in ["--version", "-V"] {
+        let out = AgentCmd::bare(&dir).arg(flag).run(T);
+        assert_eq!(out.code(), Some(0), "{}", out.describe());
+        assert_eq!(
+            out.stdout.trim(),
+            format!("sd-updater {}", env!("CARGO_PKG_VERSION")),
+            "{flag}"
+        );
+    }
+}
+
+#[test]
+fn check_config_prints_settings_with_password_redacted() {
+    let dir = TestDir::new("cli-check");
+    let inv = FakeInventory::start(Behavior::list(&["sensor_0"]));
+    let url = format!("http://user:s3cret@127.0.0.1:{}/x", inv.port());
+    let out = AgentCmd::new(&dir)
+        .env("INVENTORY_URL", &url)
+        .env("METRICS_PORT", "9200")
+        .env("METRICS_PATH", "/probe")
+        .arg("--check-config")
+        .run(T);
+    assert_eq!(out.code(), Some(0), "{}", out.describe());
+    for (var, _) in ALL_VARS {
+        assert!(
+            out.stdout
+                .lines()
+                .any(|l| l.starts_with(&format!("{var}="))),
+            "no {var}= line\n{}",
+            out.describe()
+        );
+    }
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        !all.contains("s3cret"),
+        "password leaked\n{}",
+        out.describe()
+    );
+    let url_line = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("INVENTORY_URL="))
+        .unwrap();
+    assert_eq!(
+        url_line,
+        format!("INVENTORY_URL=http://user:***@127.0.0.1:{}/x", inv.port())
+    );
+    assert!(out.stdout.lines().any(|l| l == "METRICS_PORT=9200"));
+    assert!(out.stdout.lines().any(|l| l == "METRICS_PATH=/probe"));
+    assert_eq!(inv.request_count(), 0, "--check-config must not fetch");
+    assert!(!dir.join("out").exists(), "--check-config must not write");
+}
+
+#[test]
+fn password_never_printed_in_any_mode() {
+    let dir = TestDir::new("cli-pw");
+    let inv = FakeInventory::start(Behavior::status(500));
+    let with_pw = |port: u16| format!("http://user:s3cret@127.0.0.1:{port}/inventory");
+    // Port 1 on loopback: connection refused, the error text may carry the URL.
+    let mut transcripts = Vec::new();
+    for url in [with_pw(inv.port()), with_pw(1)] {
+        for mode in ["--once", "--print", "--check-config"] {
+            let out = AgentCmd::new(&dir)
+                .env("INVENTORY_URL", &url)
+                .env("LOG_LEVEL", "trace")
+                .arg(mode)
+                .run(T);
+            transcripts.push((format!("{mode} {url}"), out.stdout, out.stderr));
+        }
+        // The daemon: start-up log, failures and retries, a SIGHUP cycle.
+        let ndir = TestDir::new("cli-pw-n");
+        let notify = NotifySocket::new(&ndir);
+        let mut agent = AgentCmd::new(&dir)
+            .env("INVENTORY_URL", &url)
+            .env("LOG_LEVEL", "trace")
+            .notify(&notify)
+            .spawn();
+        notify.wait_for("READY=1", T);
+        wait_for(T, || agent.stderr().contains("Failed to fetch inventory"));
+        agent.signal(Signal::SIGHUP);
+        notify.wait_for("READY=1", T);
+        agent.signal(Signal::SIGTERM);
+        agent.wait_exit(T);
+        let notes = notify.dump();
+        transcripts.push((format!("daemon {url}"), agent.stdout(), agent.stderr()));
+        transcripts.push((format!("daemon notify {url}"), notes, String::new()));
+    }
+    for (what, stdout, stderr) in &transcripts {
+        assert!(
+            !stdout.contains("s3cret") && !stderr.contains("s3cret"),
+            "{what}: password leaked\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}"
+        );
+    }
+    // The daemon must have actually run into failures for this to mean anything.
+    assert!(
+        transcripts
+            .iter()
+            .any(|(w, _, e)| w.starts_with("daemon") && e.contains("Failed to fetch inventory")),
+        "the daemon never logged a failure"
+    );
+    assert!(
+        inv.request_count() >= 2,
+        "the fake inventory was never asked"
+    );
+}
+
+#[test]
+fn print_writes_json_to_stdout_and_no_file() {
+    let dir = TestDir::new("cli-print");
+    let inv = FakeInventory::start(Behavior::list(&["sensor_1", "sensor_0"]));
+    let cmd = AgentCmd::new(&dir).inventory(&inv).arg("--print");
+    let out = cmd.run(T);
+    assert_eq!(out.code(), Some(0), "{}", out.describe());
+    assert_eq!(
+        out.stdout,
+        render_default(&["sensor_0:9100", "sensor_1:9100"]),
+        "{}",
+        out.describe()
+    );
+    assert!(
+        !cmd.targets_file().exists(),
+        "--print wrote the targets file"
+    );
+    assert!(!dir.join("out").exists(), "--print created the output dir");
+    assert_eq!(inv.request_count(), 1);
+}
+
+#[test]
+fn print_fails_with_exit_1() {
+    let dir = TestDir::new("cli-print-fail");
+    let inv = FakeInventory::start(Behavior::status(500));
+    let out = AgentCmd::new(&dir).inventory(&inv).arg("--print").run(T);
+    assert_eq!(out.code(), Some(1), "{}", out.describe());
+    assert!(out.stdout.trim().is_empty(), "{}", out.describe());
+    assert!(!dir.join("out").exists());
+}
+
+#[test]
+fn once_writes_file_and_exits_0() {
+    let dir = TestDir::new("cli-once");
+    let inv = FakeInventory::start(Behavior::list(&["sensor_1", "sensor_0"]));
+    let cmd = AgentCmd::new(&dir).inventory(&inv).arg("--once");
+    let out = cmd.run(T);
+    assert_eq!(out.code(), Some(0), "{}", out.describe());
+    let content = fs::read_to_string(cmd.targets_file()).expect("targets file written");
+    assert_eq!(content, render_default(&["sensor_0:9100", "sensor_1:9100"]));
+    assert!(
+        temp_files(&dir.join("out"), "targets.json").is_empty(),
+        "temp file left behind"
+    );
+
+    // A second identical run leaves the file alone.
+    let before = stamp(&cmd.targets_file());
+    std::thread::sleep(Duration::from_millis(20));
+    let out = cmd.run(T);
+    assert_eq!(out.code(), Some(0), "{}", out.describe());
+    assert_eq!(
+        stamp(&cmd.targets_file()),
+        before,
+        "unchanged --once run touched the file"
+    );
+}
+
+#[test]
+fn once_fails_with_exit_1_and_keeps_file() {
+    let dir = TestDir::new("cli-once-fail");
+    let inv = FakeInventory::start(Behavior::status(500));
+    let cmd = AgentCmd::new(&dir)
+        .inventory(&inv)
+        .env("RETRY_ATTEMPTS", "2")
+        .arg("--once");
+    let out = cmd.run(T);
+    assert_eq!(out.code(), Some(1), "{}", out.describe());
+    assert!(!cmd.targets_file().exists(), "a failed --once wrote a file");
+    assert_eq!(
+        inv.request_count(),
+        3,
+        "RETRY_ATTEMPTS=2 on 500: 1 try + 2 retries"
+    );
+
+    // An existing file survives a failed run byte for byte.
+    fs::create_dir_all(dir.join("out")).unwrap();
+    let old = render_default(&["old:9100"]);
+    fs::write(cmd.targets_file(), &old).unwrap();
+    let before = stamp(&cmd.targets_file());
+    let out = cmd.run(T);
+    assert_eq!(out.code(), Some(1), "{}", out.describe());
+    assert_eq!(fs::read_to_string(cmd.targets_file()).unwrap(), old);
+    assert_eq!(stamp(&cmd.targets_file()), before);
+}
+
+#[test]
+fn file_inventory_works() {
+    let dir = TestDir::new("cli-file");
+    let inv_path = dir.join("inventory.json");
+    fs::write(&inv_path, r#"["sensor_b", "sensor_a", "10.1.2.3:9999"]"#).unwrap();
+    let url = format!("file://{}", inv_path.display());
+    let expected = render_default(&["10.1.2.3:9999", "sensor_a:9100", "sensor_b:9100"]);
+
+    let out = AgentCmd::new(&dir)
+        .env("INVENTORY_URL", &url)
+        .arg("--print")
+        .run(T);
+    assert_eq!(out.code(), Some(0), "{}", out.describe());
+    assert_eq!(out.stdout, expected);
+
+    let cmd = AgentCmd::new(&dir).env("INVENTORY_URL", &url).arg("--once");
+    let out = cmd.run(T);
+    assert_eq!(out.code(), Some(0), "{}", out.describe());
+    assert_eq!(fs::read_to_string(cmd.targets_file()).unwrap(), expected);
+
+    // The daemon follows changes of the file on SIGHUP.
+    let notify = NotifySocket::new(&dir);
+    let agent = AgentCmd::new(&dir)
+        .env("INVENTORY_URL", &url)
+        .notify(&notify)
+        .spawn();
+    assert!(
+        notify.wait_for("READY=1", T).is_some(),
+        "{}",
+        agent.stderr()
+    );
+    fs::write(&inv_path, r#"["sensor_c"]"#).unwrap();
+    agent.signal(Signal::SIGHUP);
+    assert!(notify.wait_for("RELOADING=1", T).is_some());
+    assert!(notify.wait_for("READY=1", T).is_some());
+    let want = render_default(&["sensor_c:9100"]);
+    assert!(
+        wait_for(T, || fs::read_to_string(cmd.targets_file()).ok().as_deref()
+            == Some(want.as_str())),
+        "file:// change not applied after SIGHUP\n{}",
+        agent.stderr()
+    );
+}
+
+#[test]
+fn missing_file_inventory_fails() {
+    let dir = TestDir::new("cli-file-missing");
+    let url = format!("file://{}", dir.join("nope.json").display());
+    let cmd = AgentCmd::new(&dir).env("INVENTORY_URL", &url).arg("--once");
+    let out = cmd.run(T);
+    assert_eq!(out.code(), Some(1), "{}", out.describe());
+    assert!(!cmd.targets_file().exists());
+}
