@@ -1,0 +1,437 @@
+//! systemd integration of the daemon: READY, watchdog, SIGHUP reloads,
+//! SIGTERM/SIGINT, start-up clean-up and idling.
+
+mod common;
+
+use std::fs;
+use std::time::{Duration, Instant};
+
+use common::*;
+use nix::sys::signal::Signal;
+use nix::time::{clock_gettime, ClockId};
+
+const T: Duration = Duration::from_secs(10);
+
+fn monotonic_usec() -> u64 {
+    let ts = clock_gettime(ClockId::CLOCK_MONOTONIC).unwrap();
+    ts.tv_sec() as u64 * 1_000_000 + ts.tv_nsec() as u64 / 1000
+}
+
+#[test]
+fn ready_arrives_before_first_fetch_finishes() {
+    let dir = TestDir::new("lc-ready");
+    let notify = NotifySocket::new(&dir);
+    let inv = FakeInventory::start(Behavior::Hang);
+    let agent = daemon(&dir, &inv, &notify)
+        .env("HTTP_TIMEOUT", "60")
+        .spawn();
+    let ready = notify.wait_for("READY=1", Duration::from_secs(5));
+    assert!(
+        ready.is_some(),
+        "no READY=1 while the inventory hangs\nnotify:\n{}\nstderr:\n{}",
+        notify.dump(),
+        agent.stderr()
+    );
+    assert!(
+        inv.wait_for_requests(1, Duration::from_secs(5)),
+        "the first fetch never started\n{}",
+        agent.stderr()
+    );
+    assert!(
+        !agent.targets_file().exists(),
+        "the hanging fetch cannot have produced a file"
+    );
+}
+
+#[test]
+fn watchdog_pings_at_half_interval_while_inventory_hangs() {
+    let dir = TestDir::new("lc-wd");
+    let notify = NotifySocket::new(&dir);
+    let inv = FakeInventory::start(Behavior::Hang);
+    let agent = daemon(&dir, &inv, &notify)
+        .env("HTTP_TIMEOUT", "60")
+        .env("WATCHDOG_USEC", "1000000")
+        .spawn();
+    let ready = notify.wait_for("READY=1", Duration::from_secs(5));
+    assert!(ready.is_some(), "no READY=1\n{}", agent.stderr());
+    assert!(inv.wait_for_requests(1, Duration::from_secs(5)));
+    let start = Instant::now();
+    notify.collect_for(Duration::from_secs(3));
+    let pings: Vec<Instant> = notify
+        .all()
+        .iter()
+        .filter(|m| m.has("WATCHDOG=1") && m.at >= start)
+        .map(|m| m.at)
+        .collect();
+    assert!(
+        (4..=10).contains(&pings.len()),
+        "expected ~6 WATCHDOG=1 in 3 s with WATCHDOG_USEC=1s, got {}\n{}",
+        pings.len(),
+        notify.dump()
+    );
+    let mut prev = start;
+    let mut max_gap = Duration::ZERO;
+    for p in &pings {
+        max_gap = max_gap.max(*p - prev);
+        prev = *p;
+    }
+    assert!(
+        max_gap < Duration::from_millis(800),
+        "gap of {max_gap:?} between watchdog pings (half interval is 500 ms)"
+    );
+    assert_eq!(inv.request_count(), 1, "still the one hanging request");
+}
+
+#[test]
+fn no_watchdog_pings_unless_asked_for_this_pid() {
+    let dir = TestDir::new("lc-nowd");
+    let inv = FakeInventory::start(Behavior::list(&["sensor_0"]));
+    // No WATCHDOG_USEC at all, then WATCHDOG_USEC meant for another process.
+    for extra in [None, Some(("WATCHDOG_PID", "1"))] {
+        let ndir = TestDir::new("lc-nowd-n");
+        let notify = NotifySocket::new(&ndir);
+        let mut cmd = daemon(&dir, &inv, &notify);
+        if let Some((k, v)) = extra {
+            cmd = cmd.env("WATCHDOG_USEC", "1000000").env(k, v);
+        }
+        let agent = cmd.spawn();
+        assert!(
+            notify.wait_for("READY=1", T).is_some(),
+            "{}",
+            agent.stderr()
+        );
+        notify.collect_for(Duration::from_millis(1500));
+        assert!(
+            !notify.all().iter().any(|m| m.has("WATCHDOG=1")),
+            "{extra:?}: unexpected WATCHDOG=1\n{}",
+            notify.dump()
+        );
+    }
+}
+
+#[test]
+fn sighup_reloads_with_fresh_fetch() {
+    let dir = TestDir::new("lc-hup");
+    let notify = NotifySocket::new(&dir);
+    let inv = FakeInventory::start(Behavior::list(&["sensor_0"]));
+    let agent = daemon(&dir, &inv, &notify).spawn();
+    assert!(
+        notify.wait_for("READY=1", T).is_some(),
+        "{}",
+        agent.stderr()
+    );
+    let first = render_default(&["sensor_0:9100"]);
+    assert!(
+        wait_for(T, || fs::read_to_string(agent.targets_file())
+            .ok()
+            .as_deref()
+            == Some(first.as_str())),
+        "first cycle did not write the file\n{}",
+        agent.stderr()
+    );
+    let before = inv.wait_quiet(Duration::from_millis(300), T);
+    inv.set(Behavior::list(&["sensor_2", "sensor_1", "sensor_3"]));
+    let mark = agent.log_mark();
+
+    let sent_at = monotonic_usec();
+    agent.signal(Signal::SIGHUP);
+    let reloading = notify.wait_for("RELOADING=1", T).unwrap_or_else(|| {
+        panic!(
+            "no RELOADING=1 after SIGHUP\n{}\n{}",
+            notify.dump(),
+            agent.stderr()
+        )
+    });
+    let usec: u64 = reloading
+        .get("MONOTONIC_USEC")
+        .unwrap_or_else(|| {
+            panic!(
+                "RELOADING=1 without MONOTONIC_USEC in the same datagram: {:?}",
+                reloading.raw
+            )
+        })
+        .parse()
+        .expect("MONOTONIC_USEC is a number");
+    assert!(
+        usec + 1_000_000 >= sent_at && usec <= monotonic_usec(),
+        "MONOTONIC_USEC={usec} is not CLOCK_MONOTONIC around the signal ({sent_at})"
+    );
+    let ready = notify.wait_for("READY=1", T).unwrap_or_else(|| {
+        panic!(
+            "no READY=1 after the reload\n{}\n{}",
+            notify.dump(),
+            agent.stderr()
+        )
+    });
+    let reqs = inv.requests();
+    assert!(
+        reqs.len() > before,
+        "SIGHUP did not fetch (still {} requests)",
+        reqs.len()
+    );
+    assert!(
+        reqs[before].at <= ready.at,
+        "READY=1 came before the fresh fetch"
+    );
+    let want = render_default(&["sensor_1:9100", "sensor_2:9100", "sensor_3:9100"]);
+    assert_eq!(
+        fs::read_to_string(agent.targets_file()).unwrap(),
+        want,
+        "the file must hold the new inventory by the time READY=1 is sent"
+    );
+    let status = notify
+        .all()
+        .iter()
+        .filter(|m| m.at >= reloading.at)
+        .find_map(|m| m.get("STATUS").map(str::to_string));
+    let status = status.unwrap_or_else(|| panic!("no STATUS= after reload\n{}", notify.dump()));
+    assert!(
+        status.contains("3 targets"),
+        "STATUS should tell the 3 targets: {status:?}"
+    );
+    assert!(
+        agent.log_since(mark).contains("SIGHUP"),
+        "the handled signal is not logged\n{}",
+        agent.log_since(mark)
+    );
+}
+
+#[test]
+fn sighup_burst_coalesces() {
+    let dir = TestDir::new("lc-burst");
+    let notify = NotifySocket::new(&dir);
+    let inv = FakeInventory::start(Behavior::slow_list(
+        &["sensor_0"],
+        Duration::from_millis(400),
+    ));
+    let mut agent = daemon(&dir, &inv, &notify).spawn();
+    assert!(
+        notify.wait_for("READY=1", T).is_some(),
+        "{}",
+        agent.stderr()
+    );
+    assert!(agent.wait_for_file(T), "{}", agent.stderr());
+    let before = inv.wait_quiet(Duration::from_millis(500), T);
+    for _ in 0..10 {
+        agent.signal(Signal::SIGHUP);
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    let after = inv.wait_quiet(Duration::from_millis(1500), Duration::from_secs(20));
+    let extra = after - before;
+    assert!(
+        (1..=2).contains(&extra),
+        "10 SIGHUPs during a slow fetch gave {extra} extra fetches, expected 1 or 2\n{}",
+        agent.stderr()
+    );
+    assert!(agent.is_alive());
+    // The burst ends with the agent ready again.
+    let last = notify
+        .all()
+        .iter()
+        .rev()
+        .find(|m| m.has("READY=1") || m.has("RELOADING=1"))
+        .cloned();
+    assert!(
+        last.as_ref().is_some_and(|m| m.has("READY=1")) || {
+            notify.collect_for(Duration::from_millis(500));
+            notify
+                .all()
+                .iter()
+                .rev()
+                .find(|m| m.has("READY=1") || m.has("RELOADING=1"))
+                .is_some_and(|m| m.has("READY=1"))
+        },
+        "the last state message is not READY=1\n{}",
+        notify.dump()
+    );
+}
+
+fn stop_while_hanging(sig: Signal) {
+    let dir = TestDir::new("lc-stop");
+    let notify = NotifySocket::new(&dir);
+    let inv = FakeInventory::start(Behavior::Hang);
+    let mut agent = daemon(&dir, &inv, &notify)
+        .env("HTTP_TIMEOUT", "60")
+        .spawn();
+    assert!(
+        notify.wait_for("READY=1", T).is_some(),
+        "{}",
+        agent.stderr()
+    );
+    assert!(inv.wait_for_requests(1, T), "fetch never started");
+    std::thread::sleep(Duration::from_millis(200));
+    let t0 = Instant::now();
+    agent.signal(sig);
+    let status = agent.wait_exit(Duration::from_secs(5));
+    let took = t0.elapsed();
+    let status = status.unwrap_or_else(|| {
+        panic!(
+            "{sig:?}: still running 5 s later while a request hangs\n{}",
+            agent.stderr()
+        )
+    });
+    assert_eq!(status.code(), Some(0), "{sig:?}: exit status {status:?}");
+    assert!(
+        took < Duration::from_secs(1),
+        "{sig:?}: exit took {took:?}, must be within 1 s"
+    );
+    assert!(
+        notify
+            .wait_for("STOPPING=1", Duration::from_millis(500))
+            .is_some(),
+        "{sig:?}: no STOPPING=1\n{}",
+        notify.dump()
+    );
+    assert!(
+        temp_files(&dir.join("out"), "targets.json").is_empty(),
+        "temp file left behind"
+    );
+    let name = format!("{sig:?}");
+    assert!(
+        agent.stderr().contains(&name),
+        "{name} handling not logged\n{}",
+        agent.stderr()
+    );
+}
+
+#[test]
+fn sigterm_exits_0_within_1s_while_request_hangs() {
+    stop_while_hanging(Signal::SIGTERM);
+}
+
+#[test]
+fn sigint_exits_0_within_1s_while_request_hangs() {
+    stop_while_hanging(Signal::SIGINT);
+}
+
+#[test]
+fn sigterm_when_idle() {
+    let dir = TestDir::new("lc-idle-stop");
+    let notify = NotifySocket::new(&dir);
+    let inv = FakeInventory::start(Behavior::list(&["sensor_0"]));
+    let mut agent = daemon(&dir, &inv, &notify).spawn();
+    assert!(agent.wait_for_file(T), "{}", agent.stderr());
+    inv.wait_quiet(Duration::from_millis(300), T);
+    let t0 = Instant::now();
+    agent.signal(Signal::SIGTERM);
+    let status = agent.wait_exit(Duration::from_secs(5));
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", agent.stderr());
+    assert!(
+        t0.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        t0.elapsed()
+    );
+    assert!(
+        notify.wait_for("STOPPING=1", SEC).is_some(),
+        "{}",
+        notify.dump()
+    );
+    assert_eq!(
+        fs::read_to_string(agent.targets_file()).unwrap(),
+        render_default(&["sensor_0:9100"])
+    );
+}
+
+#[test]
+fn stale_temp_files_removed_at_startup() {
+    let dir = TestDir::new("lc-stale");
+    let out = dir.join("out");
+    fs::create_dir_all(&out).unwrap();
+    let stale = [".targets.json.tmp.4242.0", ".targets.json.tmp.1.17"];
+    let keep = [
+        ("targets.json", render_default(&["old:9100"])),
+        ("other.json", "[]\n".to_string()),
+        (".other.json.tmp.4242.0", "x".to_string()),
+        ("targets.json.bak", "y".to_string()),
+    ];
+    for s in stale {
+        fs::write(out.join(s), "[\n  {\n    \"targets\": [\n      \"half").unwrap();
+    }
+    for (name, content) in &keep {
+        fs::write(out.join(name), content).unwrap();
+    }
+    let notify = NotifySocket::new(&dir);
+    let inv = FakeInventory::start(Behavior::Hang);
+    let agent = daemon(&dir, &inv, &notify)
+        .env("HTTP_TIMEOUT", "60")
+        .spawn();
+    assert!(
+        notify.wait_for("READY=1", T).is_some(),
+        "{}",
+        agent.stderr()
+    );
+    assert!(
+        wait_for(Duration::from_secs(2), || temp_files(&out, "targets.json")
+            .is_empty()),
+        "stale temp files survive start-up: {:?}\n{}",
+        temp_files(&out, "targets.json"),
+        agent.stderr()
+    );
+    for (name, content) in &keep {
+        assert_eq!(
+            fs::read_to_string(out.join(name)).ok().as_ref(),
+            Some(content),
+            "{name} must be left alone"
+        );
+    }
+}
+
+/// Sum of context switches over all threads of `pid`.
+fn ctxt_switches(pid: i32) -> u64 {
+    let mut total = 0;
+    for task in fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
+        let status = fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        for line in status.lines() {
+            if line.starts_with("voluntary_ctxt_switches:")
+                || line.starts_with("nonvoluntary_ctxt_switches:")
+            {
+                total += line
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap()
+                    .parse::<u64>()
+                    .unwrap();
+            }
+        }
+    }
+    total
+}
+
+#[test]
+fn idle_agent_does_not_poll() {
+    let dir = TestDir::new("lc-idle");
+    let notify = NotifySocket::new(&dir);
+    let inv = FakeInventory::start(Behavior::list(&["sensor_0"]));
+    let agent = daemon(&dir, &inv, &notify).spawn();
+    assert!(agent.wait_for_file(T), "{}", agent.stderr());
+    std::thread::sleep(Duration::from_millis(500));
+    let before = ctxt_switches(agent.pid());
+    let reqs = inv.request_count();
+    std::thread::sleep(Duration::from_secs(3));
+    let woke = ctxt_switches(agent.pid()) - before;
+    assert!(
+        woke <= 15,
+        "idle agent (UPDATE_INTERVAL=60, no watchdog) switched context {woke} times in 3 s"
+    );
+    assert_eq!(inv.request_count(), reqs, "no fetch while idle");
+}
+
+#[test]
+fn interval_drives_cycles() {
+    let dir = TestDir::new("lc-interval");
+    let notify = NotifySocket::new(&dir);
+    let inv = FakeInventory::start(Behavior::list(&["sensor_0"]));
+    let agent = daemon(&dir, &inv, &notify)
+        .env("UPDATE_INTERVAL", "1")
+        .spawn();
+    assert!(inv.wait_for_requests(1, T), "{}", agent.stderr());
+    let t0 = Instant::now();
+    let n0 = inv.request_count();
+    std::thread::sleep(Duration::from_millis(3500));
+    let n = inv.request_count() - n0;
+    assert!(
+        (2..=5).contains(&n),
+        "UPDATE_INTERVAL=1 gave {n} fetches in {:?}",
+        t0.elapsed()
+    );
+}
