@@ -32,6 +32,8 @@ pub struct Failure {
     pub reason: String,
     pub attempts: u32,
     pub duration: Duration,
+    /// The server's `Retry-After` on the last try, which outlasts the cycle.
+    pub retry_after: Option<Duration>,
 }
 
 /// Reported before each retry, so the caller can show it in STATUS=.
@@ -67,6 +69,7 @@ pub fn run(
             reason,
             attempts: attempt,
             duration: start.elapsed(),
+            retry_after: None,
         };
         let error = match source.fetch(timeout) {
             Ok(body) => {
@@ -84,7 +87,10 @@ pub fn run(
             FetchError::Transient { retry_after, .. } => *retry_after,
         };
         if attempt >= tries {
-            return Err(fail(reason));
+            return Err(Failure {
+                retry_after,
+                ..fail(reason)
+            });
         }
         let delay = retry_after
             .unwrap_or_else(|| retry::backoff(config.retry_backoff, attempt, retry::random_unit()));
@@ -92,9 +98,12 @@ pub fn run(
         // A retry needs its wait plus a useful slice of time to run in.
         let useful = config.http_timeout.min(Duration::from_secs(1));
         if delay + useful > left {
-            return Err(fail(format!(
-                "{reason} (no time left for another try before the next cycle)"
-            )));
+            return Err(Failure {
+                retry_after,
+                ..fail(format!(
+                    "{reason} (no time left for another try before the next cycle)"
+                ))
+            });
         }
         log::warn!(
             ATTEMPT = attempt, ERROR = reason.as_str(), INVENTORY_URL = url.to_string().as_str();
@@ -144,6 +153,7 @@ fn accept(
             ),
             attempts,
             duration,
+            retry_after: None,
         });
     }
     let group = TargetGroup::from_config(v.targets.clone(), config);
@@ -285,5 +295,20 @@ mod tests {
         let mut delays = vec![];
         run(&mut s, &c, far(), &mut |r| delays.push(r.delay)).unwrap();
         assert_eq!(delays, vec![Duration::from_millis(20)]);
+    }
+
+    #[test]
+    fn a_long_retry_after_is_passed_on() {
+        let c = config(&[("RETRY_ATTEMPTS", "1")]);
+        let mut s = Script(
+            VecDeque::from([Err(FetchError::Transient {
+                reason: "HTTP 503".into(),
+                retry_after: Some(Duration::from_secs(600)),
+            })]),
+            0,
+        );
+        let f = run(&mut s, &c, far(), &mut |_| {}).unwrap_err();
+        assert_eq!(s.1, 1, "a 600 s wait does not fit in the cycle");
+        assert_eq!(f.retry_after, Some(Duration::from_secs(600)));
     }
 }

@@ -27,6 +27,9 @@ pub fn cycle_budget(config: &Config) -> Duration {
     config.update_interval.max(config.http_timeout)
 }
 
+/// The longest a server's `Retry-After` may postpone the next cycle.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
 /// Past its deadline by this much, a fetch counts as wedged: the watchdog
 /// pings stop so that systemd restarts us.
 fn wedge_grace(config: &Config) -> Duration {
@@ -163,6 +166,15 @@ impl Daemon {
                     Event::Done(result) => {
                         in_flight = None;
                         wedged_logged = false;
+                        // A server that asked for a pause gets it, within reason.
+                        if let Err(Failure {
+                            retry_after: Some(wait),
+                            ..
+                        }) = &result
+                        {
+                            next_cycle =
+                                next_cycle.max(Instant::now() + (*wait).min(MAX_RETRY_AFTER));
+                        }
                         let next = SystemTime::now()
                             + next_cycle.saturating_duration_since(Instant::now());
                         match result {

@@ -71,8 +71,9 @@ pub fn drop_to(spec: &str, out_dir: Option<&Path>) -> Result<Outcome, DropError>
     // Only directories we create are handed over; existing ones keep
     // whatever owner the operator gave them.
     let created = match out_dir {
-        Some(dir) => writer::create_dirs(dir)
-            .map_err(|e| failed(&format!("create {}", dir.display()), e))?,
+        Some(dir) => {
+            writer::create_dirs(dir).map_err(|e| failed(&format!("create {}", dir.display()), e))?
+        }
         None => Vec::new(),
     };
     for dir in &created {

@@ -49,6 +49,7 @@ impl Worker {
                         reason: "internal error: the fetch panicked".into(),
                         attempts: 0,
                         duration: Duration::ZERO,
+                        retry_after: None,
                     })
                 });
                 post(Event::Done(outcome));
