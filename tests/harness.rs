@@ -126,6 +126,11 @@ fn notify_socket_orders_messages() {
     assert_eq!(again.get("STATUS"), None);
     assert!(n.wait_for("READY=1", Duration::from_millis(100)).is_none());
     assert_eq!(n.all().len(), 3);
+    tx.send_to(b"READY=1", n.path()).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    n.skip_pending();
+    assert!(n.wait_for("READY=1", Duration::from_millis(100)).is_none());
+    assert_eq!(n.all().len(), 4);
 }
 
 #[test]

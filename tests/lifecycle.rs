@@ -179,15 +179,16 @@ fn sighup_reloads_with_fresh_fetch() {
         want,
         "the file must hold the new inventory by the time READY=1 is sent"
     );
-    let status = notify
+    notify.collect_for(Duration::from_millis(300));
+    let statuses: Vec<String> = notify
         .all()
         .iter()
         .filter(|m| m.at >= reloading.at)
-        .find_map(|m| m.get("STATUS").map(str::to_string));
-    let status = status.unwrap_or_else(|| panic!("no STATUS= after reload\n{}", notify.dump()));
+        .filter_map(|m| m.get("STATUS").map(str::to_string))
+        .collect();
     assert!(
-        status.contains("3 targets"),
-        "STATUS should tell the 3 targets: {status:?}"
+        statuses.iter().any(|s| s.contains("3 targets")),
+        "a STATUS= after the reload should tell the 3 targets: {statuses:?}"
     );
     assert!(
         agent.log_since(mark).contains("SIGHUP"),

@@ -306,7 +306,7 @@ fn plain_log_lines_look_like_the_seed() {
                 _ => c.is_ascii_digit(),
             });
         let rest = line.get(19..).unwrap_or("");
-        let level_ok = ["ERROR", "WARN", "INFO"]
+        let level_ok = ["ERROR", "WARNING", "WARN", "INFO"]
             .iter()
             .any(|l| rest.starts_with(&format!(" - sd-updater - {l} - ")));
         assert!(

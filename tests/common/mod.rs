@@ -703,6 +703,14 @@ impl NotifySocket {
         self.inner.lock().unwrap().0.extend(got);
     }
 
+    /// Forgets everything received or queued so far: later waits only see
+    /// messages sent after this call (e.g. from a restarted agent).
+    pub fn skip_pending(&self) {
+        self.drain();
+        let mut g = self.inner.lock().unwrap();
+        g.1 = g.0.len();
+    }
+
     /// Returns the first message not yet consumed by an earlier
     /// `recv_until` that satisfies `pred`, receiving more as needed for up
     /// to `timeout`. The cursor moves past the returned message, so
