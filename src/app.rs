@@ -54,7 +54,7 @@ pub fn main() -> i32 {
     let mode = logging::init(config.log_level);
     // --print writes nothing, so it creates no directory either.
     let out_dir = (command != Command::Print).then(|| writer::parent_dir(&config.targets_file));
-    if let Err(code) = drop_privileges(&config, out_dir) {
+    if let Err(code) = drop_privileges(&config, out_dir, mode) {
         return code;
     }
 
@@ -80,7 +80,11 @@ fn check_config(config: &Config) -> i32 {
     exit::OK
 }
 
-fn drop_privileges(config: &Config, out_dir: Option<&Path>) -> Result<(), i32> {
+fn drop_privileges(
+    config: &Config,
+    out_dir: Option<&Path>,
+    mode: logging::Mode,
+) -> Result<(), i32> {
     match privileges::drop_to(&config.run_as_user, out_dir) {
         Ok(privileges::Outcome::NotRoot) => Ok(()),
         Ok(privileges::Outcome::StayedRoot) => {
@@ -95,7 +99,11 @@ fn drop_privileges(config: &Config, out_dir: Option<&Path>) -> Result<(), i32> {
             Ok(())
         }
         Err(e @ DropError::UnknownUser(_)) => {
-            log::error!(ERROR = e.to_string().as_str(); "Invalid configuration: {e}");
+            // The same one-line form as every other configuration error.
+            eprintln!("sd-updater: invalid configuration: {e}");
+            if mode == logging::Mode::Journal {
+                log::error!(ERROR = e.to_string().as_str(); "Invalid configuration: {e}");
+            }
             Err(exit::CONFIG)
         }
         Err(e @ DropError::Failed(_)) => {

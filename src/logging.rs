@@ -22,14 +22,16 @@ struct Logger {
 }
 
 /// Our own log targets all start with the crate name; anything else is a
-/// dependency (ureq, rustls), which only `trace` lets through.
+/// dependency (ureq, rustls), whose info and debug chatter only `trace`
+/// lets through. Their warnings and errors always pass.
 fn is_ours(target: &str) -> bool {
     target.starts_with("sd_updater")
 }
 
 impl Log for Logger {
     fn enabled(&self, m: &Metadata) -> bool {
-        m.level() <= self.level && (self.level == LevelFilter::Trace || is_ours(m.target()))
+        m.level() <= self.level
+            && (self.level == LevelFilter::Trace || m.level() <= Level::Warn || is_ours(m.target()))
     }
 
     fn log(&self, record: &Record) {
@@ -144,6 +146,11 @@ mod tests {
             sink: Sink::Stderr,
         };
         assert!(t.enabled(&m("rustls::client")));
+        let warn = Metadata::builder()
+            .level(Level::Warn)
+            .target("rustls_platform_verifier")
+            .build();
+        assert!(l.enabled(&warn), "a dependency's warnings always pass");
         let info = Logger {
             level: LevelFilter::Info,
             sink: Sink::Stderr,

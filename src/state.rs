@@ -76,7 +76,7 @@ impl State {
             (Some(t), Some(checked)) => {
                 let changed = self.changed_at.map(at).unwrap_or_default();
                 format!(
-                    "{} targets, updated {} UTC (last change {changed})",
+                    "{} targets, updated {} UTC (last change {changed} UTC)",
                     t.len(),
                     at(checked)
                 )
@@ -106,7 +106,7 @@ mod tests {
         s.succeeded(vec!["a:1".into(); 100], false, t(30));
         assert_eq!(
             s.status(),
-            "100 targets, updated 12:00:30 UTC (last change 12:00:00)"
+            "100 targets, updated 12:00:30 UTC (last change 12:00:00 UTC)"
         );
         s.failed("HTTP 503", t(33));
         s.failed("HTTP 503", t(63));

@@ -131,12 +131,15 @@ pub fn write_if_changed(target: &Path, content: &[u8]) -> Result<Outcome, WriteE
         let _ = fs::remove_file(&temp);
         return Err(e);
     }
-    // The rename is durable only once the directory entry is.
-    step(
+    // The rename is durable only once the directory entry is. The new file
+    // is in place either way, so a failure here is only worth a warning.
+    if let Err(e) = step(
         File::open(dir).and_then(|d| d.sync_all()),
         "fsync directory",
         dir,
-    )?;
+    ) {
+        log::warn!("{e}");
+    }
     Ok(Outcome::Written)
 }
 
