@@ -1,0 +1,53 @@
+# shellcheck shell=bash
+# Helpers shared by build-deb.sh, build-rpm.sh and test-packages.sh.
+# Sourced, not run.  Expects bash with "set -euo pipefail".
+
+# The checkout this file belongs to.
+repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+log() { printf '%s: %s\n' "${0##*/}" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# apt_ensure PKG...: install the Debian packages that are missing (as root,
+# non-interactively).  Runs "apt-get update" first, and only when something
+# is missing, so that a second run needs no network.
+apt_ensure() {
+	local pkg missing=()
+	for pkg in "$@"; do
+		if ! dpkg-query -W -f='${Status}\n' "$pkg" 2>/dev/null | grep -q '^install ok installed$'; then
+			missing+=("$pkg")
+		fi
+	done
+	[ "${#missing[@]}" -eq 0 ] && return 0
+	[ "$(id -u)" -eq 0 ] || die "missing packages (${missing[*]}); run as root to install them"
+	log "installing ${missing[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# use_rust_toolchain: put the rustup toolchain first in PATH and check it.
+# Debian 12's own rustc is too old for this crate (rust-version 1.85).
+use_rust_toolchain() {
+	local cargo_home=${CARGO_HOME:-$HOME/.cargo}
+	if [ -x "$cargo_home/bin/cargo" ]; then
+		PATH=$cargo_home/bin:$PATH
+		export PATH
+	fi
+	command -v cargo >/dev/null || die "cargo not found: install Rust with rustup (https://rustup.rs)"
+	log "using $(cargo --version)"
+}
+
+# crate_version: the version in Cargo.toml's [package] section.
+crate_version() {
+	sed -n '/^\[package\]/,/^\[/s/^version *= *"\([^"]*\)".*/\1/p' "$repo_root/Cargo.toml" | head -n 1
+}
+
+# stage_source DIR: copy the checkout (without target/ and .git) to DIR,
+# keeping modification times so that cargo can reuse target/.
+stage_source() {
+	local dir=$1
+	rm -rf "$dir"
+	mkdir -p "$dir"
+	tar -C "$repo_root" --exclude=./target --exclude=./.git -cf - . | tar -C "$dir" -xf -
+}
