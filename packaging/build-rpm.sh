@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Build the RPM package from this checkout:
+#   target/packages/sd-updater-<version>-<release>.<arch>.rpm
+# Runs as root on Debian 12 with the Rust toolchain from rustup; installs rpm
+# with apt.  rpmbuild runs rpm/sd-updater.spec in target/rpm-build/, and its
+# %build runs cargo build --release --locked, sharing the checkout's target/.
+set -euo pipefail
+
+# shellcheck source=packaging/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+apt_ensure build-essential rpm
+use_rust_toolchain
+
+cd "$repo_root"
+spec=rpm/sd-updater.spec
+# (_sourcedir: %pre reads Source1, packaging/sd-updater.sysusers, when parsed.)
+version=$(rpmspec -q --srpm --qf '%{VERSION}' --define "_sourcedir $repo_root/packaging" "$spec")
+[ "$version" = "$(crate_version)" ] ||
+	die "$spec version $version differs from Cargo.toml's $(crate_version)"
+
+top=$repo_root/target/rpm-build
+rm -rf "$top"
+mkdir -p "$top/SOURCES" "$top/SPECS"
+stage_source "$top/stage/sd-updater-$version"
+tar -C "$top/stage" -czf "$top/SOURCES/sd-updater-$version.tar.gz" "sd-updater-$version"
+cp packaging/sd-updater.sysusers "$top/SOURCES/"
+cp "$spec" "$top/SPECS/"
+
+# --nodeps: Debian's rpm database is empty, so the BuildRequires (which are
+# for Fedora/RHEL) cannot be checked; the tools come from apt and rustup.
+# __brp_compress: Debian's brp-compress is a bash script that rpm runs with
+# /bin/sh (dash), where it fails and leaves the man page uncompressed.
+log "building sd-updater $version"
+CARGO_TARGET_DIR=$repo_root/target rpmbuild -bb --nodeps \
+	--define "_topdir $top" \
+	--define "__brp_compress bash %{_rpmconfigdir}/brp-compress %{?_prefix}" \
+	"$top/SPECS/sd-updater.spec"
+
+mkdir -p "$repo_root/target/packages"
+found=0
+for rpm in "$top"/RPMS/*/sd-updater-"$version"-*.rpm; do
+	[ -f "$rpm" ] || continue
+	cp "$rpm" "$repo_root/target/packages/"
+	log "wrote target/packages/${rpm##*/}"
+	found=1
+done
+[ "$found" = 1 ] || die "rpmbuild did not produce a package"
