@@ -1,0 +1,380 @@
+//! Property-based tests (issue 5, test 1) over the inventory parser, the
+//! entry validator and the renderer, driven through the library crate.
+//!
+//! The number of cases per property is `PROPTEST_CASES` (256 by default;
+//! the long run outside CI uses a million). Failures print the minimal
+//! input; nothing is written to the source tree.
+
+use std::net::Ipv6Addr;
+
+use proptest::prelude::*;
+use proptest::test_runner::Config;
+use sd_updater::inventory::{self, escape};
+use sd_updater::logging::one_line;
+use sd_updater::sensor::target_address;
+use sd_updater::targets::{parse_targets, render, TargetGroup};
+use serde_json::Value;
+
+fn config() -> Config {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256);
+    Config {
+        cases,
+        failure_persistence: None,
+        ..Config::default()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Strategies
+// ---------------------------------------------------------------------------
+
+fn label() -> impl Strategy<Value = String> {
+    "[a-zA-Z0-9_]([a-zA-Z0-9_-]{0,8}[a-zA-Z0-9_])?"
+}
+
+fn hostname() -> impl Strategy<Value = String> {
+    prop::collection::vec(label(), 1..4).prop_map(|v| v.join("."))
+}
+
+fn ipv4() -> impl Strategy<Value = String> {
+    any::<[u8; 4]>().prop_map(|b| format!("{}.{}.{}.{}", b[0], b[1], b[2], b[3]))
+}
+
+fn ipv6() -> impl Strategy<Value = String> {
+    prop_oneof![
+        any::<u128>().prop_map(|n| Ipv6Addr::from(n).to_string()),
+        any::<[u16; 2]>().prop_map(|g| format!("2001:db8::{:x}:{:x}", g[0], g[1])),
+        Just("::1".to_string()),
+        Just("::".to_string()),
+        any::<[u8; 4]>().prop_map(|b| format!("::ffff:{}.{}.{}.{}", b[0], b[1], b[2], b[3])),
+        // Upper case and uncompressed forms.
+        any::<[u16; 8]>().prop_map(|g| g
+            .iter()
+            .map(|x| format!("{x:X}"))
+            .collect::<Vec<_>>()
+            .join(":")),
+    ]
+}
+
+fn port() -> impl Strategy<Value = String> {
+    prop_oneof![
+        (1u32..=65535).prop_map(|p| p.to_string()),
+        (0u32..=99999).prop_map(|p| p.to_string()),
+        "[0-9]{0,7}",
+        "[+-]?[0-9a-z]{0,4}",
+    ]
+}
+
+/// Plausible entries, with and without ports, mixed with arbitrary text
+/// and near misses, so that both the accepting and the refusing paths are
+/// exercised.
+fn entry() -> impl Strategy<Value = String> {
+    prop_oneof![
+        3 => hostname(),
+        2 => ipv4(),
+        2 => ipv6(),
+        1 => ipv6().prop_map(|h| format!("[{h}]")),
+        2 => (hostname(), port()).prop_map(|(h, p)| format!("{h}:{p}")),
+        1 => (ipv4(), port()).prop_map(|(h, p)| format!("{h}:{p}")),
+        2 => (ipv6(), port()).prop_map(|(h, p)| format!("[{h}]:{p}")),
+        2 => any::<String>(),
+        1 => "[ -~]{0,40}",
+        1 => (hostname(), "[\\x00-\\x1f\\x7f /\"'\\\\%@\\[\\]]", hostname())
+            .prop_map(|(a, c, b)| format!("{a}{c}{b}")),
+        1 => "[a-z]{64,70}",
+        1 => prop::collection::vec("[a-z]{60,63}", 4..6).prop_map(|v| v.join(".")),
+    ]
+}
+
+fn json_value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(Value::from),
+        any::<String>().prop_map(Value::String),
+        entry().prop_map(Value::String),
+    ];
+    leaf.prop_recursive(4, 64, 8, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
+            prop::collection::btree_map(any::<String>(), inner, 0..6)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+// ---------------------------------------------------------------------------
+// An independent check of what Prometheus accepts as a target address
+// ---------------------------------------------------------------------------
+
+/// `host:port` as Prometheus takes it in `__address__`: no `/`, IPv6 in
+/// brackets, a decimal port 1-65535 written canonically, a host of
+/// printable ASCII without spaces, quotes or further colons.
+fn prometheus_accepts(t: &str) -> Result<(), String> {
+    if t.contains('/') {
+        return Err("contains /".into());
+    }
+    if !t.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("not printable ASCII".into());
+    }
+    let (host, port) = if let Some(rest) = t.strip_prefix('[') {
+        let (inner, after) = rest.split_once(']').ok_or("unclosed [")?;
+        inner
+            .parse::<Ipv6Addr>()
+            .map_err(|_| format!("{inner:?} in brackets is not IPv6"))?;
+        (inner, after.strip_prefix(':').ok_or("no :port after ]")?)
+    } else {
+        let (h, p) = t.rsplit_once(':').ok_or("no port")?;
+        if h.contains(':') {
+            return Err("unbracketed IPv6 or stray colon".into());
+        }
+        if h.contains(['"', '\'', '\\', '[', ']', '%', '@', ',']) {
+            return Err("odd characters in host".into());
+        }
+        (h, p)
+    };
+    if host.is_empty() {
+        return Err("empty host".into());
+    }
+    let n: u32 = port.parse().map_err(|_| format!("port {port:?}"))?;
+    if !(1..=65535).contains(&n) || n.to_string() != port {
+        return Err(format!("port {port:?} out of range or not canonical"));
+    }
+    Ok(())
+}
+
+fn valid_label_name(k: &str) -> bool {
+    let mut b = k.bytes();
+    matches!(b.next(), Some(c) if c.is_ascii_alphabetic() || c == b'_')
+        && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
+}
+
+/// Parses a rendered document as Prometheus' file_sd would, strictly.
+type Group = (Vec<String>, Vec<(String, String)>);
+
+fn parse_file_sd(content: &[u8]) -> Result<Vec<Group>, String> {
+    let v: Value = serde_json::from_slice(content).map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    for g in v.as_array().ok_or("not a list")? {
+        let g = g.as_object().ok_or("group not an object")?;
+        let targets = g
+            .get("targets")
+            .and_then(Value::as_array)
+            .ok_or("no targets")?
+            .iter()
+            .map(|t| t.as_str().map(str::to_string).ok_or("target not a string"))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut labels = Vec::new();
+        for (k, v) in g
+            .get("labels")
+            .and_then(Value::as_object)
+            .ok_or("no labels")?
+        {
+            if !valid_label_name(k) {
+                return Err(format!("invalid label name {k:?}"));
+            }
+            labels.push((k.clone(), v.as_str().ok_or("label not a string")?.into()));
+        }
+        out.push((targets, labels));
+    }
+    Ok(out)
+}
+
+fn labels() -> impl Strategy<Value = Vec<(String, String)>> {
+    prop::collection::btree_map("[a-zA-Z_][a-zA-Z0-9_]{0,12}", any::<String>(), 0..5).prop_map(
+        |m| {
+            let mut v = vec![("__metrics_path__".to_string(), "/metrics".to_string())];
+            v.extend(m.into_iter().filter(|(k, _)| k != "__metrics_path__"));
+            v
+        },
+    )
+}
+
+// ---------------------------------------------------------------------------
+// Properties
+// ---------------------------------------------------------------------------
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// Arbitrary bytes never make the parser panic.
+    #[test]
+    fn parse_never_panics_on_bytes(body in prop::collection::vec(any::<u8>(), 0..512)) {
+        let _ = inventory::parse(&body);
+    }
+
+    /// Arbitrary JSON values: accepted exactly when they are a list of
+    /// strings, and then with those strings, in order.
+    #[test]
+    fn parse_accepts_exactly_lists_of_strings(v in json_value(), pretty in any::<bool>()) {
+        let body = if pretty {
+            serde_json::to_vec_pretty(&v).unwrap()
+        } else {
+            serde_json::to_vec(&v).unwrap()
+        };
+        let expected: Option<Vec<String>> = v.as_array().and_then(|items| {
+            items.iter().map(|i| i.as_str().map(str::to_string)).collect()
+        });
+        match (inventory::parse(&body), expected) {
+            (Ok(got), Some(want)) => prop_assert_eq!(got, want),
+            (Err(_), None) => {}
+            (got, want) => prop_assert!(false, "parse gave {:?}, expected {:?}", got, want),
+        }
+    }
+
+    /// Arbitrary strings never make the validator panic, and whatever it
+    /// accepts is a target Prometheus accepts.
+    #[test]
+    fn accepted_entries_are_prometheus_targets(e in entry(), default_port in 1u16..) {
+        if let Ok(t) = target_address(&e, default_port) {
+            if let Err(why) = prometheus_accepts(&t) {
+                prop_assert!(false, "{:?} became {:?}: {}", e, t, why);
+            }
+            // IPv6 is always bracketed; the default port applies only when
+            // the entry names none.
+            if e.matches(':').count() >= 2 && !e.starts_with('[') {
+                prop_assert!(t.starts_with('['), "{:?} -> {:?}", e, t);
+                prop_assert!(t.ends_with(&format!("]:{default_port}")), "{:?} -> {:?}", e, t);
+            }
+            if e.contains(['/', ' ', '\n', '\0']) || !e.is_ascii() {
+                prop_assert!(false, "{:?} should have been refused", e);
+            }
+        }
+    }
+
+    /// Arbitrary unicode strings, the raw way.
+    #[test]
+    fn validator_never_panics(e in any::<String>(), p in any::<u16>()) {
+        let _ = target_address(&e, p.max(1));
+    }
+
+    /// validate(): sorted, unique, every input either accepted or
+    /// rejected, and accepted ones are what target_address says.
+    #[test]
+    fn validate_partitions_and_sorts(entries in prop::collection::vec(entry(), 0..40)) {
+        let v = inventory::validate(entries.clone(), 9100);
+        prop_assert_eq!(v.sensor_count, entries.len());
+        let accepted: Vec<String> = entries
+            .iter()
+            .filter_map(|e| target_address(e, 9100).ok())
+            .collect();
+        prop_assert_eq!(accepted.len() + v.rejected.len(), entries.len());
+        let mut want = accepted;
+        want.sort();
+        want.dedup();
+        prop_assert_eq!(&v.targets, &want);
+        prop_assert!(v.targets.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    /// Rendered output parses back as a file_sd list with valid label
+    /// names, the same targets and the same labels in order.
+    #[test]
+    fn rendered_output_parses_back(
+        entries in prop::collection::vec(entry(), 0..40),
+        labels in labels(),
+    ) {
+        let targets = inventory::validate(entries, 9100).targets;
+        let out = render(&[TargetGroup { targets: targets.clone(), labels: labels.clone() }]);
+        prop_assert!(out.ends_with(b"\n"));
+        let groups = parse_file_sd(&out).map_err(|e| TestCaseError::fail(format!(
+            "{e}: {}", String::from_utf8_lossy(&out))))?;
+        prop_assert_eq!(groups.len(), 1);
+        prop_assert_eq!(&groups[0].0, &targets);
+        // serde_json's map sorts keys: compare as sets, and the order in
+        // the text.
+        let mut got = groups[0].1.clone();
+        got.sort();
+        let mut want = labels.clone();
+        want.sort();
+        prop_assert_eq!(got, want);
+        let text = String::from_utf8_lossy(&out);
+        let from = text.find("\"labels\": {").unwrap_or(0);
+        let positions: Vec<usize> = labels
+            .iter()
+            .map(|(k, _)| text[from..].find(&format!("\"{k}\": ")).unwrap_or(usize::MAX))
+            .collect();
+        prop_assert!(positions.windows(2).all(|w| w[0] < w[1]), "label order: {}", text);
+        prop_assert_eq!(parse_targets(&out), Some(targets));
+    }
+
+    /// The same inventory in any order, with any entries repeated, renders
+    /// to the same bytes.
+    #[test]
+    fn output_ignores_order_and_duplicates(
+        entries in prop::collection::vec(entry(), 0..40),
+        perm_seed in any::<u64>(),
+        dups in prop::collection::vec(any::<prop::sample::Index>(), 0..20),
+    ) {
+        let render_of = |e: Vec<String>| {
+            let t = inventory::validate(e, 9100).targets;
+            render(&[TargetGroup {
+                targets: t,
+                labels: vec![
+                    ("__metrics_path__".into(), "/metrics".into()),
+                    ("job".into(), "sensors".into()),
+                ],
+            }])
+        };
+        let base = render_of(entries.clone());
+        let mut other = entries.clone();
+        if !entries.is_empty() {
+            for d in &dups {
+                other.push(entries[d.index(entries.len())].clone());
+            }
+        }
+        // Fisher-Yates with a splitmix64 stream.
+        let mut s = perm_seed;
+        for i in (1..other.len()).rev() {
+            s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = s;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            other.swap(i, (z % (i as u64 + 1)) as usize);
+        }
+        prop_assert_eq!(render_of(other), base);
+    }
+
+    /// What goes into a log line is one line of printable ASCII, whatever
+    /// the entry held (newlines, ANSI escapes, NUL, unicode).
+    #[test]
+    fn escaped_entries_are_one_printable_line(s in any::<String>(), c in "[\\x00-\\x1f\\x7f\\u{80}-\\u{9f}\\u{2028}\\u{2029}]") {
+        let s = format!("{s}{c}{s}");
+        let e = escape(&s);
+        prop_assert!(e.bytes().all(|b| b.is_ascii_graphic() || b == b' '), "{:?}", e);
+        let l = one_line(&format!("Dropping invalid sensor entry \"{e}\" / raw {s}"));
+        prop_assert!(!l.chars().any(char::is_control), "{:?}", l);
+    }
+}
+
+/// Known shapes from issue 2 stay refused: a sanity anchor for the
+/// generated cases above.
+#[test]
+fn known_bad_shapes_are_refused() {
+    for body in [
+        &b"{}"[..],
+        b"[1,2]",
+        b"<html></html>",
+        b"[\"a\"",
+        b"",
+        b"null",
+        b"\"a\"",
+        b"[[\"a\"]]",
+    ] {
+        assert!(inventory::parse(body).is_err(), "{body:?}");
+    }
+    for t in ["[::1]:9100", "sensor_0:9100", "10.0.0.1:1"] {
+        prometheus_accepts(t).unwrap();
+    }
+    for t in [
+        "::1:9100", "a/b:1", "a:0", "a:65536", "[::1]", "a:09100", "[x]:1",
+    ] {
+        assert!(prometheus_accepts(t).is_err(), "{t}");
+    }
+}
