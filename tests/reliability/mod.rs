@@ -1539,7 +1539,7 @@ fn proxy_conn(
                 out.push_str(&format!("{k}: {v}\r\n"));
             }
         }
-        out.push_str("Connection: close\r\n\r\n");
+        out.push_str("Via: 1.1 sdr-proxy\r\nConnection: close\r\n\r\n");
         if up.write_all(out.as_bytes()).is_err() {
             return;
         }
