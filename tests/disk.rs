@@ -26,77 +26,17 @@ fn rounds() -> u64 {
     env_u64("SDU_DISK_ROUNDS", 5)
 }
 
-/// A daemon that has written `first`.
-struct Running {
-    _dir: TmpDir,
-    notify: Notify,
-    server: Server,
-    agent: Proc,
-    file: std::path::PathBuf,
+fn start(tag: &str, first: &GoodList, env: &[(&str, &str)], file: Option<&Path>) -> Daemon {
+    start_in(TmpDir::new(tag), first, env, file)
 }
 
-fn start(tag: &str, first: &GoodList, env: &[(&str, &str)], file: Option<&Path>) -> Running {
-    let dir = TmpDir::new(tag);
-    start_in(dir, first, env, file)
-}
-
-fn start_in(dir: TmpDir, first: &GoodList, env: &[(&str, &str)], file: Option<&Path>) -> Running {
-    let notify = Notify::new(&dir);
-    let server = Server::start("first", Reply::ok(&first.body));
-    let mut spawn = Spawn::new(&dir, &server.url()).notify(&notify);
-    if let Some(f) = file {
-        spawn = spawn.env("TARGETS_FILE", f.display().to_string());
+fn start_in(dir: TmpDir, first: &GoodList, env: &[(&str, &str)], file: Option<&Path>) -> Daemon {
+    let f = file.map(|f| f.display().to_string());
+    let mut env = env.to_vec();
+    if let Some(f) = &f {
+        env.push(("TARGETS_FILE", f));
     }
-    for (k, v) in env {
-        spawn = spawn.env(k, v);
-    }
-    let file = spawn.targets_file();
-    let mut agent = spawn.spawn();
-    assert!(
-        notify.wait_for("READY=1", T).is_some(),
-        "no READY=1\n{}",
-        agent.log()
-    );
-    let ok = wait_for(T, || {
-        fs::read(&file).ok().as_deref() == Some(&first.rendered[..])
-    });
-    assert!(ok, "first list not written\n{}", agent.log());
-    // The first cycle's STATUS= follows the write.
-    assert!(notify.recv(T).is_some());
-    agent.log_new();
-    Running {
-        _dir: dir,
-        notify,
-        server,
-        agent,
-        file,
-    }
-}
-
-impl Running {
-    /// Serves `reply`, forces a cycle with SIGHUP, waits for READY=1 and
-    /// returns the cycle's log.
-    fn cycle(&mut self, label: &'static str, reply: Reply) -> String {
-        self.server.set(label, reply);
-        self.agent.signal(Signal::SIGHUP);
-        let ready = self.notify.wait_for("READY=1", T);
-        let log = self.agent.log_new();
-        assert!(
-            ready.is_some(),
-            "no READY=1 after SIGHUP ({label}); alive: {}\n{log}",
-            self.agent.alive()
-        );
-        assert!(
-            self.agent.alive(),
-            "agent died ({label}): {:?}\n{log}",
-            self.agent.exit_status()
-        );
-        log
-    }
-
-    fn out_dir(&self) -> &Path {
-        self.file.parent().unwrap()
-    }
+    Daemon::start(dir, first, &env)
 }
 
 /// The line of `log` that reports the failed write.

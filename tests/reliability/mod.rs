@@ -1599,3 +1599,87 @@ impl Drop for Tmpfs {
         let _ = Command::new("umount").arg("-l").arg(&self.path).status();
     }
 }
+
+// ---------------------------------------------------------------------------
+// A daemon under test, driven one SIGHUP cycle at a time
+// ---------------------------------------------------------------------------
+
+/// A daemon that has written a first good list, with its server and
+/// notify socket.
+pub struct Daemon {
+    pub dir: TmpDir,
+    pub notify: Notify,
+    pub server: Server,
+    pub agent: Proc,
+    pub file: PathBuf,
+}
+
+pub const DAEMON_T: Duration = Duration::from_secs(30);
+
+impl Daemon {
+    /// Starts the agent in `dir` (TARGETS_FILE in `<dir>/out` unless `env`
+    /// says otherwise) and waits for `first` to be written.
+    pub fn start(dir: TmpDir, first: &GoodList, env: &[(&str, &str)]) -> Daemon {
+        let notify = Notify::new(&dir);
+        let server = Server::start("first", Reply::ok(&first.body));
+        let mut spawn = Spawn::new(&dir, &server.url()).notify(&notify);
+        for (k, v) in env {
+            spawn = spawn.env(k, v);
+        }
+        let file = spawn.targets_file();
+        let mut agent = spawn.spawn();
+        assert!(
+            notify.wait_for("READY=1", DAEMON_T).is_some(),
+            "no READY=1\n{}",
+            agent.log()
+        );
+        let ok = wait_for(DAEMON_T, || {
+            fs::read(&file).ok().as_deref() == Some(&first.rendered[..])
+        });
+        assert!(ok, "first list not written\n{}", agent.log());
+        // The first cycle's STATUS= follows the write.
+        assert!(notify.recv(DAEMON_T).is_some());
+        agent.log_new();
+        Daemon {
+            dir,
+            notify,
+            server,
+            agent,
+            file,
+        }
+    }
+
+    /// Serves `reply`, forces a cycle with SIGHUP, waits for READY=1 and
+    /// returns the cycle's log. The agent must still be alive.
+    pub fn cycle(&mut self, label: &'static str, reply: Reply) -> String {
+        self.cycle_within(label, reply, DAEMON_T)
+    }
+
+    pub fn cycle_within(&mut self, label: &'static str, reply: Reply, t: Duration) -> String {
+        self.server.set(label, reply);
+        self.agent.signal(Signal::SIGHUP);
+        let ready = self.notify.wait_for("READY=1", t);
+        let log = self.agent.log_new();
+        assert!(
+            ready.is_some(),
+            "no READY=1 within {t:?} after SIGHUP ({label}); alive: {}\n{log}",
+            self.agent.alive()
+        );
+        assert!(
+            self.agent.alive(),
+            "agent died ({label}): {:?}\n{log}",
+            self.agent.exit_status()
+        );
+        log
+    }
+
+    pub fn out_dir(&self) -> &Path {
+        self.file.parent().unwrap()
+    }
+}
+
+/// The line of `log` that reports a failed cycle (not a retry warning).
+pub fn fetch_failure(log: &str) -> Option<&str> {
+    log.lines()
+        .find(|l| l.contains("Failed to fetch inventory: "))
+}
