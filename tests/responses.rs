@@ -225,10 +225,13 @@ fn redirect_loop_keeps_file() {
     bad_response_keeps_file("r-redirect", Behavior::RedirectLoop, FAST, &[]);
 }
 
+/// A long HTTP_TIMEOUT, so that only the size cap can end an endless body
+/// within the 20 s a reload cycle is given here.
 const SMALL_MAX: &[(&str, &str)] = &[
     ("RETRY_ATTEMPTS", "1"),
     ("RETRY_BACKOFF", "0.1"),
     ("MAX_RESPONSE_BYTES", "4096"),
+    ("HTTP_TIMEOUT", "60"),
 ];
 
 #[test]
