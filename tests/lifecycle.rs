@@ -436,3 +436,60 @@ fn interval_drives_cycles() {
         t0.elapsed()
     );
 }
+
+#[test]
+fn watchdog_stops_when_a_fetch_is_wedged_far_past_its_deadline() {
+    // A file:// inventory that is a FIFO with no writer: open() blocks for
+    // good, no timeout can end the fetch. The agent must stop pinging so
+    // that systemd restarts it, yet still stop cleanly on SIGTERM.
+    let dir = TestDir::new("lc-wedge");
+    let fifo = dir.join("inventory.json");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    let notify = NotifySocket::new(&dir);
+    let mut agent = AgentCmd::new(&dir)
+        .notify(&notify)
+        .env("INVENTORY_URL", format!("file://{}", fifo.display()))
+        .env("UPDATE_INTERVAL", "1")
+        .env("HTTP_TIMEOUT", "1")
+        .env("WATCHDOG_USEC", "1000000")
+        .spawn();
+    assert!(
+        notify.wait_for("READY=1", T).is_some(),
+        "{}",
+        agent.stderr()
+    );
+    assert!(
+        notify
+            .wait_for("WATCHDOG=1", Duration::from_secs(2))
+            .is_some(),
+        "no pings at first\n{}",
+        notify.dump()
+    );
+    // Wait (bounded) for a silence of 3 s: six missed half-interval pings.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let mut silent = false;
+    while Instant::now() < deadline {
+        if notify
+            .wait_for("WATCHDOG=1", Duration::from_secs(3))
+            .is_none()
+        {
+            silent = true;
+            break;
+        }
+    }
+    assert!(
+        silent,
+        "watchdog pings went on for 40 s while the fetch was stuck in open() of a FIFO\n{}",
+        agent.stderr()
+    );
+    assert!(agent.is_alive(), "{}", agent.stderr());
+    let t0 = Instant::now();
+    agent.signal(Signal::SIGTERM);
+    let st = agent.wait_exit(Duration::from_secs(5));
+    assert_eq!(st.and_then(|s| s.code()), Some(0), "{}", agent.stderr());
+    assert!(
+        t0.elapsed() < SEC,
+        "SIGTERM with a wedged fetch took {:?}",
+        t0.elapsed()
+    );
+}
