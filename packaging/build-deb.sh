@@ -22,6 +22,7 @@ version=$(dpkg-parsechangelog -l debian/changelog -S Version)
 	die "debian/changelog version $version differs from Cargo.toml's $(crate_version)"
 arch=$(dpkg-architecture -q DEB_HOST_ARCH)
 
+lock_builds
 build_dir=$repo_root/target/deb-build
 src_dir=$build_dir/sd-updater-$version
 stage_source "$src_dir"
@@ -40,6 +41,4 @@ log "building sd-updater $version for $arch"
 
 deb=sd-updater_${version}_${arch}.deb
 [ -f "$build_dir/$deb" ] || die "dpkg-buildpackage did not produce $deb"
-mkdir -p "$repo_root/target/packages"
-cp "$build_dir/$deb" "$repo_root/target/packages/$deb"
-log "wrote target/packages/$deb"
+publish "$build_dir/$deb"

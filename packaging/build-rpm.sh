@@ -19,6 +19,7 @@ version=$(rpmspec -q --srpm --qf '%{VERSION}' --define "_sourcedir $repo_root/pa
 [ "$version" = "$(crate_version)" ] ||
 	die "$spec version $version differs from Cargo.toml's $(crate_version)"
 
+lock_builds
 top=$repo_root/target/rpm-build
 rm -rf "$top"
 mkdir -p "$top/SOURCES" "$top/SPECS"
@@ -37,12 +38,10 @@ CARGO_TARGET_DIR=$repo_root/target rpmbuild -bb --nodeps \
 	--define "__brp_compress bash %{_rpmconfigdir}/brp-compress %{?_prefix}" \
 	"$top/SPECS/sd-updater.spec"
 
-mkdir -p "$repo_root/target/packages"
 found=0
 for rpm in "$top"/RPMS/*/sd-updater-"$version"-*.rpm; do
 	[ -f "$rpm" ] || continue
-	cp "$rpm" "$repo_root/target/packages/"
-	log "wrote target/packages/${rpm##*/}"
+	publish "$rpm"
 	found=1
 done
 [ "$found" = 1 ] || die "rpmbuild did not produce a package"

@@ -22,8 +22,27 @@ apt_ensure() {
 	[ "$(id -u)" -eq 0 ] || die "missing packages (${missing[*]}); run as root to install them"
 	log "installing ${missing[*]}"
 	export DEBIAN_FRONTEND=noninteractive
-	apt-get update -qq
-	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+	# Wait for another apt/dpkg run (a parallel test suite) instead of failing.
+	apt-get -o DPkg::Lock::Timeout=600 update -qq
+	apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# lock_builds: hold target/.packaging.lock until the script exits, so that
+# two package builds of this checkout (say, this script and the end-to-end
+# suite) do not share target/deb-build or target/rpm-build at the same time.
+lock_builds() {
+	mkdir -p "$repo_root/target"
+	exec 9>"$repo_root/target/.packaging.lock"
+	flock 9
+}
+
+# publish FILE: copy FILE into target/packages/ atomically.
+publish() {
+	local dest=$repo_root/target/packages/${1##*/}
+	mkdir -p "$repo_root/target/packages"
+	cp "$1" "$dest.tmp.$$"
+	mv -f "$dest.tmp.$$" "$dest"
+	log "wrote target/packages/${1##*/}"
 }
 
 # use_rust_toolchain: put the rustup toolchain first in PATH and check it.

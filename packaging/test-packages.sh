@@ -181,15 +181,20 @@ deb=$repo_root/target/packages/sd-updater_${version}_$(dpkg-architecture -q DEB_
 rpm_release=$(rpmspec -q --srpm --qf '%{RELEASE}' --define "_sourcedir $repo_root/packaging" \
 	rpm/sd-updater.spec)
 rpm=$repo_root/target/packages/sd-updater-$version-$rpm_release.$(rpm --eval '%{_arch}').rpm
-rm -f "$deb" "$rpm"
+# The packages must come from this run's builds, not from an earlier one.
+touch "$work/stamp"
+sleep 1
 
 # --- Builds -----------------------------------------------------------------
-if packaging/build-deb.sh >"$logs/build-deb.log" 2>&1 && [ -f "$deb" ]; then
+deb_built=0 rpm_built=0
+if packaging/build-deb.sh >"$logs/build-deb.log" 2>&1 && [ "$deb" -nt "$work/stamp" ]; then
+	deb_built=1
 	ok "deb builds: target/packages/${deb##*/}"
 else
 	not_ok "deb builds: target/packages/${deb##*/} (log: target/packages-test/build-deb.log)" "$logs/build-deb.log"
 fi
-if packaging/build-rpm.sh >"$logs/build-rpm.log" 2>&1 && [ -f "$rpm" ]; then
+if packaging/build-rpm.sh >"$logs/build-rpm.log" 2>&1 && [ "$rpm" -nt "$work/stamp" ]; then
+	rpm_built=1
 	ok "rpm builds: target/packages/${rpm##*/}"
 else
 	not_ok "rpm builds: target/packages/${rpm##*/} (log: target/packages-test/build-rpm.log)" "$logs/build-rpm.log"
@@ -212,7 +217,7 @@ check "shellcheck: packaging/*.sh debian/sd-updater.postrm" \
 	packaging/common.sh debian/sd-updater.postrm
 
 # --- Debian package -----------------------------------------------------------
-if [ -f "$deb" ]; then
+if [ "$deb_built" = 1 ]; then
 	check "lintian --fail-on error,warning" \
 		lintian --fail-on error,warning "$deb"
 	dpkg-deb -c "$deb" | awk '{ print $6 }' | sed 's,^\./,/,' >"$work/deb-files"
@@ -245,7 +250,7 @@ else
 fi
 
 # --- RPM package --------------------------------------------------------------
-if [ -f "$rpm" ]; then
+if [ "$rpm_built" = 1 ]; then
 	if rpmlint -c rpm/rpmlint.toml -r rpm/sd-updater.rpmlintrc "$rpm" >"$work/out" 2>&1; then
 		ok "rpmlint: $(grep -o '[0-9]* errors, [0-9]* warnings' "$work/out" || echo passed)"
 		grep -E '^[^ ]+: [EW]: ' "$work/out" | sed 's/^/#   /' || true
