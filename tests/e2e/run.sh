@@ -1,0 +1,876 @@
+#!/usr/bin/env bash
+# End-to-end tests of sd-updater (issue 4): the built .deb installed into a
+# Debian system booted with real systemd (systemd-nspawn), driven with
+# systemctl and journalctl, read by a real Prometheus; and the .rpm installed
+# the same way with rpm.
+#
+# Usage: tests/e2e/run.sh [--dist bookworm|trixie|all] [--no-build] [--keep]
+#                         [--only "N N ..."]
+#   --dist      the Debian release to boot (default bookworm, systemd 252;
+#               trixie has systemd 257; "all" runs the suite on both)
+#   --no-build  use target/packages/ as it is instead of running
+#               packaging/build-deb.sh and packaging/build-rpm.sh first
+#   --keep      keep the work directory and container roots for debugging
+#   --only      run only these scenarios (the container scenarios build on
+#               each other: 2-10 need 1, 12 needs the agent installed)
+#
+# Runs as root on Debian 12 and installs what it needs with apt (debootstrap,
+# systemd-container, prometheus, python3, jq, curl, gcc).  The minimal root
+# file system is built once with debootstrap from the mirror the host's apt
+# uses and cached in /var/cache/sd-updater-e2e/ (E2E_CACHE_DIR); delete the
+# tarball to rebuild it.  E2E_MIRROR overrides the mirror.
+#
+# Prints "1..N", then one "ok N - name" or "not ok N - name: reason" line per
+# scenario, then "P passed, F failed"; exits 1 if anything failed.  Each
+# scenario's trace, with the unit's journal after a failure, is kept in
+# target/e2e/.
+set -euo pipefail
+
+E2E_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$E2E_DIR/../.." && pwd)
+# shellcheck source=tests/e2e/lib.sh
+. "$E2E_DIR/lib.sh"
+
+DISTS=(bookworm)
+BUILD=1
+ONLY=""
+while [ $# -gt 0 ]; do
+	case $1 in
+	--dist)
+		[ $# -ge 2 ] || die "--dist needs a value"
+		case $2 in
+		all) DISTS=(bookworm trixie) ;;
+		bookworm | trixie) DISTS=("$2") ;;
+		*) die "unknown --dist $2 (bookworm, trixie or all)" ;;
+		esac
+		shift 2
+		;;
+	--no-build) BUILD=0; shift ;;
+	--keep) E2E_KEEP=1; shift ;;
+	--only)
+		[ $# -ge 2 ] || die "--only needs a value"
+		ONLY=" $2 "
+		shift 2
+		;;
+	-h | --help) sed -n '2,/^set -euo/{/^#/s/^# \{0,1\}//p}' "$0"; exit 0 ;;
+	*) die "unknown argument $1 (see --help)" ;;
+	esac
+done
+export E2E_KEEP=${E2E_KEEP:-0}
+
+[ "$(id -u)" -eq 0 ] || die "run as root (containers, apt)"
+
+CACHE_DIR=${E2E_CACHE_DIR:-/var/cache/sd-updater-e2e}
+LOG_DIR=$REPO/target/e2e
+PYTHON=/usr/bin/python3 # Debian's, not whatever python3 is first in PATH
+TARGETS=/var/lib/sd-updater/targets.json
+CONF=/etc/default/sd-updater
+rm -rf "$LOG_DIR"
+mkdir -p "$LOG_DIR"
+WORK=$(mktemp -d /var/tmp/sd-updater-e2e.XXXXXX)
+mkdir -p "$WORK/pids" "$WORK/ct"
+export WORK LOG_DIR CACHE_DIR PYTHON
+
+# Teardown, whatever happened: every container, then every helper process,
+# each by the PID recorded when it was started.
+teardown() {
+	local d f
+	for d in "$WORK"/ct/*/; do
+		[ -d "$d" ] && ct_stop "$(basename "$d")"
+	done
+	for f in "$WORK"/pids/*.pid; do
+		[ -f "$f" ] && stop_spawned "$(basename "$f" .pid)"
+	done
+	if [ "$E2E_KEEP" = 1 ]; then
+		log "kept $WORK"
+	else
+		rm -rf "$WORK"
+	fi
+}
+trap teardown EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+SUITE_START=$(now_ms)
+
+# ---------------------------------------------------------------------------
+# Host preparation
+# ---------------------------------------------------------------------------
+
+apt_ensure debootstrap systemd-container prometheus python3 jq curl gcc libc6-dev procps util-linux
+
+if [ "$BUILD" = 1 ]; then
+	log "building the packages (packaging/build-deb.sh, packaging/build-rpm.sh)"
+	"$REPO/packaging/build-deb.sh" >"$LOG_DIR/build-deb.log" 2>&1 ||
+		die "packaging/build-deb.sh failed; see $LOG_DIR/build-deb.log"
+	"$REPO/packaging/build-rpm.sh" >"$LOG_DIR/build-rpm.log" 2>&1 ||
+		die "packaging/build-rpm.sh failed; see $LOG_DIR/build-rpm.log"
+fi
+VERSION=$(sed -n '/^\[package\]/,/^\[/s/^version *= *"\([^"]*\)".*/\1/p' "$REPO/Cargo.toml" | head -n 1)
+DEB=$REPO/target/packages/sd-updater_${VERSION}_$(dpkg --print-architecture).deb
+RPM=$(find "$REPO/target/packages" -maxdepth 1 -name "sd-updater-$VERSION-*.$(uname -m).rpm" | sort | tail -n 1)
+[ -f "$DEB" ] || die "no $DEB (run packaging/build-deb.sh, or drop --no-build)"
+[ -n "$RPM" ] || die "no sd-updater-$VERSION-*.rpm in target/packages (run packaging/build-rpm.sh)"
+log "testing ${DEB#"$REPO"/} and ${RPM#"$REPO"/}"
+
+gcc -static -O2 -Wall -o "$WORK/probe" "$E2E_DIR/probe.c" 2>"$LOG_DIR/probe-build.log" ||
+	die "cannot build tests/e2e/probe.c; see $LOG_DIR/probe-build.log"
+
+# The fake inventory keeps running for the whole suite; scenario 7 stops and
+# restarts it on the same port.
+inv_sensors 100
+inv_start || die "the fake inventory did not start; see $LOG_DIR/inventory.log"
+log "fake inventory at $(inv_url)"
+
+# ---------------------------------------------------------------------------
+# Helpers about the agent in container $CT
+# ---------------------------------------------------------------------------
+
+# configure [VAR=value...]: /etc/default/sd-updater becomes the packaged file
+# plus the test inventory, a long interval (so that only a reload or a
+# restart refreshes, unless a scenario says otherwise) and the given values.
+configure() {
+	local kv
+	{
+		cat "$WORK/default.orig"
+		printf '\n# Set by the sd-updater e2e suite.\n'
+		printf 'INVENTORY_URL=%s\n' "$(inv_url)"
+		printf 'UPDATE_INTERVAL=1h\n'
+		for kv in "$@"; do printf '%s\n' "$kv"; done
+	} | in_ct tee "$CONF" >/dev/null
+}
+
+main_pid() { unit_prop MainPID; }
+is_active() { [ "$(unit_prop ActiveState)" = active ]; }
+targets_file() { printf '%s%s\n' "$(ct_root)" "$TARGETS"; }
+
+# targets: the sorted targets of the file, one a line (empty if unreadable).
+targets() { jq -r '.[].targets[]' "$(targets_file)" 2>/dev/null | sort; }
+target_count() { targets | grep -c . || true; }
+
+# expect_sensors N [FIRST]: the targets that inv_sensors N FIRST gives.
+expect_sensors() { jq -nr --argjson n "$1" --argjson f "${2:-0}" 'range($f; $f + $n) | "sensor_\(.):9100"' | sort; }
+
+# targets_are sensors N [FIRST] | targets_are list TARGET...: the file holds
+# exactly those targets.  (Compared by checksum, which keeps the traces short.)
+targets_are() {
+	local want
+	case $1 in
+	sensors) want=$(expect_sensors "$2" "${3:-0}" | md5sum) ;;
+	list) shift; want=$(printf '%s\n' "$@" | sort | md5sum) ;;
+	esac
+	[ "$(targets | md5sum)" = "$want" ]
+}
+
+# Conditions for wait_until, evaluated afresh on every poll.
+state_is() { [ "$(unit_prop ActiveState)" = "$1" ]; }
+status_matches() { unit_prop StatusText | grep -Eq "$1"; }
+nrestarts_above() { [ "$(unit_prop NRestarts)" -gt "$1" ]; }
+
+# restart_agent: restarts the unit and waits until it is active again.
+restart_agent() {
+	in_ct systemctl restart sd-updater.service || fail "systemctl restart sd-updater failed"
+	wait_until 10 is_active || fail "sd-updater not active after restart (ActiveState=$(unit_prop ActiveState))"
+}
+
+# now_us: the current time in microseconds, as the journal counts it (the
+# container shares the host's clock).
+now_us() { echo $(($(date +%s%N) / 1000)); }
+
+# journal SINCE_US: the unit's journal entries (JSON, one a line) from SINCE_US
+# on; the agent's own and systemd's about the unit.
+journal() {
+	in_ct journalctl -u sd-updater.service -o json --no-pager |
+		jq -c --argjson s "$1" 'select((.__REALTIME_TIMESTAMP | tonumber) >= $s)'
+}
+
+# journal_has SINCE_US JQ_FILTER: some entry since SINCE_US matches the filter.
+journal_has() {
+	journal "$1" | jq -e -s "map(select($2)) | length > 0" >/dev/null
+}
+
+# journal_count SINCE_US JQ_FILTER: how many entries since SINCE_US match.
+journal_count() { journal "$1" | jq -s "map(select($2)) | length"; }
+journal_count_at_least() { [ "$(journal_count "$2" "$3")" -ge "$1" ]; }
+
+agent_msg() { printf '.SYSLOG_IDENTIFIER == "sd-updater" and (.MESSAGE | tostring | test("%s"))' "$1"; }
+
+# status_file PATH: "owner mode" of a path inside the container.
+stat_in_ct() { in_ct stat -c '%U %a' "$1"; }
+
+# pkg_status: dpkg's status of sd-updater in the container ("" if unknown).
+pkg_status() { in_ct dpkg-query -W -f="\${Status}" sd-updater 2>/dev/null || true; }
+
+dump_diagnostics() {
+	ct_running "$CT" || return 0
+	echo "---- systemctl status sd-updater"
+	in_ct systemctl status --no-pager --full sd-updater.service 2>&1 || true
+	echo "---- journalctl -u sd-updater (last 80)"
+	in_ct journalctl -u sd-updater.service --no-pager -n 80 -o short-precise 2>&1 || true
+	echo "---- targets file"
+	head -c 2000 "$(targets_file)" 2>&1 || true
+}
+
+# ---------------------------------------------------------------------------
+# Scenarios.  Each runs in a subshell with "set -e"; fail ends it with a
+# reason.  Container a carries scenarios 1-10 and 12, container b scenario 11.
+# ---------------------------------------------------------------------------
+
+s_install() {
+	ct_create a "$DIST" || fail "cannot create the container root"
+	ct_boot a || fail "the container did not boot"
+	cp "$DEB" "$(ct_root)/opt/e2e/sd-updater.deb"
+	in_ct apt-get update -qq || fail "apt-get update in the container failed"
+	in_ct apt-get install -y /opt/e2e/sd-updater.deb ||
+		fail "apt-get install -y sd-updater.deb failed on the minimal system"
+	[ "$(pkg_status)" = "install ok installed" ] || fail "dpkg does not list sd-updater as installed: $(pkg_status)"
+	in_ct getent passwd sd-updater >/dev/null || fail "no sd-updater user after install"
+	in_ct getent group sd-updater >/dev/null || fail "no sd-updater group after install"
+	local shell
+	shell=$(in_ct getent passwd sd-updater | cut -d: -f7)
+	case $shell in */nologin | /bin/false) ;; *) fail "sd-updater user has a login shell: $shell" ;; esac
+	[ "$(in_ct systemctl is-enabled sd-updater.service)" = enabled ] ||
+		fail "sd-updater.service is not enabled after install"
+	wait_until 10 is_active ||
+		fail "sd-updater.service is not active after install (ActiveState=$(unit_prop ActiveState))"
+	[ "$(stat_in_ct /var/lib/sd-updater)" = "sd-updater 755" ] ||
+		fail "/var/lib/sd-updater is $(stat_in_ct /var/lib/sd-updater), expected 'sd-updater 755'"
+	in_ct cat "$CONF" >"$WORK/default.orig" || fail "no $CONF after install"
+}
+
+s_configure() {
+	need_ct
+	inv_sensors 100
+	configure
+	restart_agent
+	wait_until 10 targets_are sensors 100 ||
+		fail "targets.json does not hold the 100 sensors (it has $(target_count) targets)"
+	local active
+	active=$(in_ct systemctl is-active sd-updater.service) || true
+	[ "$active" = active ] || fail "systemctl is-active says '$active'"
+	local owner_mode
+	owner_mode=$(stat_in_ct "$TARGETS")
+	[ "$owner_mode" = "sd-updater 644" ] || fail "targets.json is '$owner_mode', expected 'sd-updater 644'"
+	jq -e '.[0].labels == {"__metrics_path__": "/metrics", "job": "sensors", "environment": "production"}' \
+		"$(targets_file)" >/dev/null || fail "targets.json has unexpected labels: $(jq -c '.[0].labels' "$(targets_file)")"
+	# No temp file is left next to it.
+	local left
+	left=$(in_ct find /var/lib/sd-updater -mindepth 1 ! -name targets.json)
+	[ -z "$left" ] || fail "stray files in /var/lib/sd-updater: $left"
+}
+
+# The hardening lines of the unit and the probe checks that prove each.
+# Columns: directive, probe check (tests/e2e/probe.c), its result under the
+# unit's sandbox, and its result without the sandbox (the control, which shows
+# that the check can fail).  "*" in the control column: the container itself
+# (systemd-nspawn's own capability set, seccomp filter and read-only /sys)
+# already refuses it, so only the sandboxed result and systemd's view of the
+# property (systemctl show) say something there.
+HARDENING_CHECKS='
+NoNewPrivileges         nnp           1                 0
+# control: the bounding set of the container
+CapabilityBoundingSet   capbnd        00000000000000c0  *
+ProtectSystem           write_usr     EROFS             ok
+ProtectSystem           write_etc     EROFS             ok
+ProtectSystem           write_var     EROFS             ok
+ProtectSystem           rw_root       ro                rw
+ReadWritePaths          rw_state      rw                rw
+ProtectHome             home_marker   EACCES|ENOENT     ok
+PrivateTmp              tmp_marker    ENOENT            ok
+PrivateTmp              vartmp_marker ENOENT            ok
+PrivateDevices          dev_marker    ENOENT            ok
+PrivateMounts           mnt_ns        differs           same
+PrivateIPC              ipc_ns        differs           same
+ProtectHostname         uts_ns        differs           same
+ProtectProc             proc_pid1     ENOENT            ok
+ProcSubset              proc_cpuinfo  ENOENT            ok
+# control: nspawn mounts /sys and /sys/fs/cgroup read-only
+ProtectKernelTunables   rw_sys        ro                *
+ProtectControlGroups    rw_cgroup     ro                *
+# control: nspawn drops CAP_SYS_MODULE and CAP_SYSLOG
+ProtectKernelModules    finit_module  EPERM             *
+ProtectKernelLogs       syslog        EPERM             *
+ProtectKernelLogs       dev_kmsg      ENOENT|EACCES     *
+# control: nspawn filters adjtimex without CAP_SYS_TIME
+ProtectClock            adjtimex      EPERM             *
+RestrictAddressFamilies af_unix       ok                ok
+RestrictAddressFamilies af_inet       ok                ok
+RestrictAddressFamilies af_inet6      ok                ok
+RestrictAddressFamilies af_netlink    EAFNOSUPPORT      ok
+RestrictAddressFamilies af_packet     EAFNOSUPPORT      ok
+RestrictNamespaces      unshare_user  EPERM             ok
+RestrictNamespaces      unshare_net   EPERM             ok
+RestrictRealtime        sched_fifo    EPERM             ok
+RestrictSUIDSGID        chmod_suid    EPERM             ok
+LockPersonality         personality   EPERM             ok
+MemoryDenyWriteExecute  mmap_wx       EPERM             ok
+MemoryDenyWriteExecute  mprotect_x    EPERM             ok
+SystemCallArchitectures int80         EPERM|signal31    ok
+SystemCallFilter        setpriority   EPERM             ok
+SystemCallFilter        setrlimit     EPERM             ok
+SystemCallFilter        fchown        EPERM             ok
+SystemCallFilter        setuid_drop   ok                ok
+SystemCallErrorNumber   setpriority   EPERM             ok
+# control: the default umask is 0022 too
+UMask                   umask         0022              *
+'
+# [Service] lines about the life cycle, not the sandbox.
+LIFECYCLE_KEYS=" Type NotifyAccess ExecStart ExecReload WatchdogSec Restart RestartSec RestartPreventExitStatus TimeoutStopSec EnvironmentFile "
+
+# matches VALUE ALTERNATIVES: VALUE is one of the |-separated alternatives.
+matches() {
+	local alt alts
+	IFS='|' read -ra alts <<<"$2"
+	for alt in "${alts[@]}"; do
+		if [ "$alt" = '*' ] || [ "$alt" = "$1" ]; then return 0; fi
+	done
+	return 1
+}
+
+s_privileges() {
+	need_ct
+	is_active || restart_agent
+	local pid status uid gid
+	pid=$(main_pid)
+	[ "$pid" -gt 0 ] || fail "no main PID"
+	status=$(in_ct cat "/proc/$pid/status")
+	uid=$(in_ct id -u sd-updater)
+	gid=$(in_ct id -g sd-updater)
+	field() { printf '%s\n' "$status" | sed -n "s/^$1:[[:space:]]*//p" | tr -s ' \t' ' '; }
+	[ "$(field Uid)" = "$uid $uid $uid $uid" ] || fail "main PID $pid has Uid '$(field Uid)', expected sd-updater ($uid) four times"
+	[ "$(field Gid)" = "$gid $gid $gid $gid" ] || fail "main PID $pid has Gid '$(field Gid)', expected sd-updater ($gid) four times"
+	case " $(field Groups) " in *" 0 "*) fail "main PID $pid is still in group 0: Groups '$(field Groups)'" ;; esac
+	local cap
+	for cap in CapInh CapPrm CapEff CapAmb; do
+		[ "$(field "$cap")" = 0000000000000000 ] || fail "main PID $pid has $cap $(field "$cap"), expected none"
+	done
+	[ "$(field CapBnd)" = 00000000000000c0 ] ||
+		fail "main PID $pid has CapBnd $(field CapBnd), expected CAP_SETUID and CAP_SETGID only (00000000000000c0)"
+	[ "$(field NoNewPrivs)" = 1 ] || fail "main PID $pid has NoNewPrivs '$(field NoNewPrivs)', expected 1"
+	[ "$(field Seccomp)" = 2 ] || fail "main PID $pid has Seccomp '$(field Seccomp)', expected 2 (filter)"
+	# Its mounts: a read-only tree with the state directory writable, and a
+	# /proc that shows only its own processes.
+	local mounts
+	mounts=$(in_ct cat "/proc/$pid/mountinfo")
+	printf '%s\n' "$mounts" | awk '$5 == "/" { split($6, o, ","); if (o[1] == "ro") found = 1 } END { exit !found }' ||
+		fail "the agent's / is not mounted read-only (ProtectSystem=strict)"
+	printf '%s\n' "$mounts" | awk '$5 == "/var/lib/sd-updater" { split($6, o, ","); if (o[1] == "rw") found = 1 } END { exit !found }' ||
+		fail "the agent's /var/lib/sd-updater is not a read-write mount (ReadWritePaths=)"
+	printf '%s\n' "$mounts" | awk '$5 == "/proc" && /hidepid=invisible/ && /subset=pid/ { found = 1 } END { exit !found }' ||
+		fail "the agent's /proc is not mounted with hidepid=invisible,subset=pid"
+	local ns
+	for ns in mnt ipc uts; do
+		[ "$(in_ct readlink "/proc/$pid/ns/$ns")" != "$(in_ct readlink /proc/1/ns/$ns)" ] ||
+			fail "the agent shares PID 1's $ns namespace"
+	done
+
+	# systemd accepts every line of the installed unit.
+	local verify
+	# (--man=no: minbase has no man; the packaging tests check the page.)
+	verify=$(in_ct systemd-analyze verify --man=no sd-updater.service 2>&1 >/dev/null) ||
+		fail "systemd-analyze verify sd-updater.service failed: $verify"
+	[ -z "$verify" ] || fail "systemd-analyze verify sd-updater.service printed: $verify"
+
+	# Every sandbox line of the installed unit must have a probe check.
+	local fragment unit_keys key
+	fragment=$(unit_prop FragmentPath)
+	in_ct cat "$fragment" >"$WORK/unit.service"
+	unit_keys=$(awk '/^\[/ { s = $0; next } s == "[Service]" && /^[A-Za-z]/ { sub(/=.*/, ""); print }' "$WORK/unit.service" | sort -u)
+	for key in $unit_keys; do
+		case $LIFECYCLE_KEYS in *" $key "*) continue ;; esac
+		printf '%s\n' "$HARDENING_CHECKS" | awk -v k="$key" '$1 == k { f = 1 } END { exit !f }' ||
+			fail "the unit's $key= line has no check in tests/e2e (add one to HARDENING_CHECKS)"
+		# systemd took the line as written: a yes/no line shows the same
+		# value, any other a non-empty one.
+		local want got
+		want=$(sed -n "s/^$key=//p" "$WORK/unit.service" | tail -n 1)
+		got=$(unit_prop "$key")
+		case $want in
+		yes | true | on | 1) [ "$got" = yes ] || fail "systemctl show has $key=$got, the unit says $want" ;;
+		no | false | off | 0) [ "$got" = no ] || fail "systemctl show has $key=$got, the unit says $want" ;;
+		*) [ -n "$got" ] || fail "systemctl show has no value for $key (the unit says $want)" ;;
+		esac
+	done
+
+	# The probe, under a copy of the unit's sandbox and without it.
+	cp "$WORK/probe" "$(ct_root)/opt/e2e/probe"
+	local args
+	args="$(in_ct readlink /proc/1/ns/mnt) $(in_ct readlink /proc/1/ns/ipc) $(in_ct readlink /proc/1/ns/uts)"
+	{
+		printf '[Unit]\nDescription=sd-updater e2e sandbox probe\n\n[Service]\n'
+		printf 'Type=oneshot\nExecStart=/opt/e2e/probe %s\nStandardOutput=truncate:/run/sd-e2e-sandboxed.out\n' "$args"
+		awk -v skip="$LIFECYCLE_KEYS" '
+			/^\[/ { s = $0; next }
+			s != "[Service]" || !/^[A-Za-z]/ { next }
+			{ k = $0; sub(/=.*/, "", k); if (index(skip, " " k " ") && k != "EnvironmentFile") next; print }
+		' "$WORK/unit.service"
+	} | in_ct tee /run/systemd/system/sd-e2e-sandboxed.service >/dev/null
+	printf '[Unit]\nDescription=sd-updater e2e probe control\n\n[Service]\nType=oneshot\nExecStart=/opt/e2e/probe %s\nStandardOutput=truncate:/run/sd-e2e-control.out\n' "$args" |
+		in_ct tee /run/systemd/system/sd-e2e-control.service >/dev/null
+	in_ct sh -c 'touch /root/.sd-e2e-marker /tmp/.sd-e2e-marker /var/tmp/.sd-e2e-marker /dev/.sd-e2e-marker'
+	in_ct systemctl daemon-reload
+	in_ct systemctl start sd-e2e-sandboxed.service || fail "the sandboxed probe unit failed: $(in_ct systemctl status --no-pager sd-e2e-sandboxed.service | tail -n 5)"
+	in_ct systemctl start sd-e2e-control.service || fail "the control probe unit failed"
+	in_ct sh -c 'rm -f /root/.sd-e2e-marker /tmp/.sd-e2e-marker /var/tmp/.sd-e2e-marker /dev/.sd-e2e-marker'
+	in_ct cat /run/sd-e2e-sandboxed.out >"$WORK/probe-sandboxed.out"
+	in_ct cat /run/sd-e2e-control.out >"$WORK/probe-control.out"
+	echo "---- probe results (sandboxed | control)"
+	paste "$WORK/probe-sandboxed.out" "$WORK/probe-control.out"
+	local directive check want_s want_c got_s got_c bad=""
+	while read -r directive check want_s want_c; do
+		case $directive in '' | '#'*) continue ;; esac
+		grep -q "^$directive=" "$WORK/unit.service" || continue
+		got_s=$(sed -n "s/^$check=//p" "$WORK/probe-sandboxed.out")
+		got_c=$(sed -n "s/^$check=//p" "$WORK/probe-control.out")
+		matches "$got_s" "$want_s" ||
+			bad="$bad; $directive: $check is '${got_s:-missing}' under the unit's sandbox, expected $want_s"
+		matches "$got_c" "$want_c" ||
+			bad="$bad; $directive: $check is '${got_c:-missing}' without the sandbox, expected $want_c (so the check proves nothing)"
+	done <<<"$HARDENING_CHECKS"
+	in_ct rm -f /run/systemd/system/sd-e2e-sandboxed.service /run/systemd/system/sd-e2e-control.service
+	in_ct systemctl daemon-reload
+	[ -z "$bad" ] || fail "${bad#; }"
+
+	# And the agent still works under all of it.
+	inv_sensors 100 0
+	local since
+	since=$(now_us)
+	in_ct systemctl reload sd-updater.service || fail "systemctl reload failed"
+	wait_until 10 journal_has "$since" "$(agent_msg 'Successfully fetched 100 sensors')" ||
+		fail "the agent did not fetch under its sandbox"
+	is_active || fail "sd-updater is not active"
+}
+
+s_journal() {
+	need_ct
+	# Two invalid entries and a duplicate on top of the 100 sensors, and a
+	# password in the URL that must never reach the journal.
+	inv_set "$(jq -nc '[range(100) | "sensor_\(.)"] + ["bad/name", "", "sensor_7"]')"
+	local url
+	url=$(inv_url | sed 's|^http://|http://e2e:s3cr3t-pw@|')
+	configure "INVENTORY_URL=$url"
+	local since
+	since=$(now_us)
+	restart_agent
+	local written='.SYSLOG_IDENTIFIER == "sd-updater" and (.MESSAGE | test("^Successfully updated targets file|^Targets unchanged"))'
+	wait_until 10 journal_has "$since" "$written" || fail "no write or unchanged entry in the journal after the restart"
+	journal "$since" >"$WORK/journal.json"
+	local agent
+	agent=$(jq -c 'select(.SYSLOG_IDENTIFIER == "sd-updater")' "$WORK/journal.json")
+	[ -n "$agent" ] || fail "no entries with SYSLOG_IDENTIFIER=sd-updater"
+	printf '%s\n' "$agent" | jq -e -s 'all(._TRANSPORT == "journal")' >/dev/null ||
+		fail "some agent entries did not come through the native journal protocol: $(printf '%s\n' "$agent" | jq -r 'select(._TRANSPORT != "journal") | ._TRANSPORT + ": " + (.MESSAGE | tostring)' | head -n 3)"
+	printf '%s\n' "$agent" | jq -e -s 'all(.SYSLOG_PID == ._PID and (.PRIORITY | test("^[0-7]$")) and (.CODE_FILE | type == "string"))' >/dev/null ||
+		fail "agent entries lack SYSLOG_PID/PRIORITY/CODE_FILE"
+	entry() { printf '%s\n' "$agent" | jq -c "select(.MESSAGE | test(\"$1\"))" | tail -n 1; }
+	local fetched wrote start
+	start=$(entry '^Starting sd-updater')
+	[ -n "$start" ] || fail "no 'Starting sd-updater' entry"
+	printf '%s\n' "$start" | jq -e '.INVENTORY_URL | test("\\*\\*\\*@127.0.0.1")' >/dev/null ||
+		fail "the start entry's INVENTORY_URL is not redacted: $(printf '%s\n' "$start" | jq -r .INVENTORY_URL)"
+	fetched=$(entry '^Successfully fetched')
+	[ -n "$fetched" ] || fail "no 'Successfully fetched' entry"
+	printf '%s\n' "$fetched" | jq -e '.SENSOR_COUNT == "103" and .ATTEMPT == "1" and (.DURATION_MS | test("^[0-9]+$")) and (.INVENTORY_URL | test("^http://e2e:\\*\\*\\*@"))' >/dev/null ||
+		fail "the fetch entry has the wrong fields (want SENSOR_COUNT=103 ATTEMPT=1 DURATION_MS INVENTORY_URL redacted): $fetched"
+	wrote=$(printf '%s\n' "$agent" | jq -c "select($written)" | tail -n 1)
+	printf '%s\n' "$wrote" | jq -e '.TARGET_COUNT == "100" and .SENSOR_COUNT == "103" and .INVALID_COUNT == "2"
+		and .ADDED == "0" and .REMOVED == "0" and (.CHANGED | test("^(true|false)$"))
+		and .ATTEMPT == "1" and (.DURATION_MS | test("^[0-9]+$")) and .TARGETS_FILE == "/var/lib/sd-updater/targets.json"' >/dev/null ||
+		fail "the write entry has the wrong fields (want TARGET_COUNT=100 SENSOR_COUNT=103 INVALID_COUNT=2 ADDED=0 REMOVED=0 CHANGED ATTEMPT DURATION_MS TARGETS_FILE): $wrote"
+	printf '%s\n' "$agent" | jq -e -s 'map(select(.MESSAGE | test("^Dropping invalid sensor entry"))) | length == 2 and all(.ERROR | type == "string")' >/dev/null ||
+		fail "expected two 'Dropping invalid sensor entry' entries with ERROR"
+	if in_ct journalctl -u sd-updater.service -o json --no-pager | grep -q 's3cr3t-pw'; then
+		fail "the inventory password appears in the journal"
+	fi
+	# STATUS= in systemctl status.
+	local status_text
+	status_text=$(unit_prop StatusText)
+	printf '%s\n' "$status_text" | grep -Eq '^100 targets, updated' ||
+		fail "StatusText is '$status_text', expected '100 targets, updated ...'"
+	in_ct systemctl status --no-pager sd-updater.service | grep -Fq "Status: \"$status_text" ||
+		in_ct systemctl status --no-pager sd-updater.service | grep -Eq 'Status: "100 targets, updated' ||
+		fail "systemctl status does not show the agent's STATUS= text"
+	if in_ct systemctl status --no-pager sd-updater.service | grep -q 's3cr3t-pw'; then
+		fail "the inventory password appears in systemctl status"
+	fi
+	inv_sensors 100
+	configure
+	restart_agent
+}
+
+s_reload() {
+	need_ct
+	is_active || restart_agent
+	wait_until 10 targets_are sensors 100 || fail "precondition: targets.json does not hold the 100 sensors"
+	local pid restarts
+	pid=$(main_pid)
+	restarts=$(unit_prop NRestarts)
+	# Watch ActiveState the whole time: "reloading" is fine, anything else
+	# (deactivating, failed, activating) is not.
+	(
+		set +x
+		while :; do
+			unit_prop ActiveState
+			sleep 0.05
+		done
+	) >"$WORK/states" 2>/dev/null &
+	local watcher=$!
+	printf '%s\n' "$watcher" >"$WORK/pids/state-watcher.pid"
+	inv_sensors 120 50
+	local since
+	since=$(now_us)
+	in_ct systemctl reload sd-updater.service || fail "systemctl reload sd-updater failed"
+	wait_until 5 targets_are sensors 120 50 ||
+		fail "within 5 s of the reload targets.json does not hold the new list ($(target_count) targets)"
+	wait_until 5 journal_has "$since" "$(agent_msg '^Received SIGHUP') and .SIGNAL == \"SIGHUP\"" ||
+		fail "the journal does not show the forced refresh (Received SIGHUP, SIGNAL=SIGHUP)"
+	journal_has "$since" "$(agent_msg '^Successfully updated targets file') and .ADDED == \"70\" and .REMOVED == \"50\"" ||
+		fail "no write entry with ADDED=70 REMOVED=50 after the reload"
+	sleep 0.5
+	stop_spawned state-watcher
+	local bad
+	bad=$(sort -u "$WORK/states" | grep -vxE 'active|reloading' || true)
+	[ -z "$bad" ] || fail "the service left active during the reload: ActiveState was $(echo "$bad" | tr '\n' ' ')"
+	[ "$(main_pid)" = "$pid" ] || fail "the main PID changed during the reload ($pid -> $(main_pid))"
+	[ "$(unit_prop NRestarts)" = "$restarts" ] || fail "NRestarts changed during the reload"
+	wait_until 5 status_matches '^120 targets, ' ||
+		fail "STATUS= after the reload is '$(unit_prop StatusText)', expected '120 targets, ...'"
+}
+
+WATCHDOG_DROPIN=/etc/systemd/system/sd-updater.service.d/e2e-watchdog.conf
+
+s_watchdog() {
+	need_ct
+	in_ct mkdir -p "${WATCHDOG_DROPIN%/*}"
+	printf '[Service]\nWatchdogSec=2s\n' | in_ct tee "$WATCHDOG_DROPIN" >/dev/null
+	in_ct systemctl daemon-reload
+	restart_agent
+	[ "$(unit_prop WatchdogUSec)" = 2s ] || fail "the drop-in did not set WatchdogSec=2s (WatchdogUSec=$(unit_prop WatchdogUSec))"
+	local pid restarts since
+	pid=$(main_pid)
+	restarts=$(unit_prop NRestarts)
+	# A healthy agent keeps the watchdog happy.
+	sleep 3
+	if [ "$(main_pid)" != "$pid" ] || [ "$(unit_prop NRestarts)" != "$restarts" ]; then
+		fail "the agent was restarted while healthy with WatchdogSec=2s (its pings do not arrive)"
+	fi
+	since=$(now_us)
+	in_ct kill -STOP "$pid"
+	wait_until 30 nrestarts_above "$restarts" ||
+		fail "NRestarts stayed at $restarts for 30 s after freezing the agent"
+	journal_has "$since" '(.MESSAGE | tostring | test("[Ww]atchdog timeout"))' ||
+		fail "systemd did not report a watchdog timeout"
+	wait_until 15 is_active || fail "the agent did not come back (ActiveState=$(unit_prop ActiveState))"
+	[ "$(main_pid)" != "$pid" ] || fail "the main PID did not change"
+	in_ct test ! -d "/proc/$pid" || fail "the frozen process $pid is still there"
+	wait_until 10 status_matches '^120 targets, updated' ||
+		fail "the restarted agent is not healthy: STATUS='$(unit_prop StatusText)'"
+	targets_are sensors 120 50 || fail "targets.json changed across the watchdog restart"
+	in_ct rm -f "$WATCHDOG_DROPIN"
+	in_ct systemctl daemon-reload
+	restart_agent
+}
+
+s_outage() {
+	need_ct
+	configure UPDATE_INTERVAL=2 RETRY_ATTEMPTS=2 RETRY_BACKOFF=0.2 HTTP_TIMEOUT=2
+	restart_agent
+	wait_until 10 targets_are sensors 120 50 || fail "precondition: targets.json does not hold the 120 sensors"
+	local before since pid
+	before=$(stat -c '%i %Y %s' "$(targets_file)")$(sha256sum <"$(targets_file)")
+	pid=$(main_pid)
+	since=$(now_us)
+	inv_stop
+	# Two failed cycles at least, with retries.
+	wait_until 15 journal_count_at_least 2 "$since" "$(agent_msg '^Failed to fetch inventory:')" ||
+		fail "the journal does not show two failed cycles within 15 s of stopping the inventory"
+	journal_has "$since" "$(agent_msg '^Failed to fetch inventory from .*retrying in') and (.ERROR | type == \"string\") and .ATTEMPT == \"1\"" ||
+		fail "no retry warning with its delay ('retrying in', ERROR, ATTEMPT)"
+	journal_has "$since" "$(agent_msg '^Failed to fetch inventory: .*next attempt at [0-9:]+ UTC') and .PRIORITY == \"3\" and (.ERROR | type == \"string\") and .ATTEMPT == \"3\"" ||
+		fail "no failed-cycle error with its next attempt time (ERROR, ATTEMPT=3, PRIORITY=3)"
+	is_active || fail "the service left active during the outage (ActiveState=$(unit_prop ActiveState))"
+	[ "$(main_pid)" = "$pid" ] || fail "the agent was restarted during the outage"
+	[ "$(stat -c '%i %Y %s' "$(targets_file)")$(sha256sum <"$(targets_file)")" = "$before" ] ||
+		fail "targets.json changed during the outage"
+	unit_prop StatusText | grep -q 'unreachable\|fail' ||
+		fail "STATUS= does not report the outage: '$(unit_prop StatusText)'"
+	# Back, with a different list: the next cycle picks it up on its own.
+	inv_sensors 100
+	since=$(now_us)
+	inv_start || fail "the fake inventory did not restart"
+	wait_until 10 targets_are sensors 100 || fail "no recovery within 10 s of restoring the inventory"
+	journal_has "$since" "$(agent_msg '^Successfully fetched 100 sensors')" || fail "no successful fetch in the journal after the recovery"
+	wait_until 5 status_matches '^100 targets, updated' ||
+		fail "STATUS= after the recovery is '$(unit_prop StatusText)'"
+	[ "$(main_pid)" = "$pid" ] || fail "the agent was restarted during the outage"
+	configure
+	restart_agent
+}
+
+s_bad_config() {
+	need_ct
+	local restarts since
+	restarts=$(unit_prop NRestarts)
+	configure UPDATE_INTERVAL=abc
+	since=$(now_us)
+	if in_ct systemctl restart sd-updater.service; then
+		fail "systemctl restart succeeded with UPDATE_INTERVAL=abc"
+	fi
+	wait_until 10 state_is failed || fail "ActiveState is $(unit_prop ActiveState), expected failed"
+	[ "$(unit_prop ExecMainStatus)" = 78 ] || fail "ExecMainStatus is $(unit_prop ExecMainStatus), expected 78"
+	[ "$(unit_prop Result)" = exit-code ] || fail "Result is $(unit_prop Result), expected exit-code"
+	# No restart loop: still failed, and not restarted, after RestartSec.
+	local restart_sec
+	restart_sec=$(unit_prop RestartUSec)
+	[ "$restart_sec" = 5s ] || log "RestartUSec is $restart_sec"
+	sleep 6
+	[ "$(unit_prop ActiveState)" = failed ] || fail "after RestartSec the unit is $(unit_prop ActiveState), not failed: it restarts"
+	[ "$(unit_prop NRestarts)" = "$restarts" ] || fail "NRestarts rose from $restarts to $(unit_prop NRestarts): a restart loop"
+	journal_has "$since" '._SYSTEMD_UNIT == "sd-updater.service" and (.MESSAGE | tostring | test("UPDATE_INTERVAL"))' ||
+		fail "no journal line of the unit names UPDATE_INTERVAL"
+	log "journal: $(journal "$since" | jq -r 'select(.MESSAGE | tostring | test("UPDATE_INTERVAL")) | .MESSAGE' | head -n 1)"
+	configure
+	in_ct systemctl reset-failed sd-updater.service
+	restart_agent
+}
+
+s_stop() {
+	need_ct
+	is_active || restart_agent
+	wait_until 10 targets_are sensors 100 || fail "precondition: targets.json does not hold the 100 sensors"
+	local before
+	before=$(sha256sum <"$(targets_file)")
+	# Stop while a request hangs: the agent must not wait for it.
+	rm -f "$WORK/inventory.json.hung"
+	touch "$WORK/inventory.json.hang"
+	# --no-block: systemctl reload waits for the agent's READY=1, which comes
+	# only after the refresh, and this one hangs.
+	in_ct systemctl reload --no-block sd-updater.service
+	wait_until 5 test -e "$WORK/inventory.json.hung" || fail "the reload did not reach the inventory"
+	local t0 ms
+	t0=$(now_ms)
+	in_ct systemctl stop sd-updater.service || fail "systemctl stop failed"
+	ms=$(($(now_ms) - t0))
+	rm -f "$WORK/inventory.json.hang" "$WORK/inventory.json.hung"
+	log "systemctl stop took $ms ms"
+	[ "$(unit_prop ActiveState)" = inactive ] || fail "ActiveState after stop is $(unit_prop ActiveState)"
+	[ "$(unit_prop Result)" = success ] || fail "Result after stop is $(unit_prop Result), expected success"
+	[ "$ms" -lt 2000 ] || fail "systemctl stop took $ms ms while a request hung (expected under 2 s)"
+	local left
+	left=$(in_ct find /var/lib/sd-updater -mindepth 1 ! -name targets.json)
+	[ -z "$left" ] || fail "files left in /var/lib/sd-updater after stop: $left"
+	[ "$(sha256sum <"$(targets_file)")" = "$before" ] || fail "targets.json changed during the stop"
+	in_ct systemctl start sd-updater.service || fail "systemctl start after stop failed"
+	wait_until 10 is_active || fail "sd-updater not active after start"
+}
+
+s_upgrade_remove() {
+	need_ct
+	is_active || restart_agent
+	local invocation conf_sum
+	invocation=$(unit_prop InvocationID)
+	conf_sum=$(in_ct sha256sum "$CONF")
+	in_ct apt-get install -y --reinstall /opt/e2e/sd-updater.deb || fail "reinstalling the package failed"
+	wait_until 10 is_active || fail "sd-updater not active after the upgrade"
+	[ "$(unit_prop InvocationID)" != "$invocation" ] || fail "the agent was not restarted by the upgrade"
+	[ "$(in_ct sha256sum "$CONF")" = "$conf_sum" ] || fail "the upgrade changed $CONF"
+	in_ct sh -c "! ls $CONF.dpkg-* 2>/dev/null" || fail "the upgrade left $(in_ct sh -c "ls $CONF.dpkg-*")"
+	wait_until 10 status_matches '^100 targets, updated' || fail "the upgraded agent is not healthy: $(unit_prop StatusText)"
+
+	in_ct apt-get remove -y sd-updater || fail "apt-get remove failed"
+	[ "$(unit_prop ActiveState)" != active ] || fail "sd-updater is still active after apt-get remove"
+	if in_ct sh -c 'cat /proc/[0-9]*/comm 2>/dev/null' | grep -qx sd-updater; then
+		fail "an sd-updater process is still running after apt-get remove"
+	fi
+	in_ct test -f "$CONF" || fail "apt-get remove removed the configuration (only purge should)"
+
+	in_ct apt-get purge -y sd-updater || fail "apt-get purge failed"
+	if in_ct test -e "$CONF"; then fail "$CONF is still there after purge"; fi
+	if in_ct test -e /var/lib/sd-updater; then fail "/var/lib/sd-updater is still there after purge"; fi
+	case $(pkg_status) in
+	*installed* | *config-files*) fail "dpkg still knows sd-updater after purge: $(pkg_status)" ;;
+	esac
+}
+
+s_rpm() {
+	local CT=b
+	ct_create b "$DIST" || fail "cannot create the container root"
+	ct_boot b || fail "the container did not boot"
+	cp "$RPM" "$(ct_root)/opt/e2e/sd-updater.rpm"
+	in_ct apt-get update -qq || fail "apt-get update in the container failed"
+	in_ct apt-get install -y rpm || fail "apt-get install rpm failed"
+	if in_ct getent passwd sd-updater >/dev/null; then fail "precondition: the user exists before rpm -i"; fi
+	in_ct rpm -i --nodeps /opt/e2e/sd-updater.rpm || fail "rpm -i --nodeps failed"
+	in_ct getent passwd sd-updater >/dev/null || fail "the rpm scriptlets did not create the sd-updater user"
+	in_ct test -f /etc/sysconfig/sd-updater || fail "no /etc/sysconfig/sd-updater"
+	{
+		in_ct cat /etc/sysconfig/sd-updater
+		printf '\nINVENTORY_URL=%s\nUPDATE_INTERVAL=1h\n' "$(inv_url)"
+	} >"$WORK/sysconfig"
+	in_ct tee /etc/sysconfig/sd-updater <"$WORK/sysconfig" >/dev/null
+	in_ct systemctl start sd-updater.service || fail "systemctl start sd-updater failed: $(in_ct systemctl status --no-pager sd-updater.service | tail -n 5)"
+	wait_until 10 is_active || fail "sd-updater is not active"
+	wait_until 10 targets_are sensors 100 ||
+		fail "targets.json does not hold the inventory's 100 sensors ($(target_count) targets)"
+	[ "$(stat_in_ct "$TARGETS")" = "sd-updater 644" ] || fail "targets.json is '$(stat_in_ct "$TARGETS")', expected 'sd-updater 644'"
+	[ "$(in_ct stat -c %U "/proc/$(main_pid)")" = sd-updater ] || fail "the agent does not run as sd-updater"
+	ct_stop b
+}
+
+# Prometheus on the host.
+PROM_DIR() { printf '%s\n' "$WORK/prometheus"; }
+prom_api() { curl -fsS --max-time 5 "http://127.0.0.1:$(cat "$WORK/prometheus.port")$1"; }
+prom_has_samples() { [ "$(prom_api '/api/v1/query?query=e2e_sensor_up' | jq '.data.result | length')" -ge "$1" ]; }
+
+# prom_targets_are "PORT..." : the active targets are exactly these fake
+# sensors, all healthy and with the configured labels.
+prom_targets_are() {
+	local want got
+	want=$(for p in $1; do echo "127.0.0.1:$p"; done | sort | tr '\n' ' ')
+	got=$(prom_api /api/v1/targets?state=active | jq -r '.data.activeTargets[]
+		| select(.health == "up" and .labels.job == "e2e-sensors" and .labels.site == "lab"
+		         and .discoveredLabels.__metrics_path__ == "/metrics")
+		| .labels.instance' | sort | tr '\n' ' ')
+	[ "$got" = "$want" ] &&
+		[ "$(prom_api /api/v1/targets?state=active | jq '.data.activeTargets | length')" = "$(echo "$1" | wc -w)" ]
+}
+
+s_prometheus() {
+	need_ct
+	# The agent again (scenario 10 purged it).
+	if [ "$(pkg_status)" != "install ok installed" ]; then
+		in_ct apt-get install -y /opt/e2e/sd-updater.deb || fail "installing the package again failed"
+	fi
+	in_ct cat "$CONF" >"$WORK/default.orig"
+	# Three fake sensors; the inventory names the first two.
+	rm -f "$WORK/sensors.ports"
+	spawn sensors "$PYTHON" "$E2E_DIR/fakes.py" sensors --count 3 --port-file "$WORK/sensors.ports"
+	wait_port_file "$WORK/sensors.ports" || fail "the fake sensors did not start"
+	local p1 p2 p3
+	{ read -r p1; read -r p2; read -r p3; } <"$WORK/sensors.ports"
+	inv_set "[\"127.0.0.1:$p1\", \"127.0.0.1:$p2\"]"
+	configure TARGET_LABELS=job=e2e-sensors,site=lab
+	restart_agent
+	wait_until 10 targets_are list "127.0.0.1:$p1" "127.0.0.1:$p2" ||
+		fail "targets.json does not name the two sensors"
+
+	local dir port
+	dir=$(PROM_DIR)
+	mkdir -p "$dir/data"
+	port=$("$PYTHON" "$E2E_DIR/fakes.py" free-port)
+	printf '%s\n' "$port" >"$WORK/prometheus.port"
+	cat >"$dir/prometheus.yml" <<-EOF
+		# Written by tests/e2e/run.sh: Prometheus reads the file the agent
+		# writes inside the container.
+		global:
+		  scrape_interval: 1s
+		  scrape_timeout: 1s
+		scrape_configs:
+		  - job_name: sd-updater
+		    file_sd_configs:
+		      - files:
+		          - $(targets_file)
+		        refresh_interval: 1s
+	EOF
+	promtool check config "$dir/prometheus.yml" || fail "promtool check config failed on the configuration reading targets.json"
+	spawn prometheus prometheus --config.file="$dir/prometheus.yml" --storage.tsdb.path="$dir/data" \
+		--web.listen-address="127.0.0.1:$port"
+	wait_until 30 prom_api /-/ready >/dev/null || fail "Prometheus did not become ready on 127.0.0.1:$port"
+	wait_until 30 prom_targets_are "$p1 $p2" ||
+		fail "Prometheus does not show the two sensors up with job=e2e-sensors, site=lab: $(prom_api /api/v1/targets?state=active | jq -c '[.data.activeTargets[] | {instance: .labels.instance, health, labels}]')"
+	# The inventory changes: sensor 1 goes, sensor 3 comes.
+	inv_set "[\"127.0.0.1:$p2\", \"127.0.0.1:$p3\"]"
+	in_ct systemctl reload sd-updater.service || fail "systemctl reload failed"
+	wait_until 10 targets_are list "127.0.0.1:$p2" "127.0.0.1:$p3" ||
+		fail "targets.json did not follow the inventory change"
+	wait_until 30 prom_targets_are "$p2 $p3" ||
+		fail "Prometheus's targets did not follow the change: $(prom_api /api/v1/targets?state=active | jq -c '[.data.activeTargets[] | {instance: .labels.instance, health}]')"
+	# And the sensors' samples arrive.
+	wait_until 10 prom_has_samples 2 ||
+		fail "no e2e_sensor_up samples in Prometheus"
+	promtool check config "$dir/prometheus.yml" || fail "promtool check config failed after the change"
+	stop_spawned prometheus
+	stop_spawned sensors
+}
+
+# ---------------------------------------------------------------------------
+# Runner
+# ---------------------------------------------------------------------------
+
+SCENARIOS=(
+	"install:s_install:install the .deb on a minimal system"
+	"configure:s_configure:configure and restart"
+	"privileges:s_privileges:privileges and hardening"
+	"journal:s_journal:journal fields and STATUS="
+	"reload:s_reload:reload"
+	"watchdog:s_watchdog:watchdog"
+	"outage:s_outage:inventory outage"
+	"bad-config:s_bad_config:bad configuration"
+	"stop:s_stop:stop"
+	"upgrade-remove:s_upgrade_remove:upgrade, remove and purge"
+	"rpm:s_rpm:rpm"
+	"prometheus:s_prometheus:a real Prometheus"
+)
+
+PASSED=0
+FAILED=0
+N=0
+total=$((${#SCENARIOS[@]} * ${#DISTS[@]}))
+echo "1..$total"
+
+run_scenario() {
+	local n=$1 slug=$2 fn=$3 name=$4 logf start rc reason
+	logf=$LOG_DIR/$(printf '%02d' "$n")-$DIST-$slug.log
+	rm -f "$WORK/reason"
+	start=$(now_ms)
+	set +e
+	(
+		set -eE -o pipefail
+		trap 'printf "unexpected failure (exit %s) at line %s: %s\n" "$?" "$LINENO" "$BASH_COMMAND" >"$WORK/reason"' ERR
+		exec >>"$logf" 2>&1 3>&2
+		# The trace goes to fd 3, so that capturing a command's stderr
+		# does not capture the trace of the functions it calls.
+		BASH_XTRACEFD=3
+		PS4='+ ${EPOCHREALTIME#*??????} ${LINENO}: '
+		set -x
+		"$fn"
+	)
+	rc=$?
+	set -e
+	if [ "$rc" = 0 ]; then
+		PASSED=$((PASSED + 1))
+		echo "ok $n - $name ($(elapsed_s "$start") s)"
+	else
+		FAILED=$((FAILED + 1))
+		reason=$(head -n 1 "$WORK/reason" 2>/dev/null || echo "exit status $rc")
+		echo "not ok $n - $name: $reason ($(elapsed_s "$start") s)"
+		if [ "$slug" = rpm ]; then
+			CT=b dump_diagnostics >>"$logf" 2>&1 || true
+		else
+			dump_diagnostics >>"$logf" 2>&1 || true
+		fi
+	fi
+}
+
+for DIST in "${DISTS[@]}"; do
+	export DIST
+	CT=a
+	rootfs_tarball "$DIST" >/dev/null || die "no $DIST root file system"
+	i=0
+	for s in "${SCENARIOS[@]}"; do
+		i=$((i + 1))
+		N=$((N + 1))
+		IFS=: read -r slug fn name <<<"$s"
+		if [ "${#DISTS[@]}" -gt 1 ]; then name="$DIST: $name"; fi
+		if [ -n "$ONLY" ] && [[ $ONLY != *" $i "* ]]; then
+			echo "ok $N - $name # SKIP not selected"
+			continue
+		fi
+		run_scenario "$N" "$slug" "$fn" "$name"
+	done
+	ct_stop a
+done
+
+log "suite took $(elapsed_s "$SUITE_START") s; logs in ${LOG_DIR#"$REPO"/}/"
+echo "$PASSED passed, $FAILED failed"
+[ "$FAILED" = 0 ]
