@@ -307,7 +307,7 @@ fn sigkill_during_large_writes_never_exposes_a_partial_file() {
     let cycle = t0.elapsed().max(Duration::from_millis(50));
     println!("one cycle of {SENSORS} targets takes {cycle:?}, the write about {window:?}");
 
-    let budget = Duration::from_secs(32);
+    let budget = Duration::from_secs(24);
     let started = Instant::now();
     let mut current = 1;
     let mut last_seen = 1;
@@ -349,14 +349,24 @@ fn sigkill_during_large_writes_never_exposes_a_partial_file() {
                 a
             }
         };
-        // Half the time kill at a random moment of the cycle, half the
-        // time right inside the write (once the temp file exists).
-        if rng.below(2) == 0 {
-            let ms = rng.below(cycle.as_millis() as u64 * 13 / 10 + 1);
-            thread::sleep(Duration::from_millis(ms));
-        } else if wait_for_temp_file(&out_dir, cycle * 3 + SEC) {
-            let us = rng.below(window.as_micros() as u64 / 3);
-            thread::sleep(Duration::from_micros(us));
+        // Kill at a random moment of the cycle, or right inside the write
+        // (once the temp file exists), or just after the rename (while the
+        // directory is synced or the loop idles).
+        match rng.below(3) {
+            0 => {
+                let ms = rng.below(cycle.as_millis() as u64 * 13 / 10 + 1);
+                thread::sleep(Duration::from_millis(ms));
+            }
+            1 => {
+                if wait_for_temp_file(&out_dir, cycle * 3 + SEC) {
+                    let us = rng.below(window.as_micros() as u64 / 3);
+                    thread::sleep(Duration::from_micros(us));
+                }
+            }
+            _ => {
+                wait_for_list(&s, &agent, current);
+                thread::sleep(Duration::from_micros(rng.below(20_000)));
+            }
         }
         // Now and then let the agent live on into the next SIGHUP.
         if rng.below(4) == 0 {
@@ -419,7 +429,7 @@ fn sigkill_during_large_writes_never_exposes_a_partial_file() {
         "only {kills} kills: the test did not exercise much"
     );
     assert!(
-        switches >= 3,
+        switches >= 2,
         "the reader saw only {switches} completed writes: the test exercised little"
     );
 }
@@ -434,7 +444,7 @@ fn sigterm_during_large_write_finishes_cleanly() {
     let out_dir = s.dir.join("out");
     let file = s.cmd.targets_file();
     let mut current = 0;
-    for round in 0..4 {
+    for round in 0..3 {
         s.notify.skip_pending();
         let mut agent = s.cmd.spawn();
         assert!(
