@@ -102,12 +102,12 @@ host_mirror() {
 # Root file systems
 # ---------------------------------------------------------------------------
 
-# rootfs_tarball DIST: prints the cached tarball of a minimal DIST system,
+# rootfs_tarball DIST: prints the cached tarball (zstd) of a minimal DIST system,
 # building it with debootstrap when it is missing.
 rootfs_tarball() {
 	local dist=$1 arch tarball build
 	arch=$(dpkg --print-architecture)
-	tarball=$CACHE_DIR/rootfs-$dist-$arch.tar.gz
+	tarball=$CACHE_DIR/rootfs-$dist-$arch.tar.zst
 	mkdir -p "$CACHE_DIR"
 	(
 		# One builder at a time; a second run waits and then reuses it.
@@ -124,8 +124,8 @@ rootfs_tarball() {
 			rm -rf "$build"
 			die "debootstrap $dist failed; see $LOG_DIR/debootstrap-$dist.log"
 		fi
-		tar -C "$build/root" -czf "$build/rootfs.tar.gz" .
-		mv "$build/rootfs.tar.gz" "$tarball"
+		tar -C "$build/root" --zstd -cf "$build/rootfs.tar.zst" .
+		mv "$build/rootfs.tar.zst" "$tarball"
 		rm -rf "$build"
 	) 9>"$CACHE_DIR/.lock" >&2 || return 1
 	printf '%s\n' "$tarball"
@@ -148,7 +148,8 @@ ct_create() {
 	mirror=$(host_mirror)
 	rm -rf "$dir"
 	mkdir -p "$dir/root"
-	tar -C "$dir/root" -xzf "$tarball"
+	tar -C "$dir/root" --zstd -xf "$tarball"
+	printf '%s\n' "$dist" >"$dir/dist"
 	printf 'deb %s %s main\n' "$mirror" "$dist" >"$dir/root/etc/apt/sources.list"
 	# Stop apt from asking questions or installing recommends.
 	printf 'APT::Install-Recommends "false";\n' >"$dir/root/etc/apt/apt.conf.d/90sd-e2e"
@@ -156,12 +157,15 @@ ct_create() {
 }
 
 # ct_boot NAME: boots the container with systemd as its PID 1 and waits until
-# it is up (running or degraded).
+# it is up (running or degraded).  Its apt keeps downloaded packages in
+# $CACHE_DIR/apt-DIST-NAME, so that later runs need not download them again.
 ct_boot() {
-	local name=$1 dir=$WORK/ct/$1 machine pid init="" _ state=""
+	local name=$1 dir=$WORK/ct/$1 machine pid init="" _ state="" archives
 	machine=sde2e-$$-$name
+	archives=$CACHE_DIR/apt-$(cat "$dir/dist")-$name
+	mkdir -p "$archives/partial"
 	setsid systemd-nspawn --register=no --keep-unit --console=passive \
-		--machine="$machine" -D "$dir/root" -b \
+		--machine="$machine" -D "$dir/root" --bind="$archives:/var/cache/apt/archives" -b \
 		</dev/null >"$LOG_DIR/nspawn-$name.log" 2>&1 &
 	pid=$!
 	printf '%s\n' "$pid" >"$dir/nspawn.pid"

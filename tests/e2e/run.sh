@@ -10,7 +10,8 @@
 #               trixie has systemd 257; "all" runs the suite on both)
 #   --no-build  use target/packages/ as it is instead of running
 #               packaging/build-deb.sh and packaging/build-rpm.sh first
-#   --keep      keep the work directory and container roots for debugging
+#   --keep      keep the work directory and the (stopped) container roots,
+#               in a tmpfs still mounted at WORK/ct, for debugging
 #   --only      run only these scenarios (the container scenarios build on
 #               each other: 2-10 need 1, 12 needs the agent installed)
 #
@@ -18,7 +19,9 @@
 # systemd-container, prometheus, python3, jq, curl, gcc).  The minimal root
 # file system is built once with debootstrap from the mirror the host's apt
 # uses and cached in /var/cache/sd-updater-e2e/ (E2E_CACHE_DIR); delete the
-# tarball to rebuild it.  E2E_MIRROR overrides the mirror.
+# tarball to rebuild it.  E2E_MIRROR overrides the mirror.  The containers'
+# apt keeps its downloads in the same directory.  Container roots live in a
+# tmpfs (E2E_TMPFS=0: on disk under /var/tmp), unmounted at the end.
 #
 # Prints "1..N", then one "ok N - name" or "not ok N - name: reason" line per
 # scenario, then "P passed, F failed"; exits 1 if anything failed.  Each
@@ -71,18 +74,23 @@ WORK=$(mktemp -d /var/tmp/sd-updater-e2e.XXXXXX)
 mkdir -p "$WORK/pids" "$WORK/ct"
 export WORK LOG_DIR CACHE_DIR PYTHON
 
-# Teardown, whatever happened: every container, then every helper process,
-# each by the PID recorded when it was started.
+# Teardown, whatever happened: every helper process (the background
+# preparation of container b among them), then every container, each by the
+# PID recorded when it was started.
 teardown() {
 	local d f
-	for d in "$WORK"/ct/*/; do
-		[ -d "$d" ] && ct_stop "$(basename "$d")"
-	done
 	for f in "$WORK"/pids/*.pid; do
 		[ -f "$f" ] && stop_spawned "$(basename "$f" .pid)"
 	done
+	for d in "$WORK"/ct/*/; do
+		[ -d "$d" ] && ct_stop "$(basename "$d")"
+	done
+	if [ -e "$WORK/ct.tmpfs" ] && [ "$E2E_KEEP" != 1 ]; then
+		umount "$WORK/ct" || log "cannot unmount $WORK/ct"
+		rm -f "$WORK/ct.tmpfs"
+	fi
 	if [ "$E2E_KEEP" = 1 ]; then
-		log "kept $WORK"
+		log "kept $WORK (if $WORK/ct is a tmpfs, umount it when done)"
 	else
 		rm -rf "$WORK"
 	fi
@@ -91,13 +99,20 @@ trap teardown EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
+# The container roots live in a tmpfs: unpacking, apt and removal are several
+# times faster than on this machine's disk.  E2E_TMPFS=0 keeps them on disk.
+if [ "${E2E_TMPFS:-1}" = 1 ]; then
+	mount -t tmpfs -o "size=${E2E_TMPFS_SIZE:-4g},mode=0755" sd-updater-e2e "$WORK/ct"
+	touch "$WORK/ct.tmpfs"
+fi
+
 SUITE_START=$(now_ms)
 
 # ---------------------------------------------------------------------------
 # Host preparation
 # ---------------------------------------------------------------------------
 
-apt_ensure debootstrap systemd-container prometheus python3 jq curl gcc libc6-dev procps util-linux
+apt_ensure debootstrap systemd-container prometheus python3 jq curl gcc libc6-dev procps util-linux zstd
 
 if [ "$BUILD" = 1 ]; then
 	log "building the packages (packaging/build-deb.sh, packaging/build-rpm.sh)"
@@ -692,13 +707,34 @@ s_upgrade_remove() {
 	esac
 }
 
+# Container b for scenario 11 boots and gets rpm from apt in the background
+# while scenarios 1-10 run; it writes $WORK/ct/b.ready (or b.failed: why).
+prepare_rpm_container() {
+	local CT=b why=""
+	rm -f "$WORK/ct/b.ready" "$WORK/ct/b.failed"
+	if ! ct_create b "$DIST"; then
+		why="cannot create the container root"
+	elif ! ct_boot b; then
+		why="the container did not boot"
+	elif ! in_ct apt-get update -qq; then
+		why="apt-get update in the container failed"
+	elif ! in_ct apt-get install -y rpm; then
+		why="apt-get install rpm failed"
+	fi
+	if [ -n "$why" ]; then
+		printf '%s\n' "$why" >"$WORK/ct/b.failed"
+	else
+		touch "$WORK/ct/b.ready"
+	fi
+}
+
+rpm_container_settled() { [ -e "$WORK/ct/b.ready" ] || [ -e "$WORK/ct/b.failed" ]; }
+
 s_rpm() {
 	local CT=b
-	ct_create b "$DIST" || fail "cannot create the container root"
-	ct_boot b || fail "the container did not boot"
+	wait_until 300 rpm_container_settled || fail "container b was not ready after 5 minutes (see prepare-b.log)"
+	[ ! -e "$WORK/ct/b.failed" ] || fail "$(cat "$WORK/ct/b.failed") (see prepare-b.log)"
 	cp "$RPM" "$(ct_root)/opt/e2e/sd-updater.rpm"
-	in_ct apt-get update -qq || fail "apt-get update in the container failed"
-	in_ct apt-get install -y rpm || fail "apt-get install rpm failed"
 	if in_ct getent passwd sd-updater >/dev/null; then fail "precondition: the user exists before rpm -i"; fi
 	in_ct rpm -i --nodeps /opt/e2e/sd-updater.rpm || fail "rpm -i --nodeps failed"
 	in_ct getent passwd sd-updater >/dev/null || fail "the rpm scriptlets did not create the sd-updater user"
@@ -856,6 +892,9 @@ for DIST in "${DISTS[@]}"; do
 	export DIST
 	CT=a
 	rootfs_tarball "$DIST" >/dev/null || die "no $DIST root file system"
+	if [ -z "$ONLY" ] || [[ $ONLY == *" 11 "* ]]; then
+		spawn prepare-b prepare_rpm_container
+	fi
 	i=0
 	for s in "${SCENARIOS[@]}"; do
 		i=$((i + 1))
@@ -869,6 +908,8 @@ for DIST in "${DISTS[@]}"; do
 		run_scenario "$N" "$slug" "$fn" "$name"
 	done
 	ct_stop a
+	stop_spawned prepare-b
+	ct_stop b
 done
 
 log "suite took $(elapsed_s "$SUITE_START") s; logs in ${LOG_DIR#"$REPO"/}/"
