@@ -144,15 +144,15 @@ log "fake inventory at $(inv_url)"
 # configure [VAR=value...]: /etc/default/sd-updater becomes the packaged file
 # plus the test inventory, a long interval (so that only a reload or a
 # restart refreshes, unless a scenario says otherwise) and the given values.
-configure() {
+configure() { conf_text "$@" | in_ct tee "$CONF" >/dev/null; }
+
+conf_text() {
 	local kv
-	{
-		cat "$WORK/default.orig"
-		printf '\n# Set by the sd-updater e2e suite.\n'
-		printf 'INVENTORY_URL=%s\n' "$(inv_url)"
-		printf 'UPDATE_INTERVAL=1h\n'
-		for kv in "$@"; do printf '%s\n' "$kv"; done
-	} | in_ct tee "$CONF" >/dev/null
+	cat "$WORK/default.orig"
+	printf '\n# Set by the sd-updater e2e suite.\n'
+	printf 'INVENTORY_URL=%s\n' "$(inv_url)"
+	printf 'UPDATE_INTERVAL=1h\n'
+	for kv in "$@"; do printf '%s\n' "$kv"; done
 }
 
 main_pid() { unit_prop MainPID; }
@@ -215,6 +215,27 @@ stat_in_ct() { in_ct stat -c '%U %a' "$1"; }
 
 # pkg_status: dpkg's status of sd-updater in the container ("" if unknown).
 pkg_status() { in_ct dpkg-query -W -f="\${Status}" sd-updater 2>/dev/null || true; }
+
+# agent_ready N [FIRST]: the precondition of most scenarios, so that each can
+# also run alone (--only): the package is installed with the suite's plain
+# configuration, the agent is active, and the inventory and targets.json hold
+# sensors FIRST .. FIRST+N-1.
+agent_ready() {
+	need_ct
+	[ "$(pkg_status)" = "install ok installed" ] || fail "sd-updater is not installed (scenario 1 failed?)"
+	[ -s "$WORK/default.orig" ] || in_ct cat "$CONF" >"$WORK/default.orig"
+	inv_sensors "$1" "${2:-0}"
+	if [ "$(in_ct cat "$CONF" | md5sum)" != "$(conf_text | md5sum)" ]; then
+		configure
+		restart_agent
+	fi
+	is_active || restart_agent
+	if ! targets_are sensors "$1" "${2:-0}"; then
+		in_ct systemctl reload sd-updater.service || fail "precondition: systemctl reload failed"
+	fi
+	wait_until 10 targets_are sensors "$1" "${2:-0}" ||
+		fail "precondition: targets.json does not hold the $1 sensors ($(target_count) targets)"
+}
 
 dump_diagnostics() {
 	ct_running "$CT" || return 0
@@ -343,8 +364,7 @@ matches() {
 }
 
 s_privileges() {
-	need_ct
-	is_active || restart_agent
+	agent_ready 100
 	local pid status uid gid
 	pid=$(main_pid)
 	[ "$pid" -gt 0 ] || fail "no main PID"
@@ -457,7 +477,7 @@ s_privileges() {
 }
 
 s_journal() {
-	need_ct
+	agent_ready 100
 	# Two invalid entries and a duplicate on top of the 100 sensors, and a
 	# password in the URL that must never reach the journal.
 	inv_set "$(jq -nc '[range(100) | "sensor_\(.)"] + ["bad/name", "", "sensor_7"]')"
@@ -514,9 +534,7 @@ s_journal() {
 }
 
 s_reload() {
-	need_ct
-	is_active || restart_agent
-	wait_until 10 targets_are sensors 100 || fail "precondition: targets.json does not hold the 100 sensors"
+	agent_ready 100
 	local pid restarts
 	pid=$(main_pid)
 	restarts=$(unit_prop NRestarts)
@@ -555,7 +573,7 @@ s_reload() {
 WATCHDOG_DROPIN=/etc/systemd/system/sd-updater.service.d/e2e-watchdog.conf
 
 s_watchdog() {
-	need_ct
+	agent_ready 100
 	in_ct mkdir -p "${WATCHDOG_DROPIN%/*}"
 	printf '[Service]\nWatchdogSec=2s\n' | in_ct tee "$WATCHDOG_DROPIN" >/dev/null
 	in_ct systemctl daemon-reload
@@ -578,19 +596,18 @@ s_watchdog() {
 	wait_until 15 is_active || fail "the agent did not come back (ActiveState=$(unit_prop ActiveState))"
 	[ "$(main_pid)" != "$pid" ] || fail "the main PID did not change"
 	in_ct test ! -d "/proc/$pid" || fail "the frozen process $pid is still there"
-	wait_until 10 status_matches '^120 targets, updated' ||
+	wait_until 10 status_matches '^100 targets, updated' ||
 		fail "the restarted agent is not healthy: STATUS='$(unit_prop StatusText)'"
-	targets_are sensors 120 50 || fail "targets.json changed across the watchdog restart"
+	targets_are sensors 100 || fail "targets.json changed across the watchdog restart"
 	in_ct rm -f "$WATCHDOG_DROPIN"
 	in_ct systemctl daemon-reload
 	restart_agent
 }
 
 s_outage() {
-	need_ct
+	agent_ready 100
 	configure UPDATE_INTERVAL=2 RETRY_ATTEMPTS=2 RETRY_BACKOFF=0.2 HTTP_TIMEOUT=2
 	restart_agent
-	wait_until 10 targets_are sensors 120 50 || fail "precondition: targets.json does not hold the 120 sensors"
 	local before since pid
 	before=$(stat -c '%i %Y %s' "$(targets_file)")$(sha256sum <"$(targets_file)")
 	pid=$(main_pid)
@@ -610,12 +627,12 @@ s_outage() {
 	unit_prop StatusText | grep -q 'unreachable\|fail' ||
 		fail "STATUS= does not report the outage: '$(unit_prop StatusText)'"
 	# Back, with a different list: the next cycle picks it up on its own.
-	inv_sensors 100
+	inv_sensors 120 50
 	since=$(now_us)
 	inv_start || fail "the fake inventory did not restart"
-	wait_until 10 targets_are sensors 100 || fail "no recovery within 10 s of restoring the inventory"
-	journal_has "$since" "$(agent_msg '^Successfully fetched 100 sensors')" || fail "no successful fetch in the journal after the recovery"
-	wait_until 5 status_matches '^100 targets, updated' ||
+	wait_until 10 targets_are sensors 120 50 || fail "no recovery within 10 s of restoring the inventory"
+	journal_has "$since" "$(agent_msg '^Successfully fetched 120 sensors')" || fail "no successful fetch in the journal after the recovery"
+	wait_until 5 status_matches '^120 targets, updated' ||
 		fail "STATUS= after the recovery is '$(unit_prop StatusText)'"
 	[ "$(main_pid)" = "$pid" ] || fail "the agent was restarted during the outage"
 	configure
@@ -623,7 +640,7 @@ s_outage() {
 }
 
 s_bad_config() {
-	need_ct
+	agent_ready 100
 	local restarts since
 	restarts=$(unit_prop NRestarts)
 	configure UPDATE_INTERVAL=abc
@@ -650,9 +667,7 @@ s_bad_config() {
 }
 
 s_stop() {
-	need_ct
-	is_active || restart_agent
-	wait_until 10 targets_are sensors 100 || fail "precondition: targets.json does not hold the 100 sensors"
+	agent_ready 100
 	local before
 	before=$(sha256sum <"$(targets_file)")
 	# Stop while a request hangs: the agent must not wait for it.
@@ -680,8 +695,7 @@ s_stop() {
 }
 
 s_upgrade_remove() {
-	need_ct
-	is_active || restart_agent
+	agent_ready 100
 	local invocation conf_sum
 	invocation=$(unit_prop InvocationID)
 	conf_sum=$(in_ct sha256sum "$CONF")
