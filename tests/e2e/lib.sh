@@ -127,7 +127,7 @@ rootfs_tarball() {
 		tar -C "$build/root" --zstd -cf "$build/rootfs.tar.zst" .
 		mv "$build/rootfs.tar.zst" "$tarball"
 		rm -rf "$build"
-	) 9>"$CACHE_DIR/.lock" >&2 || return 1
+	) 9>"$CACHE_DIR/.lock-$dist" >&2 || return 1
 	printf '%s\n' "$tarball"
 }
 
@@ -258,14 +258,15 @@ spawn() {
 	printf '%s\n' "$!" >"$WORK/pids/$name.pid"
 }
 
-# stop_spawned NAME: SIGTERM, then SIGKILL after 5 s; waits until it is gone.
+# stop_spawned NAME [SECONDS]: SIGTERM, then SIGKILL after SECONDS (5);
+# waits until it is gone.
 stop_spawned() {
 	local f=$WORK/pids/$1.pid pid _
 	[ -f "$f" ] || return 0
 	pid=$(cat "$f")
 	if kill -0 "$pid" 2>/dev/null; then
 		kill -TERM "$pid" 2>/dev/null || true
-		for _ in $(seq 1 50); do
+		for _ in $(seq 1 $((${2:-5} * 10))); do
 			kill -0 "$pid" 2>/dev/null || break
 			sleep 0.1
 		done

@@ -7,7 +7,8 @@
 # Usage: tests/e2e/run.sh [--dist bookworm|trixie|all] [--no-build] [--keep]
 #                         [--only "N N ..."]
 #   --dist      the Debian release to boot (default bookworm, systemd 252;
-#               trixie has systemd 257; "all" runs the suite on both)
+#               trixie has systemd 257; "all" runs the suite on both, side
+#               by side, logs in target/e2e/DIST/)
 #   --no-build  use target/packages/ as it is instead of running
 #               packaging/build-deb.sh and packaging/build-rpm.sh first
 #   --keep      keep the work directory and the (stopped) container roots,
@@ -37,6 +38,7 @@ REPO=$(cd "$E2E_DIR/../.." && pwd)
 DISTS=(bookworm)
 BUILD=1
 ONLY=""
+LOG_DIR=""
 while [ $# -gt 0 ]; do
 	case $1 in
 	--dist)
@@ -49,6 +51,12 @@ while [ $# -gt 0 ]; do
 		shift 2
 		;;
 	--no-build) BUILD=0; shift ;;
+	--log-dir)
+		# (internal: where a child run of --dist all keeps its logs)
+		[ $# -ge 2 ] || die "--log-dir needs a value"
+		LOG_DIR=$2
+		shift 2
+		;;
 	--keep) E2E_KEEP=1; shift ;;
 	--only)
 		[ $# -ge 2 ] || die "--only needs a value"
@@ -64,11 +72,13 @@ export E2E_KEEP=${E2E_KEEP:-0}
 [ "$(id -u)" -eq 0 ] || die "run as root (containers, apt)"
 
 CACHE_DIR=${E2E_CACHE_DIR:-/var/cache/sd-updater-e2e}
-LOG_DIR=$REPO/target/e2e
 PYTHON=/usr/bin/python3 # Debian's, not whatever python3 is first in PATH
 TARGETS=/var/lib/sd-updater/targets.json
 CONF=/etc/default/sd-updater
-rm -rf "$LOG_DIR"
+if [ -z "$LOG_DIR" ]; then
+	LOG_DIR=$REPO/target/e2e
+	rm -rf "$LOG_DIR"
+fi
 mkdir -p "$LOG_DIR"
 WORK=$(mktemp -d /var/tmp/sd-updater-e2e.XXXXXX)
 mkdir -p "$WORK/pids" "$WORK/ct"
@@ -80,7 +90,14 @@ export WORK LOG_DIR CACHE_DIR PYTHON
 teardown() {
 	local d f
 	for f in "$WORK"/pids/*.pid; do
-		[ -f "$f" ] && stop_spawned "$(basename "$f" .pid)"
+		case $f in
+		*/run-*.pid)
+			# A child run of --dist all: it tears its own containers
+			# down on SIGTERM, once its current command returns.
+			stop_spawned "$(basename "$f" .pid)" 120
+			;;
+		*) [ -f "$f" ] && stop_spawned "$(basename "$f" .pid)" ;;
+		esac
 	done
 	for d in "$WORK"/ct/*/; do
 		[ -d "$d" ] && ct_stop "$(basename "$d")"
@@ -98,13 +115,6 @@ teardown() {
 trap teardown EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-
-# The container roots live in a tmpfs: unpacking, apt and removal are several
-# times faster than on this machine's disk.  E2E_TMPFS=0 keeps them on disk.
-if [ "${E2E_TMPFS:-1}" = 1 ]; then
-	mount -t tmpfs -o "size=${E2E_TMPFS_SIZE:-4g},mode=0755" sd-updater-e2e "$WORK/ct"
-	touch "$WORK/ct.tmpfs"
-fi
 
 SUITE_START=$(now_ms)
 
@@ -128,14 +138,6 @@ RPM=$(find "$REPO/target/packages" -maxdepth 1 -name "sd-updater-$VERSION-*.$(un
 [ -n "$RPM" ] || die "no sd-updater-$VERSION-*.rpm in target/packages (run packaging/build-rpm.sh)"
 log "testing ${DEB#"$REPO"/} and ${RPM#"$REPO"/}"
 
-gcc -static -O2 -Wall -o "$WORK/probe" "$E2E_DIR/probe.c" 2>"$LOG_DIR/probe-build.log" ||
-	die "cannot build tests/e2e/probe.c; see $LOG_DIR/probe-build.log"
-
-# The fake inventory keeps running for the whole suite; scenario 7 stops and
-# restarts it on the same port.
-inv_sensors 100
-inv_start || die "the fake inventory did not start; see $LOG_DIR/inventory.log"
-log "fake inventory at $(inv_url)"
 
 # ---------------------------------------------------------------------------
 # Helpers about the agent in container $CT
@@ -871,11 +873,80 @@ SCENARIOS=(
 	"prometheus:s_prometheus:a real Prometheus"
 )
 
+# run_parallel: --dist all.  One child run per release, side by side (their
+# containers, fake servers, Prometheus and ports are all their own); then
+# their results, numbered on.
+run_parallel() {
+	local d pid rc lines k i total=0 passed=0 failed=0
+	for d in "${DISTS[@]}"; do
+		mkdir -p "$LOG_DIR/$d"
+		if [ -n "$ONLY" ]; then
+			"$E2E_DIR/run.sh" --dist "$d" --no-build --log-dir "$LOG_DIR/$d" --only "$ONLY" \
+				</dev/null >"$WORK/out-$d" 2> >(tee "$LOG_DIR/$d/run.stderr" | sed -u "s/^/[$d] /" >&2) &
+		else
+			"$E2E_DIR/run.sh" --dist "$d" --no-build --log-dir "$LOG_DIR/$d" \
+				</dev/null >"$WORK/out-$d" 2> >(tee "$LOG_DIR/$d/run.stderr" | sed -u "s/^/[$d] /" >&2) &
+		fi
+		printf '%s\n' "$!" >"$WORK/pids/run-$d.pid"
+	done
+	for d in "${DISTS[@]}"; do
+		pid=$(cat "$WORK/pids/run-$d.pid")
+		rc=0
+		wait "$pid" || rc=$?
+		rm -f "$WORK/pids/run-$d.pid"
+		printf '%s\n' "$rc" >"$WORK/rc-$d"
+	done
+	echo "1..$((${#SCENARIOS[@]} * ${#DISTS[@]}))"
+	for d in "${DISTS[@]}"; do
+		lines=$(awk -v off="$total" -v d="$d" '
+			match($0, /^(ok|not ok) [0-9]+ - /) {
+				head = substr($0, 1, RLENGTH); rest = substr($0, RLENGTH + 1)
+				n = head; gsub(/[^0-9]/, "", n)
+				st = head; sub(/ [0-9]+ - $/, "", st)
+				printf "%s %d - %s: %s\n", st, n + off, d, rest
+			}' "$WORK/out-$d")
+		[ -z "$lines" ] || printf '%s\n' "$lines"
+		k=$(printf '%s' "$lines" | grep -c '^' || true)
+		passed=$((passed + $(printf '%s\n' "$lines" | grep '^ok ' | grep -vc '# SKIP' || true)))
+		failed=$((failed + $(printf '%s\n' "$lines" | grep -c '^not ok ' || true)))
+		for ((i = k + 1; i <= ${#SCENARIOS[@]}; i++)); do
+			echo "not ok $((total + i)) - $d: scenario $i did not run: the $d run stopped (exit $(cat "$WORK/rc-$d")); see target/e2e/$d/run.stderr"
+			failed=$((failed + 1))
+		done
+		total=$((total + ${#SCENARIOS[@]}))
+	done
+	log "suite took $(elapsed_s "$SUITE_START") s; logs in ${LOG_DIR#"$REPO"/}/"
+	echo "$passed passed, $failed failed"
+	[ "$failed" = 0 ]
+}
+
+if [ "${#DISTS[@]}" -gt 1 ]; then
+	run_parallel
+	exit
+fi
+DIST=${DISTS[0]}
+export DIST
+
+# The container roots live in a tmpfs: unpacking, apt and removal are several
+# times faster than on this machine's disk.  E2E_TMPFS=0 keeps them on disk.
+if [ "${E2E_TMPFS:-1}" = 1 ]; then
+	mount -t tmpfs -o "size=${E2E_TMPFS_SIZE:-4g},mode=0755" sd-updater-e2e "$WORK/ct"
+	touch "$WORK/ct.tmpfs"
+fi
+
+gcc -static -O2 -Wall -o "$WORK/probe" "$E2E_DIR/probe.c" 2>"$LOG_DIR/probe-build.log" ||
+	die "cannot build tests/e2e/probe.c; see $LOG_DIR/probe-build.log"
+
+# The fake inventory keeps running for the whole suite; scenario 7 stops and
+# restarts it on the same port.
+inv_sensors 100
+inv_start || die "the fake inventory did not start; see $LOG_DIR/inventory.log"
+log "fake inventory at $(inv_url)"
+
 PASSED=0
 FAILED=0
 N=0
-total=$((${#SCENARIOS[@]} * ${#DISTS[@]}))
-echo "1..$total"
+echo "1..${#SCENARIOS[@]}"
 
 run_scenario() {
 	local n=$1 slug=$2 fn=$3 name=$4 logf start rc reason
@@ -911,29 +982,23 @@ run_scenario() {
 	fi
 }
 
-for DIST in "${DISTS[@]}"; do
-	export DIST
-	CT=a
-	rootfs_tarball "$DIST" >/dev/null || die "no $DIST root file system"
-	if [ -z "$ONLY" ] || [[ $ONLY == *" 11 "* ]]; then
-		spawn prepare-b prepare_rpm_container
+CT=a
+rootfs_tarball "$DIST" >/dev/null || die "no $DIST root file system"
+if [ -z "$ONLY" ] || [[ $ONLY == *" 11 "* ]]; then
+	spawn prepare-b prepare_rpm_container
+fi
+for s in "${SCENARIOS[@]}"; do
+	N=$((N + 1))
+	IFS=: read -r slug fn name <<<"$s"
+	if [ -n "$ONLY" ] && [[ $ONLY != *" $N "* ]]; then
+		echo "ok $N - $name # SKIP not selected"
+		continue
 	fi
-	i=0
-	for s in "${SCENARIOS[@]}"; do
-		i=$((i + 1))
-		N=$((N + 1))
-		IFS=: read -r slug fn name <<<"$s"
-		if [ "${#DISTS[@]}" -gt 1 ]; then name="$DIST: $name"; fi
-		if [ -n "$ONLY" ] && [[ $ONLY != *" $i "* ]]; then
-			echo "ok $N - $name # SKIP not selected"
-			continue
-		fi
-		run_scenario "$N" "$slug" "$fn" "$name"
-	done
-	ct_stop a
-	stop_spawned prepare-b
-	ct_stop b
+	run_scenario "$N" "$slug" "$fn" "$name"
 done
+ct_stop a
+stop_spawned prepare-b
+ct_stop b
 
 log "suite took $(elapsed_s "$SUITE_START") s; logs in ${LOG_DIR#"$REPO"/}/"
 echo "$PASSED passed, $FAILED failed"
