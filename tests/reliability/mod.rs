@@ -898,6 +898,8 @@ pub struct Served {
     pub target: String,
     pub headers: Vec<(String, String)>,
     pub at: Instant,
+    /// The client's address, to tell the agent's requests from strays.
+    pub peer: Option<SocketAddr>,
 }
 
 impl Served {
@@ -1139,6 +1141,7 @@ fn handle(mut stream: TcpStream, sh: &SrvShared) {
         return;
     };
     let (method, target, headers) = parse_head(&head);
+    let peer = stream.peer_addr().ok();
     let step = {
         let mut st = sh.st.lock().unwrap();
         let idx = st.served.len().min(st.plan.len() - 1);
@@ -1151,6 +1154,7 @@ fn handle(mut stream: TcpStream, sh: &SrvShared) {
             target: target.clone(),
             headers,
             at: Instant::now(),
+            peer,
         };
         st.served.push(served);
         st.total += 1;
