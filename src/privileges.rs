@@ -86,6 +86,8 @@ pub fn drop_to(spec: &str, out_dir: Option<&Path>) -> Result<Outcome, DropError>
     unistd::setresgid(gid, gid, gid).map_err(|e| failed("setresgid", e))?;
     unistd::setresuid(uid, uid, uid).map_err(|e| failed("setresuid", e))?;
 
+    clear_capabilities()?;
+
     // Proof that there is no way back.
     if unistd::setuid(Uid::from_raw(0)).is_ok() || unistd::seteuid(Uid::from_raw(0)).is_ok() {
         return Err(failed("verify", "root could be regained"));
@@ -107,6 +109,74 @@ pub fn drop_to(spec: &str, out_dir: Option<&Path>) -> Result<Outcome, DropError>
         uid: uid.as_raw(),
         gid: gid.as_raw(),
     })
+}
+
+/// Empties the inheritable and ambient capability sets. setresuid() clears
+/// the permitted and effective sets but leaves the inheritable one, which
+/// some supervisors (systemd 257) fill from the bounding set.
+fn clear_capabilities() -> Result<(), DropError> {
+    use nix::libc;
+
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: libc::c_int,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy, Default, PartialEq, Eq)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const VERSION_3: u32 = 0x2008_0522;
+
+    // SAFETY: plain prctl with integer arguments.
+    let r = unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        )
+    };
+    if r != 0 {
+        return Err(failed(
+            "clear ambient capabilities",
+            nix::errno::Errno::last(),
+        ));
+    }
+    let mut header = Header {
+        version: VERSION_3,
+        pid: 0,
+    };
+    let empty = [Data::default(); 2];
+    // SAFETY: capset reads one header and, for version 3, two data structs.
+    let r = unsafe { libc::syscall(libc::SYS_capset, &mut header as *mut Header, empty.as_ptr()) };
+    if r != 0 {
+        return Err(failed("capset", nix::errno::Errno::last()));
+    }
+    let mut now = [Data {
+        effective: u32::MAX,
+        permitted: u32::MAX,
+        inheritable: u32::MAX,
+    }; 2];
+    // SAFETY: capget writes one header and two data structs for version 3.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_capget,
+            &mut header as *mut Header,
+            now.as_mut_ptr(),
+        )
+    };
+    if r != 0 {
+        return Err(failed("capget", nix::errno::Errno::last()));
+    }
+    if now != empty {
+        return Err(failed("verify", "capabilities remain after the drop"));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -151,7 +151,7 @@ fn check_dropped(pid: i32, user: &TestUser) {
             user.name
         );
     }
-    for cap in ["CapEff", "CapPrm", "CapAmb"] {
+    for cap in ["CapEff", "CapPrm", "CapAmb", "CapInh"] {
         assert_eq!(
             field(&status, cap),
             vec!["0000000000000000".to_string()],
@@ -231,6 +231,43 @@ fn drops_to_run_as_user() {
     let st = agent.wait_exit(T);
     assert_eq!(st.and_then(|s| s.code()), Some(0), "{}", agent.stderr());
     assert!(temp_files(&out_dir, "targets.json").is_empty());
+}
+
+/// A supervisor may hand over a non-empty inheritable set (systemd 257 fills
+/// it from the bounding set); setresuid() alone would leave it in place.
+#[test]
+fn inherited_capabilities_are_cleared() {
+    require_root!();
+    if !run("setpriv", &["--inh-caps=+setuid,+setgid", "true"]) {
+        eprintln!("note: setpriv cannot set inheritable capabilities here; skipping");
+        return;
+    }
+    let user = TestUser::create();
+    let dir = TestDir::new("priv-inh");
+    let inventory = dir.join("inventory.json");
+    fs::write(&inventory, r#"["sensor_0"]"#).unwrap();
+    let targets = dir.join("out/targets.json");
+    let mut child = Command::new("setpriv")
+        .args(["--inh-caps=+setuid,+setgid", BIN])
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("RUN_AS_USER", &user.name)
+        .env("INVENTORY_URL", format!("file://{}", inventory.display()))
+        .env("TARGETS_FILE", &targets)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn setpriv");
+    let pid = child.id() as i32;
+    let written = wait_for(T, || targets.exists());
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(written, "no targets file");
+    assert_eq!(
+        field(&status, "CapInh"),
+        vec!["0000000000000000".to_string()],
+        "inheritable capabilities survived the drop\n{status}"
+    );
 }
 
 #[test]
