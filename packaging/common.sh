@@ -62,11 +62,17 @@ crate_version() {
 	sed -n '/^\[package\]/,/^\[/s/^version *= *"\([^"]*\)".*/\1/p' "$repo_root/Cargo.toml" | head -n 1
 }
 
-# stage_source DIR: copy the checkout (without target/ and .git) to DIR,
-# keeping modification times so that cargo can reuse target/.
+# stage_source DIR: copy the checkout to DIR, keeping modification times so
+# that cargo can reuse target/. In a git checkout only tracked files (as they
+# are in the work tree) go in, so untracked scratch such as a fuzz corpus
+# never ends up in a package; elsewhere everything but target/ and .git.
 stage_source() {
 	local dir=$1
 	rm -rf "$dir"
 	mkdir -p "$dir"
-	tar -C "$repo_root" --exclude=./target --exclude=./.git -cf - . | tar -C "$dir" -xf -
+	if git -C "$repo_root" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+		(cd "$repo_root" && git ls-files -z --cached | tar --null -T - -cf -) | tar -C "$dir" -xf -
+	else
+		tar -C "$repo_root" --exclude=./target --exclude=./.git -cf - . | tar -C "$dir" -xf -
+	fi
 }
