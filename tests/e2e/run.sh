@@ -186,8 +186,8 @@ nrestarts_above() { [ "$(unit_prop NRestarts)" -gt "$1" ]; }
 
 # restart_agent: restarts the unit and waits until it is active again.
 restart_agent() {
-	in_ct systemctl restart sd-updater.service || fail "systemctl restart sd-updater failed"
-	wait_until 10 is_active || fail "sd-updater not active after restart (ActiveState=$(unit_prop ActiveState))"
+	in_ct systemctl restart sd-updater.service || fail "systemctl restart sd-updater failed (the agent said: $(agent_said))"
+	wait_until 10 is_active || fail "sd-updater not active after restart (ActiveState=$(unit_prop ActiveState); the agent said: $(agent_said))"
 }
 
 # now_us: the current time in microseconds, as the journal counts it (the
@@ -239,6 +239,9 @@ agent_ready() {
 		fail "precondition: targets.json does not hold the $1 sensors ($(target_count) targets)"
 }
 
+# agent_said: the agent's last journal line, for failure messages.
+agent_said() { in_ct journalctl -u sd-updater.service -t sd-updater -n 1 -o cat --no-pager 2>/dev/null || true; }
+
 dump_diagnostics() {
 	ct_running "$CT" || return 0
 	echo "---- systemctl status sd-updater"
@@ -270,7 +273,7 @@ s_install() {
 	[ "$(in_ct systemctl is-enabled sd-updater.service)" = enabled ] ||
 		fail "sd-updater.service is not enabled after install"
 	wait_until 10 is_active ||
-		fail "sd-updater.service is not active after install (ActiveState=$(unit_prop ActiveState))"
+		fail "sd-updater.service is not active after install (ActiveState=$(unit_prop ActiveState); the agent said: $(agent_said))"
 	[ "$(stat_in_ct /var/lib/sd-updater)" = "sd-updater 755" ] ||
 		fail "/var/lib/sd-updater is $(stat_in_ct /var/lib/sd-updater), expected 'sd-updater 755'"
 	in_ct cat "$CONF" >"$WORK/default.orig" || fail "no $CONF after install"
@@ -775,7 +778,7 @@ s_rpm() {
 		printf '\nINVENTORY_URL=%s\nUPDATE_INTERVAL=1h\n' "$(inv_url)"
 	} >"$WORK/sysconfig"
 	in_ct tee /etc/sysconfig/sd-updater <"$WORK/sysconfig" >/dev/null
-	in_ct systemctl start sd-updater.service || fail "systemctl start sd-updater failed: $(in_ct systemctl status --no-pager sd-updater.service | tail -n 5)"
+	in_ct systemctl start sd-updater.service || fail "systemctl start sd-updater failed (the agent said: $(agent_said))"
 	wait_until 10 is_active || fail "sd-updater is not active"
 	wait_until 10 targets_are sensors 100 ||
 		fail "targets.json does not hold the inventory's 100 sensors ($(target_count) targets)"
