@@ -136,6 +136,12 @@ DEB=$REPO/target/packages/sd-updater_${VERSION}_$(dpkg --print-architecture).deb
 RPM=$(find "$REPO/target/packages" -maxdepth 1 -name "sd-updater-$VERSION-*.$(uname -m).rpm" | sort | tail -n 1)
 [ -f "$DEB" ] || die "no $DEB (run packaging/build-deb.sh, or drop --no-build)"
 [ -n "$RPM" ] || die "no sd-updater-$VERSION-*.rpm in target/packages (run packaging/build-rpm.sh)"
+if [ "$BUILD" = 0 ]; then
+	# --no-build must not test packages older than the sources.
+	newer=$(cd "$REPO" && find src systemd debian packaging rpm Cargo.toml Cargo.lock \
+		\( -newer "$DEB" -o -newer "$RPM" \) -print 2>/dev/null | head -n 3 | tr '\n' ' ')
+	[ -z "$newer" ] || die "target/packages is older than $newer; rebuild them (drop --no-build)"
+fi
 log "testing ${DEB#"$REPO"/} and ${RPM#"$REPO"/}"
 
 
