@@ -113,6 +113,7 @@ teardown() {
 	fi
 }
 trap teardown EXIT
+trap 'log "error: line $LINENO: $BASH_COMMAND failed"' ERR
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
@@ -138,8 +139,11 @@ RPM=$(find "$REPO/target/packages" -maxdepth 1 -name "sd-updater-$VERSION-*.$(un
 [ -n "$RPM" ] || die "no sd-updater-$VERSION-*.rpm in target/packages (run packaging/build-rpm.sh)"
 if [ "$BUILD" = 0 ]; then
 	# --no-build must not test packages older than the sources.
-	newer=$(cd "$REPO" && find src systemd debian packaging rpm Cargo.toml Cargo.lock \
-		\( -newer "$DEB" -o -newer "$RPM" \) -print 2>/dev/null | head -n 3 | tr '\n' ' ')
+	newer=$(
+		cd "$REPO" || exit 0
+		find src systemd debian packaging rpm Cargo.toml Cargo.lock \
+			\( -newer "$DEB" -o -newer "$RPM" \) -print 2>/dev/null | head -n 3 | tr '\n' ' '
+	) || true
 	[ -z "$newer" ] || die "target/packages is older than $newer; rebuild them (drop --no-build)"
 fi
 log "testing ${DEB#"$REPO"/} and ${RPM#"$REPO"/}"
@@ -703,7 +707,8 @@ s_stop() {
 	# only after the refresh, and this one hangs.
 	in_ct systemctl reload --no-block sd-updater.service
 	wait_until 5 test -e "$WORK/inventory.json.hung" || fail "the reload did not reach the inventory"
-	local t0 ms
+	local t0 ms since
+	since=$(now_us)
 	t0=$(now_ms)
 	in_ct systemctl stop sd-updater.service || fail "systemctl stop failed"
 	ms=$(($(now_ms) - t0))
@@ -711,7 +716,11 @@ s_stop() {
 	log "systemctl stop took $ms ms"
 	[ "$(unit_prop ActiveState)" = inactive ] || fail "ActiveState after stop is $(unit_prop ActiveState)"
 	[ "$(unit_prop Result)" = success ] || fail "Result after stop is $(unit_prop Result), expected success"
+	[ "$(unit_prop ExecMainCode)/$(unit_prop ExecMainStatus)" = 1/0 ] ||
+		fail "the agent did not exit 0 by itself (ExecMainCode=$(unit_prop ExecMainCode), ExecMainStatus=$(unit_prop ExecMainStatus))"
 	[ "$ms" -lt 2000 ] || fail "systemctl stop took $ms ms while a request hung (expected under 2 s)"
+	wait_until 5 journal_has "$since" "$(agent_msg '^Received SIGTERM, stopping') and .SIGNAL == \"SIGTERM\"" ||
+		fail "the journal does not show the agent handling SIGTERM"
 	local left
 	left=$(in_ct find /var/lib/sd-updater -mindepth 1 ! -name targets.json)
 	[ -z "$left" ] || fail "files left in /var/lib/sd-updater after stop: $left"
