@@ -941,12 +941,12 @@ run_parallel() {
 	done
 	log "suite took $(elapsed_s "$SUITE_START") s; logs in ${LOG_DIR#"$REPO"/}/"
 	echo "$passed passed, $failed failed"
-	[ "$failed" = 0 ]
+	if [ "$failed" != 0 ]; then exit 1; fi
+	exit 0
 }
 
 if [ "${#DISTS[@]}" -gt 1 ]; then
 	run_parallel
-	exit
 fi
 DIST=${DISTS[0]}
 export DIST
@@ -1026,4 +1026,4 @@ ct_stop b
 
 log "suite took $(elapsed_s "$SUITE_START") s; logs in ${LOG_DIR#"$REPO"/}/"
 echo "$PASSED passed, $FAILED failed"
-[ "$FAILED" = 0 ]
+if [ "$FAILED" != 0 ]; then exit 1; fi
