@@ -13,8 +13,8 @@
 #               packaging/build-deb.sh and packaging/build-rpm.sh first
 #   --keep      keep the work directory and the (stopped) container roots,
 #               in a tmpfs still mounted at WORK/ct, for debugging
-#   --only      run only these scenarios (the container scenarios build on
-#               each other: 2-10 need 1, 12 needs the agent installed)
+#   --only      run only these scenarios, for example --only "5 6" (1 is
+#               added when needed: it boots the container of 2-10 and 12)
 #
 # Runs as root on Debian 12 and installs what it needs with apt (debootstrap,
 # systemd-container, prometheus, python3, jq, curl, gcc, zstd).  The minimal root
@@ -1006,6 +1006,11 @@ run_scenario() {
 	fi
 }
 
+# Scenarios 2-10 and 12 run in the container that scenario 1 boots.
+if [ -n "$ONLY" ] && [[ $ONLY != *" 1 "* ]] && [[ $ONLY =~ \ ([2-9]|10|12)\  ]]; then
+	log "--only: adding scenario 1, which boots the container the others need"
+	ONLY=" 1$ONLY"
+fi
 CT=a
 rootfs_tarball "$DIST" >/dev/null || die "no $DIST root file system"
 if [ -z "$ONLY" ] || [[ $ONLY == *" 11 "* ]]; then
