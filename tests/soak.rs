@@ -15,7 +15,8 @@
 //! what a leak grows; `VmRSS` also counts the binary's own code pages
 //! (`RssFile`), which the kernel maps in the first time a rare code path
 //! runs and which are bounded by the size of the executable. Both are
-//! reported.
+//! reported. Both measurements follow the same probe cycle (one fixed
+//! list), so the agent holds the same live data at both points.
 //!
 //! `SDU_SOAK_CYCLES` sets the number of cycles (5,000 by default, 50,000
 //! for the full run), `SDU_SOAK_HTTP_TIMEOUT` the agent's HTTP_TIMEOUT for
@@ -181,7 +182,10 @@ fn warm_up(rng: &mut Rng, cycle: u64, last_good: &GoodList) -> Option<Vec<Planne
     })
 }
 
-fn plan(rng: &mut Rng, cycle: u64, last_good: &GoodList) -> Vec<Planned> {
+fn plan(rng: &mut Rng, cycle: u64, last_good: &GoodList, probe: Option<&GoodList>) -> Vec<Planned> {
+    if let Some(p) = probe {
+        return vec![good("good-probe", p.reshuffled(rng), false)];
+    }
     if let Some(p) = warm_up(rng, cycle, last_good) {
         return p;
     }
@@ -361,6 +365,7 @@ fn soak_sighup_cycles_with_random_responses() {
     }));
     let reader = Reader::start(file.clone(), allowed.clone());
 
+    let probe = Arc::new(GoodList::random(&mut rng, 5_000, 0));
     let started = Instant::now();
     let baseline_at = RSS_BASELINE_CYCLE.min(cycles / 2).max(1);
     let mut rss_base = None;
@@ -374,7 +379,10 @@ fn soak_sighup_cycles_with_random_responses() {
     let mut prev_ready = Instant::now();
 
     for cycle in 1..=cycles {
-        let planned = plan(&mut rng, cycle, &last_good);
+        // RSS is compared after the same cycle at both ends: the probe
+        // list, so that the agent holds the same live data each time.
+        let measure = cycle == baseline_at || cycle == cycles;
+        let planned = plan(&mut rng, cycle, &last_good, measure.then_some(&*probe));
         {
             let mut a = allowed.lock().unwrap();
             for p in &planned {
