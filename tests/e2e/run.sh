@@ -11,6 +11,7 @@
 #               by side, logs in target/e2e/DIST/)
 #   --no-build  use target/packages/ as it is instead of running
 #               packaging/build-deb.sh and packaging/build-rpm.sh first
+#               (packages older than the sources are refused)
 #   --keep      keep the work directory and the (stopped) container roots,
 #               in a tmpfs still mounted at WORK/ct, for debugging
 #   --only      run only these scenarios, for example --only "5 6" (1 is
