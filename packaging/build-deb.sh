@@ -35,7 +35,7 @@ fi
 log "building sd-updater $version for $arch"
 (
 	cd "$src_dir"
-	CARGO_TARGET_DIR=$repo_root/target DEB_BUILD_OPTIONS=$options \
+	CARGO_TARGET_DIR=$repo_root/target/deb-cargo DEB_BUILD_OPTIONS=$options \
 		dpkg-buildpackage --build=binary --no-sign
 )
 

@@ -3,7 +3,9 @@
 #   target/packages/sd-updater-<version>-<release>.<arch>.rpm
 # Runs as root on Debian 12 with the Rust toolchain from rustup; installs rpm
 # with apt.  rpmbuild runs rpm/sd-updater.spec in target/rpm-build/, and its
-# %build runs cargo build --release --locked, sharing the checkout's target/.
+# %build runs cargo build --release --locked in target/rpm-cargo, its own
+# cargo target dir: rpm and dpkg set different CFLAGS and paths, and a
+# shared one would make each build invalidate the other.
 set -euo pipefail
 
 # shellcheck source=packaging/common.sh
@@ -33,7 +35,7 @@ cp "$spec" "$top/SPECS/"
 # __brp_compress: Debian's brp-compress is a bash script that rpm runs with
 # /bin/sh (dash), where it fails and leaves the man page uncompressed.
 log "building sd-updater $version"
-CARGO_TARGET_DIR=$repo_root/target rpmbuild -bb --nodeps \
+CARGO_TARGET_DIR=$repo_root/target/rpm-cargo rpmbuild -bb --nodeps \
 	--define "_topdir $top" \
 	--define "__brp_compress bash %{_rpmconfigdir}/brp-compress %{?_prefix}" \
 	"$top/SPECS/sd-updater.spec"

@@ -224,7 +224,7 @@ fn once(config: &Config) -> i32 {
             exit::OK
         }
         Err(e) => {
-            log::error!(ERROR = e.to_string().as_str(), TARGETS_FILE = shown.as_str(); "Failed to write targets file: {e}");
+            log::error!(ERROR = e.to_string().as_str(), TARGETS_FILE = shown.as_str(); "Failed to write targets file {shown}: {e}");
             exit::FAILURE
         }
     }

@@ -29,6 +29,11 @@ pub fn parse(body: &[u8]) -> Result<Vec<String>, ShapeError> {
             "got an HTML/XML page, not JSON (a login page or a proxy error?)".into(),
         ));
     }
+    // The common case in one pass, without a `Value` tree per entry.
+    if let Ok(names) = serde_json::from_slice::<Vec<String>>(body) {
+        return Ok(names);
+    }
+    // Otherwise parse again, only to say precisely what is wrong.
     let value: Value = serde_json::from_slice(body).map_err(|e| {
         let kind = if e.is_eof() {
             "truncated JSON"
