@@ -20,7 +20,9 @@
 //!
 //! `SDU_SOAK_CYCLES` sets the number of cycles (5,000 by default, 50,000
 //! for the full run), `SDU_SOAK_HTTP_TIMEOUT` the agent's HTTP_TIMEOUT for
-//! the hang and drip cases, `SDU_SEED` the random seed.
+//! the hang and drip cases, `SDU_SEED` the random seed, `SDU_SOAK_ONLY`
+//! (labels such as `good,redirect-loop`) restricts the answers after the
+//! warm-up to those kinds, to find where a problem comes from.
 
 mod reliability;
 
@@ -366,6 +368,12 @@ fn soak_sighup_cycles_with_random_responses() {
     let reader = Reader::start(file.clone(), allowed.clone());
 
     let probe = Arc::new(GoodList::random(&mut rng, 5_000, 0));
+    let only: Vec<String> = std::env::var("SDU_SOAK_ONLY")
+        .unwrap_or_default()
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
     let started = Instant::now();
     let baseline_at = RSS_BASELINE_CYCLE.min(cycles / 2).max(1);
     let mut rss_base = None;
@@ -382,7 +390,16 @@ fn soak_sighup_cycles_with_random_responses() {
         // RSS is compared after the same cycle at both ends: the probe
         // list, so that the agent holds the same live data each time.
         let measure = cycle == baseline_at || cycle == cycles;
-        let planned = plan(&mut rng, cycle, &last_good, measure.then_some(&*probe));
+        let mut planned = plan(&mut rng, cycle, &last_good, measure.then_some(&*probe));
+        // SDU_SOAK_ONLY=label,label: only those answers (after the warm-up),
+        // to find which kind of cycle a problem comes from.
+        while !measure
+            && cycle > 200
+            && !only.is_empty()
+            && !only.iter().any(|o| o == planned[0].step.label)
+        {
+            planned = plan(&mut rng, cycle, &last_good, None);
+        }
         {
             let mut a = allowed.lock().unwrap();
             for p in &planned {
