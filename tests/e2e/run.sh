@@ -195,9 +195,25 @@ state_is() { [ "$(unit_prop ActiveState)" = "$1" ]; }
 status_matches() { unit_prop StatusText | grep -Eq "$1"; }
 nrestarts_above() { [ "$(unit_prop NRestarts)" -gt "$1" ]; }
 
+# start_unit VERB: systemctl VERB sd-updater, retried once when systemd itself
+# could not spawn the process.  systemd 257 in this container sometimes fails
+# a start right after a stop with "Failed to spawn executor: No such file or
+# directory" (Result=resources), before the agent's binary is even executed;
+# that is systemd's race, not the agent's, and a second start works.
+start_unit() {
+	local since
+	since=$(now_us)
+	in_ct systemctl "$1" sd-updater.service && return 0
+	journal_has "$since" '(.MESSAGE | tostring | test("Failed to spawn executor"))' || return 1
+	log "systemd could not spawn its executor (not the agent); starting once more"
+	in_ct systemctl reset-failed sd-updater.service || true
+	sleep 0.5
+	in_ct systemctl start sd-updater.service
+}
+
 # restart_agent: restarts the unit and waits until it is active again.
 restart_agent() {
-	in_ct systemctl restart sd-updater.service || fail "systemctl restart sd-updater failed (the agent said: $(agent_said))"
+	start_unit restart || fail "systemctl restart sd-updater failed (the agent said: $(agent_said))"
 	wait_until 10 is_active || fail "sd-updater not active after restart (ActiveState=$(unit_prop ActiveState); the agent said: $(agent_said))"
 }
 
@@ -726,7 +742,7 @@ s_stop() {
 	left=$(in_ct find /var/lib/sd-updater -mindepth 1 ! -name targets.json)
 	[ -z "$left" ] || fail "files left in /var/lib/sd-updater after stop: $left"
 	[ "$(sha256sum <"$(targets_file)")" = "$before" ] || fail "targets.json changed during the stop"
-	in_ct systemctl start sd-updater.service || fail "systemctl start after stop failed"
+	start_unit start || fail "systemctl start after stop failed (the agent said: $(agent_said))"
 	wait_until 10 is_active || fail "sd-updater not active after start"
 }
 
@@ -794,7 +810,7 @@ s_rpm() {
 		printf '\nINVENTORY_URL=%s\nUPDATE_INTERVAL=1h\n' "$(inv_url)"
 	} >"$WORK/sysconfig"
 	in_ct tee /etc/sysconfig/sd-updater <"$WORK/sysconfig" >/dev/null
-	in_ct systemctl start sd-updater.service || fail "systemctl start sd-updater failed (the agent said: $(agent_said))"
+	start_unit start || fail "systemctl start sd-updater failed (the agent said: $(agent_said))"
 	wait_until 10 is_active || fail "sd-updater is not active"
 	wait_until 10 targets_are sensors 100 ||
 		fail "targets.json does not hold the inventory's 100 sensors ($(target_count) targets)"
