@@ -164,6 +164,7 @@ fn initial_state(config: &Config) -> State {
 }
 
 fn daemon(config: Config, mode: logging::Mode) -> i32 {
+    daemon::tune_allocator();
     let signals = match Signals::install() {
         Ok(s) => s,
         Err(e) => {
