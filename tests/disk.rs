@@ -80,8 +80,8 @@ fn disk_full_keeps_the_old_file_and_recovers() {
         let line = write_error(&log)
             .unwrap_or_else(|| panic!("round {round}: no write error logged\n{log}"));
         assert!(
-            line.contains("ENOSPC") && line.contains(&*mnt.to_string_lossy()),
-            "round {round}: the error must say ENOSPC and name the path: {line}"
+            line.contains("ENOSPC") && line.contains(&*file.to_string_lossy()),
+            "round {round}: the error must say ENOSPC and name TARGETS_FILE: {line}"
         );
         assert_eq!(
             fs::read(&file).unwrap(),
