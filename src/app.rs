@@ -138,12 +138,18 @@ fn remove_stale_temp_files(config: &Config) {
     }
 }
 
+/// The most of an existing targets file read at start-up.
+const EXISTING_FILE_LIMIT: u64 = 1 << 30;
+
 /// What the file already holds, so that STATUS= and ADDED/REMOVED make
 /// sense from the first cycle.
 fn initial_state(config: &Config) -> State {
     let mut state = State::default();
     let path = &config.targets_file;
-    if let (Ok(content), Ok(meta)) = (std::fs::read(path), std::fs::metadata(path)) {
+    if let (Ok(Some(content)), Ok(meta)) = (
+        writer::read_existing(path, EXISTING_FILE_LIMIT),
+        std::fs::metadata(path),
+    ) {
         match targets::parse_targets(&content) {
             Some(t) => {
                 log::info!(
@@ -209,7 +215,7 @@ fn once(config: &Config) -> i32 {
         return exit::FAILURE;
     };
     let shown = config.targets_file.display().to_string();
-    match writer::write_if_changed(&config.targets_file, &update.content) {
+    match writer::write_if_changed(&config.targets_file, &mut |w| w.write_all(&update.content)) {
         Ok(Outcome::Written) => {
             log::info!(
                 TARGET_COUNT = update.targets.len(), CHANGED = true, TARGETS_FILE = shown.as_str();

@@ -97,7 +97,7 @@ pub fn run(
         let left = deadline.saturating_duration_since(Instant::now());
         // A retry needs its wait plus a useful slice of time to run in.
         let useful = config.http_timeout.min(Duration::from_secs(1));
-        if delay + useful > left {
+        if delay.saturating_add(useful) > left {
             return Err(Failure {
                 retry_after,
                 ..fail(format!(

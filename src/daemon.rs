@@ -172,11 +172,14 @@ impl Daemon {
                             ..
                         }) = &result
                         {
-                            next_cycle =
-                                next_cycle.max(Instant::now() + (*wait).min(MAX_RETRY_AFTER));
+                            let now = Instant::now();
+                            next_cycle = next_cycle
+                                .max(now.checked_add((*wait).min(MAX_RETRY_AFTER)).unwrap_or(now));
                         }
-                        let next = SystemTime::now()
-                            + next_cycle.saturating_duration_since(Instant::now());
+                        let now = SystemTime::now();
+                        let next = now
+                            .checked_add(next_cycle.saturating_duration_since(Instant::now()))
+                            .unwrap_or(now);
                         match result {
                             Ok(update) => self.apply(update, next),
                             Err(failure) => self.fail(&failure, next),
@@ -200,7 +203,7 @@ impl Daemon {
         let path = &self.config.targets_file;
         let shown = path.display().to_string();
         let now = SystemTime::now();
-        match writer::write_if_changed(path, &update.content) {
+        match writer::write_if_changed(path, &mut |w| w.write_all(&update.content)) {
             Ok(outcome) => {
                 let changed = outcome == Outcome::Written;
                 let (added, removed) = match &self.state.targets {

@@ -33,15 +33,24 @@ pub fn random_unit() -> f64 {
     (h.finish() >> 11) as f64 / (1u64 << 53) as f64
 }
 
+/// The longest `Retry-After` taken from a server. Longer values (up to
+/// `u64::MAX` seconds, or a date in the year 9999) are cut to this, so that
+/// no later `Instant` or `Duration` arithmetic can overflow.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
+
 /// Parses a `Retry-After` value: delay-seconds or an IMF-fixdate such as
-/// `Sun, 06 Nov 1994 08:49:37 GMT`. A date in the past means "now".
+/// `Sun, 06 Nov 1994 08:49:37 GMT`. A date in the past means "now"; any
+/// value is capped at [`MAX_RETRY_AFTER`].
 pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
-    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
-        return value.parse::<u64>().ok().map(Duration::from_secs);
-    }
-    let at = parse_http_date(value)?;
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+    let wait = if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // Too many digits for a u64 is still "a very long time".
+        Duration::from_secs(value.parse::<u64>().unwrap_or(u64::MAX))
+    } else {
+        let at = parse_http_date(value)?;
+        at.duration_since(now).unwrap_or(Duration::ZERO)
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
 }
 
 fn parse_http_date(s: &str) -> Option<SystemTime> {
@@ -115,6 +124,19 @@ mod tests {
             parse_retry_after("Sun, 06 Nov 1994 08:00:00 GMT", now),
             Some(Duration::ZERO)
         );
+        // Huge values are capped, never an overflow later on.
+        for huge in [
+            "18446744073709551615",
+            "99999999999999999999999999",
+            "86401",
+            "Fri, 31 Dec 9999 23:59:59 GMT",
+        ] {
+            assert_eq!(
+                parse_retry_after(huge, now),
+                Some(MAX_RETRY_AFTER),
+                "{huge}"
+            );
+        }
         for bad in [
             "",
             "-1",

@@ -94,11 +94,38 @@ pub fn create_dirs(dir: &Path) -> io::Result<Vec<PathBuf>> {
     Ok(missing)
 }
 
-/// Writes `content` to `target` unless it already holds exactly that:
-/// temp file (O_EXCL) in the same directory, write, fsync, chmod 0644,
+/// Renders a document into a writer. It may be called more than once (to
+/// compare with the current file, then to write), and must produce the same
+/// bytes each time.
+pub type Render<'a> = dyn FnMut(&mut dyn Write) -> io::Result<()> + 'a;
+
+/// What `target` holds now, at most `limit` bytes of it; `None` when it does
+/// not exist.
+pub fn read_existing(target: &Path, limit: u64) -> Result<Option<Vec<u8>>, WriteError> {
+    use std::io::Read;
+    match File::open(target) {
+        Ok(f) => {
+            let mut buf = Vec::new();
+            step(f.take(limit).read_to_end(&mut buf), "read", target)?;
+            Ok(Some(buf))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(WriteError {
+            step: "open",
+            path: target.to_path_buf(),
+            source: e,
+        }),
+    }
+}
+
+/// Writes what `render` produces to `target` unless it already holds exactly
+/// that: temp file (O_EXCL) in the same directory, write, fsync, chmod 0644,
 /// rename over the target, fsync the directory. On failure the old file
 /// is untouched and the temp file is gone.
-pub fn write_if_changed(target: &Path, content: &[u8]) -> Result<Outcome, WriteError> {
+pub fn write_if_changed(target: &Path, render: &mut Render<'_>) -> Result<Outcome, WriteError> {
+    let mut content = Vec::new();
+    step(render(&mut content), "render", target)?;
+    let content = content.as_slice();
     match fs::read(target) {
         Ok(old) if old == content => return Ok(Outcome::Unchanged),
         _ => {}
@@ -200,14 +227,23 @@ mod tests {
     fn writes_with_mode_0644_and_skips_unchanged() {
         let d = tmpdir("basic");
         let t = d.join("sub/dir/targets.json");
-        assert_eq!(write_if_changed(&t, b"[1]\n").unwrap(), Outcome::Written);
+        assert_eq!(
+            write_if_changed(&t, &mut |w| w.write_all(b"[1]\n")).unwrap(),
+            Outcome::Written
+        );
         let m1 = fs::metadata(&t).unwrap();
         assert_eq!(m1.mode() & 0o777, 0o644);
         assert_eq!(fs::metadata(d.join("sub")).unwrap().mode() & 0o777, 0o755);
-        assert_eq!(write_if_changed(&t, b"[1]\n").unwrap(), Outcome::Unchanged);
+        assert_eq!(
+            write_if_changed(&t, &mut |w| w.write_all(b"[1]\n")).unwrap(),
+            Outcome::Unchanged
+        );
         let m2 = fs::metadata(&t).unwrap();
         assert_eq!((m1.ino(), m1.mtime_nsec()), (m2.ino(), m2.mtime_nsec()));
-        assert_eq!(write_if_changed(&t, b"[2]\n").unwrap(), Outcome::Written);
+        assert_eq!(
+            write_if_changed(&t, &mut |w| w.write_all(b"[2]\n")).unwrap(),
+            Outcome::Written
+        );
         assert_ne!(fs::metadata(&t).unwrap().ino(), m1.ino());
         assert_eq!(fs::read(&t).unwrap(), b"[2]\n");
         assert!(leftovers(t.parent().unwrap()).is_empty());
@@ -230,7 +266,7 @@ mod tests {
         let blocked = d.join("blocked.json");
         fs::create_dir(&blocked).unwrap();
         fs::write(blocked.join("keep"), b"x").unwrap();
-        let e = write_if_changed(&blocked, b"new").unwrap_err();
+        let e = write_if_changed(&blocked, &mut |w| w.write_all(b"new")).unwrap_err();
         assert!(e.to_string().contains("blocked.json"), "{e}");
         assert!(leftovers(&d).is_empty(), "{:?}", leftovers(&d));
         assert_eq!(fs::read(&t).unwrap(), b"old");

@@ -461,3 +461,32 @@ fn gzip_body_is_decoded() {
         s.agent.stderr()
     );
 }
+
+/// A server-supplied number never overflows time arithmetic: the one-shot
+/// modes fail with exit 1 (not a panic, 101), and the daemon reports the 503.
+#[test]
+fn huge_retry_after_is_capped_not_a_panic() {
+    const HUGE: &str = "18446744073709551615";
+    for mode in ["--once", "--print"] {
+        let dir = TestDir::new("r-huge-ra");
+        let inv = FakeInventory::start(Behavior::respond(503, &[("Retry-After", HUGE)], "wait"));
+        let out = AgentCmd::new(&dir)
+            .inventory(&inv)
+            .env("RETRY_ATTEMPTS", "1")
+            .arg(mode)
+            .run(T);
+        assert_eq!(out.code(), Some(1), "{mode}\n{}", out.describe());
+        assert!(!out.stderr.contains("panicked"), "{}", out.describe());
+        assert!(out.stderr.contains("503"), "{}", out.describe());
+    }
+    let mut s = start_good("r-huge-ra-d", FAST);
+    s.inv
+        .set(Behavior::respond(503, &[("Retry-After", HUGE)], "wait"));
+    let (_, _, log) = hup_cycle(&mut s, T);
+    assert!(
+        log.contains("HTTP 503") && !log.contains("internal error") && !log.contains("panic"),
+        "{log}"
+    );
+    assert_eq!(fs::read(s.agent.targets_file()).unwrap(), s.original);
+    assert!(s.agent.is_alive(), "{log}");
+}
