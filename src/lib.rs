@@ -15,6 +15,7 @@ pub mod logging;
 pub mod notify;
 pub mod privileges;
 pub mod retry;
+pub mod schedule;
 pub mod sensor;
 pub mod signals;
 pub mod state;
