@@ -11,7 +11,7 @@ use std::fmt;
 use std::fs::{self, File};
 use std::hash::{BuildHasher, Hasher};
 use std::io::{self, BufWriter, Read, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -162,8 +162,18 @@ impl Trust {
         }
     }
 
+    /// O_PATH needs only search permission, as a path lookup does.
     fn dir_flags(self) -> OFlag {
-        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        self.with_nofollow(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
+    }
+
+    /// A directory we created is opened for real: fchown and fchmod do not
+    /// work through O_PATH.
+    fn created_dir_flags(self) -> OFlag {
+        self.with_nofollow(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
+    }
+
+    fn with_nofollow(self, flags: OFlag) -> OFlag {
         match self {
             Trust::Any => flags,
             Trust::Strict { .. } => flags | OFlag::O_NOFOLLOW,
@@ -257,7 +267,12 @@ fn make_dir(
         Err(Errno::EEXIST) => false,
         Err(e) => return Err(errno_error("create directory", shown, e)),
     };
-    let fd = match openat(parent, name, trust.dir_flags(), Mode::empty()) {
+    let flags = if made {
+        trust.created_dir_flags()
+    } else {
+        trust.dir_flags()
+    };
+    let fd = match openat(parent, name, flags, Mode::empty()) {
         Ok(fd) => fd,
         Err(e @ (Errno::ELOOP | Errno::ENOTDIR)) => {
             return Err(not_a_dir(parent, name, shown, dir, trust, e))
@@ -652,7 +667,14 @@ fn replace(
     }
     // The rename is durable only once the directory entry is. The new file
     // is in place either way, so a failure here is only worth a warning.
-    if let Err(e) = sys(nix::unistd::fsync(dirfd.as_fd()), "fsync directory", dir) {
+    let synced = openat(
+        dirfd,
+        ".",
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .and_then(nix::unistd::fsync);
+    if let Err(e) = sys(synced, "fsync directory", dir) {
         log::warn!("{e}");
     }
     Ok(())

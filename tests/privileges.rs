@@ -605,3 +605,43 @@ fn writable_parent_needs_the_sticky_bit() {
         }
     }
 }
+
+/// Under the shipped unit root holds only CAP_SETUID and CAP_SETGID, so a
+/// directory on the way that is the service user's and only searchable
+/// (0711) must still do, as it does for a path lookup.
+#[test]
+#[ignore = "needs root"]
+fn search_permission_is_enough_with_the_units_capabilities() {
+    use std::os::unix::fs::chown;
+    let user = TestUser::create();
+    let dir = TestDir::new("priv-caps");
+    let home = dir.join("home");
+    let out = home.join("out");
+    fs::create_dir_all(&out).unwrap();
+    for d in [&home, &out] {
+        chown(d, Some(user.uid), Some(user.gid)).unwrap();
+    }
+    fs::set_permissions(&home, fs::Permissions::from_mode(0o711)).unwrap();
+    let inventory = dir.join("inventory.json");
+    fs::write(&inventory, r#"["sensor_0"]"#).unwrap();
+    let targets = out.join("targets.json");
+    let output = Command::new("setpriv")
+        .args(["--bounding-set=-all,+setuid,+setgid", BIN, "--once"])
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("RUN_AS_USER", &user.name)
+        .env("INVENTORY_URL", format!("file://{}", inventory.display()))
+        .env("TARGETS_FILE", &targets)
+        .output()
+        .expect("run setpriv");
+    assert!(
+        output.status.success(),
+        "{:?}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        fs::read_to_string(&targets).unwrap(),
+        render_default(&["sensor_0:9100"])
+    );
+}
