@@ -125,16 +125,30 @@ fn log_configuration(config: &Config) {
 }
 
 fn remove_stale_temp_files(config: &Config) {
+    let shown = config.targets_file.display().to_string();
+    let cannot = |e: &writer::WriteError| {
+        log::warn!(
+            TARGETS_FILE = shown.as_str();
+            "Cannot clean up old temp files next to {shown}: {e}"
+        )
+    };
     match writer::remove_stale_temp_files(&config.targets_file) {
-        Ok(removed) => {
-            for p in removed {
+        Ok(cleanup) => {
+            for p in cleanup.removed {
                 log::info!("Removed temp file left by an earlier run: {}", p.display());
             }
+            for (p, pid) in cleanup.in_use {
+                log::debug!(
+                    "Leaving temp file {} alone: process {pid} is running and may be writing it",
+                    p.display()
+                );
+            }
+            // One failure does not stop the others.
+            for e in &cleanup.failed {
+                cannot(e);
+            }
         }
-        Err(e) => log::warn!(
-            TARGETS_FILE = config.targets_file.display().to_string().as_str();
-            "Cannot clean up old temp files next to {}: {e}", config.targets_file.display()
-        ),
+        Err(e) => cannot(&e),
     }
 }
 

@@ -50,7 +50,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         name: "HTTP_TIMEOUT",
         default: "10",
-        meaning: "limit for one whole request, connect to last byte",
+        meaning: "limit for one whole request, connect to last byte (min 0.1s)",
     },
     Setting {
         name: "RETRY_ATTEMPTS",
@@ -83,6 +83,10 @@ pub const SETTINGS: &[Setting] = &[
         meaning: "error, warn, info, debug or trace",
     },
 ];
+
+/// The shortest HTTP timeout: below it not even a loopback request can
+/// complete, and the retry arithmetic only spins.
+const MIN_HTTP_TIMEOUT: Duration = Duration::from_millis(100);
 
 /// The longest interval or timeout accepted: a year is already absurd, and
 /// the cap keeps every later `Instant` addition far from overflow.
@@ -178,8 +182,8 @@ impl Config {
         .map_err(|m| err("TARGET_LABELS", m))?;
         let http_timeout = field("HTTP_TIMEOUT", value("HTTP_TIMEOUT"), |v| {
             let d = parse_duration(v)?;
-            if d.is_zero() {
-                return Err("must be greater than zero".into());
+            if d < MIN_HTTP_TIMEOUT {
+                return Err(format!("{v:?} is shorter than the minimum of 0.1s"));
             }
             Ok(d)
         })?;
@@ -329,9 +333,10 @@ pub fn parse_port(v: &str) -> Result<u16, String> {
 }
 
 fn parse_targets_file(v: &str) -> Result<String, String> {
-    let path = std::path::Path::new(v);
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-    if !name.ends_with(".json") || name == ".json" || v.ends_with('/') {
+    // The last segment as written: Path::file_name() would skip a trailing
+    // "/." and name the directory before it.
+    let name = v.rsplit('/').next().unwrap_or(v);
+    if !name.ends_with(".json") || name == ".json" {
         return Err(format!(
             "{v:?} must name a file ending in .json (Prometheus picks the parser from the extension)"
         ));
@@ -522,6 +527,12 @@ mod tests {
             ("TARGET_LABELS", "job="),
             ("TARGET_LABELS", "__metrics_path__=/x"),
             ("HTTP_TIMEOUT", "0"),
+            ("HTTP_TIMEOUT", "0.000000001"),
+            ("HTTP_TIMEOUT", "0.099"),
+            ("TARGETS_FILE", "/tmp/x.json/."),
+            ("TARGETS_FILE", "/tmp/x.json/"),
+            ("TARGETS_FILE", "/tmp/x.json/.."),
+            ("TARGETS_FILE", "x.json/."),
             ("RETRY_ATTEMPTS", "-1"),
             ("RETRY_ATTEMPTS", "1.5"),
             ("RETRY_BACKOFF", "fast"),
@@ -586,5 +597,14 @@ mod tests {
         let shown = c.effective();
         assert!(shown.iter().all(|(_, v)| !v.contains("pw")));
         assert!(shown.contains(&("RETRY_BACKOFF", "0.5s".to_string())));
+    }
+
+    #[test]
+    fn limits_are_inclusive() {
+        let c = config(&[("HTTP_TIMEOUT", "0.1"), ("TARGETS_FILE", "./x.json")]).unwrap();
+        assert_eq!(c.http_timeout, Duration::from_millis(100));
+        assert_eq!(c.targets_file, PathBuf::from("./x.json"));
+        let e = config(&[("HTTP_TIMEOUT", "0.000000001")]).unwrap_err();
+        assert!(e.message.contains("0.1s"), "{e}");
     }
 }

@@ -40,9 +40,50 @@ pub fn stopping(status: &str) {
     send(&[NotifyState::Stopping, NotifyState::Status(status)]);
 }
 
-/// How often to ping: half of `WATCHDOG_USEC`, when it is meant for us.
+/// The shortest ping interval: a tiny `WATCHDOG_USEC` must not make the
+/// main loop spin.
+pub const MIN_WATCHDOG_PING: Duration = Duration::from_millis(100);
+
+/// How often to ping: half of `WATCHDOG_USEC`, when it is meant for us, but
+/// no more often than every [`MIN_WATCHDOG_PING`].
 pub fn watchdog_interval() -> Option<Duration> {
     sd_notify::watchdog_enabled()
         .filter(|d| !d.is_zero())
-        .map(|d| d / 2)
+        .map(ping_interval)
+}
+
+fn ping_interval(watchdog: Duration) -> Duration {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    let half = watchdog / 2;
+    if half >= MIN_WATCHDOG_PING {
+        return half;
+    }
+    if !WARNED.swap(true, Ordering::Relaxed) {
+        log::warn!(
+            "WATCHDOG_USEC={} asks for a ping every {}us; pinging every {}ms instead",
+            watchdog.as_micros(),
+            half.as_micros(),
+            MIN_WATCHDOG_PING.as_millis()
+        );
+    }
+    MIN_WATCHDOG_PING
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ping_interval_is_half_the_timeout_but_at_least_100ms() {
+        assert_eq!(
+            ping_interval(Duration::from_secs(60)),
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            ping_interval(Duration::from_millis(200)),
+            Duration::from_millis(100)
+        );
+        assert_eq!(ping_interval(Duration::from_micros(1)), MIN_WATCHDOG_PING);
+        assert_eq!(ping_interval(Duration::from_millis(150)), MIN_WATCHDOG_PING);
+    }
 }

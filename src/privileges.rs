@@ -68,18 +68,25 @@ pub fn drop_to(spec: &str, out_dir: Option<&Path>) -> Result<Outcome, DropError>
     }
     let (uid, gid) = (user.uid, user.gid);
 
-    // Only directories we create are handed over; existing ones keep
-    // whatever owner the operator gave them.
+    // Only directories this run created are handed over, through the
+    // descriptors it holds; existing ones keep whatever owner the operator
+    // gave them, and must not let another user redirect us.
     let created = match out_dir {
         Some(dir) => {
-            writer::create_dirs(dir).map_err(|e| failed(&format!("create {}", dir.display()), e))?
+            let trust = writer::Trust::Strict {
+                service_uid: uid.as_raw(),
+            };
+            writer::create_dirs(dir, trust)
+                .map_err(|e| failed(&format!("output directory {}", dir.display()), e))?
+                .1
         }
         None => Vec::new(),
     };
     for dir in &created {
-        unistd::chown(dir, Some(uid), Some(gid))
-            .map_err(|e| failed(&format!("chown {}", dir.display()), e))?;
+        unistd::fchown(&dir.fd, Some(uid), Some(gid))
+            .map_err(|e| failed(&format!("chown {}", dir.path.display()), e))?;
     }
+    drop(created);
 
     let name = CString::new(user.name.as_str()).map_err(|e| failed("user name", e))?;
     unistd::initgroups(&name, gid).map_err(|e| failed("initgroups", e))?;

@@ -1,17 +1,35 @@
 //! Atomic replacement of the targets file: Prometheus must never read a
 //! partial file, and an unchanged file is not touched at all.
+//!
+//! Directories are reached one component at a time from file descriptors,
+//! and files through their directory's descriptor, so that a path someone
+//! else changes halfway cannot redirect what root creates or hands over.
 
-use std::ffi::OsString;
+use std::collections::hash_map::RandomState;
+use std::ffi::{OsStr, OsString};
 use std::fmt;
-use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::fs::{self, File};
+use std::hash::{BuildHasher, Hasher};
+use std::io::{self, BufWriter, Read, Write};
+use std::os::fd::OwnedFd;
+use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use nix::errno::Errno;
+use nix::fcntl::{openat, renameat, AtFlags, OFlag, AT_FDCWD};
+use nix::sys::stat::{fchmod, fstat, fstatat, mkdirat, FileStat, Mode, SFlag};
+use nix::unistd::{unlinkat, Uid, UnlinkatFlags, User};
 
 /// Readable by Prometheus, which runs as another user.
 const FILE_MODE: u32 = 0o644;
 const DIR_MODE: u32 = 0o755;
+const TEMP_MODE: u32 = 0o600;
+/// Buffer for writing the temp file and for reading the old file back.
+const BUFFER: usize = 64 * 1024;
+/// A temp file untouched for this long belongs to no write in progress: a
+/// write takes seconds at most, even for hundreds of thousands of targets.
+pub const STALE_AFTER: Duration = Duration::from_secs(3600);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -32,7 +50,7 @@ impl fmt::Display for WriteError {
         let errno = self
             .source
             .raw_os_error()
-            .map(|n| format!("{:?}: ", nix::errno::Errno::from_raw(n)))
+            .map(|n| format!("{:?}: ", Errno::from_raw(n)))
             .unwrap_or_default();
         write!(
             f,
@@ -54,6 +72,19 @@ fn step<T>(r: io::Result<T>, step: &'static str, path: &Path) -> Result<T, Write
     })
 }
 
+fn sys<T>(r: nix::Result<T>, what: &'static str, path: &Path) -> Result<T, WriteError> {
+    step(r.map_err(io::Error::from), what, path)
+}
+
+/// A refusal that is not an errno: the message says why.
+fn refused(what: &'static str, path: &Path, why: String) -> WriteError {
+    WriteError {
+        step: what,
+        path: path.to_path_buf(),
+        source: io::Error::new(io::ErrorKind::PermissionDenied, why),
+    }
+}
+
 /// The directory that holds `target` (`.` for a bare file name).
 pub fn parent_dir(target: &Path) -> &Path {
     match target.parent() {
@@ -62,36 +93,370 @@ pub fn parent_dir(target: &Path) -> &Path {
     }
 }
 
+fn file_name(target: &Path) -> Result<&OsStr, WriteError> {
+    target.file_name().ok_or_else(|| WriteError {
+        step: "use",
+        path: target.to_path_buf(),
+        source: io::Error::new(io::ErrorKind::InvalidInput, "the path names no file"),
+    })
+}
+
 /// Prefix of our temp files: a dotfile that never ends in `.json`, because
 /// Prometheus's `*.json` glob matches dotfiles too.
-fn temp_prefix(target: &Path) -> OsString {
+fn temp_prefix(name: &OsStr) -> OsString {
     let mut p = OsString::from(".");
-    p.push(target.file_name().unwrap_or_default());
+    p.push(name);
     p.push(".tmp.");
     p
 }
 
-/// Creates missing directories with mode 0755 and returns the ones created,
-/// outermost first.
-pub fn create_dirs(dir: &Path) -> io::Result<Vec<PathBuf>> {
-    let mut missing = Vec::new();
-    let mut cur = Some(dir);
-    while let Some(d) = cur {
-        if d.as_os_str().is_empty() || d.exists() {
-            break;
-        }
-        missing.push(d.to_path_buf());
-        cur = d.parent();
+/// `.<name>.tmp.<pid>.<16 hex digits>`: the PID tells the start-up clean-up
+/// whose file it is, the random part keeps other users from guessing it.
+fn temp_name(name: &OsStr) -> OsString {
+    let mut t = temp_prefix(name);
+    t.push(format!("{}.{:016x}", std::process::id(), random_u64()));
+    t
+}
+
+fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    if File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .is_ok()
+    {
+        return u64::from_ne_bytes(b);
     }
-    missing.reverse();
-    for d in &missing {
-        match DirBuilder::new().mode(DIR_MODE).create(d) {
-            Ok(()) => fs::set_permissions(d, fs::Permissions::from_mode(DIR_MODE))?,
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(e),
+    // Without /dev/urandom: std's per-process random hash keys, a counter
+    // and the time still make the name hard to guess.
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = RandomState::new().build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    h.write_u128(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    h.finish()
+}
+
+/// How far the directories on the way to the target are trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trust {
+    /// Not root: the kernel's permission checks already bound what a
+    /// changed path can make us do.
+    Any,
+    /// Root: no symbolic link anywhere, and every directory owned by root
+    /// or `service_uid` and not writable by others unless it is sticky
+    /// (systemd-tmpfiles' "unsafe path transition" rule).
+    Strict { service_uid: u32 },
+}
+
+impl Trust {
+    /// `Strict` for root (which then is its own service user), else `Any`.
+    pub fn current() -> Trust {
+        if nix::unistd::geteuid().is_root() {
+            Trust::Strict { service_uid: 0 }
+        } else {
+            Trust::Any
         }
     }
-    Ok(missing)
+
+    /// O_PATH needs only search permission, as a path lookup does.
+    fn dir_flags(self) -> OFlag {
+        self.with_nofollow(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
+    }
+
+    /// A directory we created is opened for real: fchown and fchmod do not
+    /// work through O_PATH.
+    fn created_dir_flags(self) -> OFlag {
+        self.with_nofollow(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
+    }
+
+    fn with_nofollow(self, flags: OFlag) -> OFlag {
+        match self {
+            Trust::Any => flags,
+            Trust::Strict { .. } => flags | OFlag::O_NOFOLLOW,
+        }
+    }
+}
+
+/// A directory this run created, held open so that it can be handed over
+/// through its descriptor rather than by name.
+#[derive(Debug)]
+pub struct CreatedDir {
+    pub path: PathBuf,
+    pub fd: OwnedFd,
+}
+
+/// Opens `dir`, creating what is missing with mode 0755. Returns its
+/// descriptor and the directories created, outermost first.
+pub fn create_dirs(dir: &Path, trust: Trust) -> Result<(OwnedFd, Vec<CreatedDir>), WriteError> {
+    let mut created = Vec::new();
+    match walk(dir, trust, Some(&mut created))? {
+        Some(fd) => Ok((fd, created)),
+        None => Err(WriteError {
+            step: "create directory",
+            path: dir.to_path_buf(),
+            source: io::Error::from(io::ErrorKind::NotFound),
+        }),
+    }
+}
+
+/// Opens `dir` without creating anything; `None` when part of it is missing.
+pub fn open_dir(dir: &Path, trust: Trust) -> Result<Option<OwnedFd>, WriteError> {
+    walk(dir, trust, None)
+}
+
+/// Walks `dir` from `/` (or from the working directory for a relative
+/// path) one component at a time, checking each directory on the way.
+fn walk(
+    dir: &Path,
+    trust: Trust,
+    mut created: Option<&mut Vec<CreatedDir>>,
+) -> Result<Option<OwnedFd>, WriteError> {
+    let (start, mut shown) = if dir.has_root() {
+        (Path::new("/"), PathBuf::from("/"))
+    } else {
+        (Path::new("."), PathBuf::new())
+    };
+    let mut fd = sys(
+        openat(AT_FDCWD, start, trust.dir_flags(), Mode::empty()),
+        "open directory",
+        start,
+    )?;
+    check_dir(&fd, start, trust)?;
+    for component in dir.components() {
+        let name = match component {
+            Component::Normal(n) => n,
+            Component::ParentDir => OsStr::new(".."),
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => continue,
+        };
+        shown.push(name);
+        fd = match openat(&fd, name, trust.dir_flags(), Mode::empty()) {
+            Ok(next) => {
+                check_dir(&next, &shown, trust)?;
+                next
+            }
+            Err(Errno::ENOENT) => match created.as_deref_mut() {
+                Some(list) => make_dir(&fd, name, &shown, dir, trust, list)?,
+                None => return Ok(None),
+            },
+            Err(e @ (Errno::ELOOP | Errno::ENOTDIR)) => {
+                return Err(not_a_dir(&fd, name, &shown, dir, trust, e))
+            }
+            Err(e) => return Err(errno_error("open directory", &shown, e)),
+        };
+    }
+    Ok(Some(fd))
+}
+
+/// Creates `name` in `parent` and opens it; it is ours only if the
+/// directory we then hold is owned by us.
+fn make_dir(
+    parent: &OwnedFd,
+    name: &OsStr,
+    shown: &Path,
+    dir: &Path,
+    trust: Trust,
+    created: &mut Vec<CreatedDir>,
+) -> Result<OwnedFd, WriteError> {
+    let made = match mkdirat(parent, name, Mode::from_bits_truncate(DIR_MODE)) {
+        Ok(()) => true,
+        // Someone else created it meanwhile: check it like any other.
+        Err(Errno::EEXIST) => false,
+        Err(e) => return Err(errno_error("create directory", shown, e)),
+    };
+    let flags = if made {
+        trust.created_dir_flags()
+    } else {
+        trust.dir_flags()
+    };
+    let fd = match openat(parent, name, flags, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(e @ (Errno::ELOOP | Errno::ENOTDIR)) => {
+            return Err(not_a_dir(parent, name, shown, dir, trust, e))
+        }
+        Err(e) => return Err(errno_error("open directory", shown, e)),
+    };
+    if !made {
+        check_dir(&fd, shown, trust)?;
+        return Ok(fd);
+    }
+    let st = sys(fstat(&fd), "stat directory", shown)?;
+    if st.st_uid != nix::unistd::geteuid().as_raw() {
+        return Err(refused(
+            "create directory",
+            shown,
+            "it was replaced by another directory while it was being created".into(),
+        ));
+    }
+    // The umask must not narrow the mode Prometheus needs.
+    sys(
+        fchmod(&fd, Mode::from_bits_truncate(DIR_MODE)),
+        "chmod directory",
+        shown,
+    )?;
+    let held = step(fd.try_clone(), "duplicate the descriptor of", shown)?;
+    created.push(CreatedDir {
+        path: shown.to_path_buf(),
+        fd: held,
+    });
+    Ok(fd)
+}
+
+fn errno_error(what: &'static str, path: &Path, e: Errno) -> WriteError {
+    WriteError {
+        step: what,
+        path: path.to_path_buf(),
+        source: io::Error::from(e),
+    }
+}
+
+/// Why `name` in `parent` could not be opened as a directory: a symbolic
+/// link (refused as root) or something else.
+fn not_a_dir(
+    parent: &OwnedFd,
+    name: &OsStr,
+    shown: &Path,
+    dir: &Path,
+    trust: Trust,
+    e: Errno,
+) -> WriteError {
+    let is_link = fstatat(parent, name, AtFlags::AT_SYMLINK_NOFOLLOW)
+        .map(|st| kind(&st) == SFlag::S_IFLNK)
+        .unwrap_or(false);
+    if !(is_link && matches!(trust, Trust::Strict { .. })) {
+        return errno_error("open directory", shown, e);
+    }
+    // Only to point the operator at the right value; nothing is opened.
+    let real = fs::canonicalize(shown)
+        .ok()
+        .map(|c| c.join(dir.strip_prefix(shown).unwrap_or(Path::new(""))));
+    let hint = match real {
+        Some(r) => format!("; the directory it leads to is {}", r.display()),
+        None => String::new(),
+    };
+    refused(
+        "use directory",
+        shown,
+        format!(
+            "it is a symbolic link, and as root the agent follows none on the way to \
+             TARGETS_FILE: set TARGETS_FILE to the real path{hint}"
+        ),
+    )
+}
+
+/// As root: the directory must be owned by root or the service user, and
+/// writable by nobody else unless the sticky bit is set.
+fn check_dir(fd: &OwnedFd, shown: &Path, trust: Trust) -> Result<(), WriteError> {
+    let Trust::Strict { service_uid } = trust else {
+        return Ok(());
+    };
+    let shown = if shown.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        shown
+    };
+    let st = sys(fstat(fd), "stat directory", shown)?;
+    if st.st_uid != 0 && st.st_uid != service_uid {
+        return Err(refused(
+            "use directory",
+            shown,
+            format!(
+                "it is owned by {}, neither root nor the service user, who could swap what \
+                 is in it while root works there (unsafe path transition)",
+                user_name(st.st_uid)
+            ),
+        ));
+    }
+    let mode = st.st_mode & 0o7777;
+    if mode & 0o022 != 0 && mode & Mode::S_ISVTX.bits() == 0 {
+        return Err(refused(
+            "use directory",
+            shown,
+            format!(
+                "it is writable by group or others (mode {mode:04o}) without the sticky bit, \
+                 so another user could swap what is in it (unsafe path transition)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn user_name(uid: u32) -> String {
+    match User::from_uid(Uid::from_raw(uid)) {
+        Ok(Some(u)) => format!("user {} (uid {uid})", u.name),
+        _ => format!("uid {uid}"),
+    }
+}
+
+fn kind(st: &FileStat) -> SFlag {
+    SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits())
+}
+
+fn kind_name(k: SFlag) -> &'static str {
+    match k {
+        SFlag::S_IFIFO => "a FIFO (named pipe)",
+        SFlag::S_IFCHR => "a character device",
+        SFlag::S_IFBLK => "a block device",
+        SFlag::S_IFDIR => "a directory",
+        SFlag::S_IFLNK => "a symbolic link",
+        SFlag::S_IFSOCK => "a socket",
+        _ => "something else",
+    }
+}
+
+fn not_regular(target: &Path, what: &str) -> WriteError {
+    WriteError {
+        step: "use",
+        path: target.to_path_buf(),
+        source: io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("it is {what}, not a regular file, and is left alone"),
+        ),
+    }
+}
+
+fn require_regular(st: &FileStat, target: &Path) -> Result<(), WriteError> {
+    match kind(st) {
+        SFlag::S_IFREG => Ok(()),
+        k => Err(not_regular(target, kind_name(k))),
+    }
+}
+
+/// What is at the target's name now.
+enum Existing {
+    Missing,
+    File(File),
+    /// There, but not readable by us: writing a new one may still work.
+    Unreadable(io::Error),
+}
+
+/// Opens the existing target without following a symbolic link or
+/// blocking on a FIFO; anything but a regular file is an error.
+fn open_existing(dirfd: &OwnedFd, name: &OsStr, target: &Path) -> Result<Existing, WriteError> {
+    // Look first: merely opening some devices has effects.
+    match fstatat(dirfd, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) => require_regular(&st, target)?,
+        Err(Errno::ENOENT) => return Ok(Existing::Missing),
+        Err(e) => return Ok(Existing::Unreadable(e.into())),
+    }
+    let flags = OFlag::O_RDONLY
+        | OFlag::O_NONBLOCK
+        | OFlag::O_NOFOLLOW
+        | OFlag::O_NOCTTY
+        | OFlag::O_CLOEXEC;
+    let fd = match openat(dirfd, name, flags, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(Errno::ENOENT) => return Ok(Existing::Missing),
+        Err(Errno::ELOOP) => return Err(not_regular(target, kind_name(SFlag::S_IFLNK))),
+        Err(Errno::ENXIO) => return Err(not_regular(target, kind_name(SFlag::S_IFSOCK))),
+        Err(e) => return Ok(Existing::Unreadable(e.into())),
+    };
+    // Swapped between the look and the open: the descriptor decides.
+    require_regular(&sys(fstat(&fd), "stat", target)?, target)?;
+    Ok(Existing::File(File::from(fd)))
 }
 
 /// Renders a document into a writer. It may be called more than once (to
@@ -100,118 +465,363 @@ pub fn create_dirs(dir: &Path) -> io::Result<Vec<PathBuf>> {
 pub type Render<'a> = dyn FnMut(&mut dyn Write) -> io::Result<()> + 'a;
 
 /// What `target` holds now, at most `limit` bytes of it; `None` when it does
-/// not exist.
+/// not exist. Anything but a regular file is an error naming the path.
 pub fn read_existing(target: &Path, limit: u64) -> Result<Option<Vec<u8>>, WriteError> {
-    use std::io::Read;
-    match File::open(target) {
-        Ok(f) => {
+    let name = file_name(target)?;
+    let Some(dirfd) = open_dir(parent_dir(target), Trust::current())? else {
+        return Ok(None);
+    };
+    match open_existing(&dirfd, name, target)? {
+        Existing::Missing => Ok(None),
+        Existing::Unreadable(source) => Err(WriteError {
+            step: "open",
+            path: target.to_path_buf(),
+            source,
+        }),
+        Existing::File(f) => {
             let mut buf = Vec::new();
             step(f.take(limit).read_to_end(&mut buf), "read", target)?;
             Ok(Some(buf))
         }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(WriteError {
-            step: "open",
-            path: target.to_path_buf(),
-            source: e,
-        }),
     }
 }
 
 /// Writes what `render` produces to `target` unless it already holds exactly
-/// that: temp file (O_EXCL) in the same directory, write, fsync, chmod 0644,
-/// rename over the target, fsync the directory. On failure the old file
-/// is untouched and the temp file is gone.
+/// that. First pass: the rendered bytes are compared with the file as they
+/// come. Second pass, only if they differ: temp file (O_EXCL) in the same
+/// directory, write, fsync, chmod 0644, rename over the target, fsync the
+/// directory. Memory use does not grow with the document. On failure the
+/// old file is untouched and the temp file is gone.
 pub fn write_if_changed(target: &Path, render: &mut Render<'_>) -> Result<Outcome, WriteError> {
-    let mut content = Vec::new();
-    step(render(&mut content), "render", target)?;
-    let content = content.as_slice();
-    match fs::read(target) {
-        Ok(old) if old == content => return Ok(Outcome::Unchanged),
-        _ => {}
-    }
+    let name = file_name(target)?;
     let dir = parent_dir(target);
-    // The directory may have been removed while we ran.
-    step(create_dirs(dir), "create directory", dir)?;
+    let trust = Trust::current();
+    let dirfd = match open_dir(dir, trust)? {
+        Some(dirfd) => {
+            if let Existing::File(old) = open_existing(&dirfd, name, target)? {
+                if same_content(old, target, render)? {
+                    return Ok(Outcome::Unchanged);
+                }
+            }
+            dirfd
+        }
+        // The directory may have been removed while we ran.
+        None => create_dirs(dir, trust)?.0,
+    };
+    replace(&dirfd, dir, name, target, render)?;
+    Ok(Outcome::Written)
+}
 
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut name = temp_prefix(target);
-    name.push(format!(
-        "{}.{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let temp = dir.join(name);
-    let file = step(
-        OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(nix::libc::O_CLOEXEC)
-            .open(&temp),
+/// Whether `render` produces exactly what `old` holds.
+fn same_content(old: File, target: &Path, render: &mut Render<'_>) -> Result<bool, WriteError> {
+    let mut sink = Compare {
+        old,
+        buf: vec![0; BUFFER],
+        pos: 0,
+        end: 0,
+        same: true,
+    };
+    step(render(&mut sink), "render", target)?;
+    Ok(sink.same && sink.pos == sink.end && matches!(sink.refill(), Refill::Eof))
+}
+
+/// A writer that compares what it is given with a file read in chunks.
+struct Compare {
+    old: File,
+    buf: Vec<u8>,
+    pos: usize,
+    end: usize,
+    same: bool,
+}
+
+enum Refill {
+    Data,
+    Eof,
+    Failed,
+}
+
+impl Compare {
+    fn refill(&mut self) -> Refill {
+        loop {
+            match self.old.read(&mut self.buf) {
+                Ok(0) => return Refill::Eof,
+                Ok(n) => {
+                    self.pos = 0;
+                    self.end = n;
+                    return Refill::Data;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Refill::Failed,
+            }
+        }
+    }
+}
+
+impl Write for Compare {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let mut rest = data;
+        while self.same && !rest.is_empty() {
+            if self.pos >= self.end && !matches!(self.refill(), Refill::Data) {
+                // The old file is shorter, or unreadable: not the same.
+                self.same = false;
+                break;
+            }
+            let n = (self.end - self.pos).min(rest.len());
+            let old = self.buf.get(self.pos..self.pos + n);
+            if old.is_none() || old != rest.get(..n) {
+                self.same = false;
+                break;
+            }
+            self.pos += n;
+            rest = rest.get(n..).unwrap_or_default();
+        }
+        // Once different, the rest is only swallowed.
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Keeps the error of the underlying writer, so that a failed write is
+/// told apart from a failed render.
+struct Tracked<W> {
+    inner: W,
+    error: Option<io::Error>,
+}
+
+impl<W> Tracked<W> {
+    fn keep(&mut self, e: io::Error) -> io::Error {
+        if e.kind() == io::ErrorKind::Interrupted {
+            return e;
+        }
+        let copy = match e.raw_os_error() {
+            Some(n) => io::Error::from_raw_os_error(n),
+            None => io::Error::new(e.kind(), e.to_string()),
+        };
+        self.error = Some(e);
+        copy
+    }
+}
+
+impl<W: Write> Write for Tracked<W> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.inner.write(data).map_err(|e| self.keep(e))
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush().map_err(|e| self.keep(e))
+    }
+}
+
+/// Creates a temp file next to the target: O_EXCL, mode 0600, a fresh
+/// random name, once more with another name if that one is taken.
+fn create_temp(
+    dirfd: &OwnedFd,
+    dir: &Path,
+    mut next_name: impl FnMut() -> OsString,
+) -> Result<(File, OsString), WriteError> {
+    let flags =
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let mut name = next_name();
+    for attempt in 0..2 {
+        match openat(
+            dirfd,
+            name.as_os_str(),
+            flags,
+            Mode::from_bits_truncate(TEMP_MODE),
+        ) {
+            Ok(fd) => return Ok((File::from(fd), name)),
+            Err(Errno::EEXIST) if attempt == 0 => name = next_name(),
+            Err(e) => return Err(errno_error("create temp file", &dir.join(&name), e)),
+        }
+    }
+    Err(errno_error(
         "create temp file",
-        &temp,
-    )?;
-    let result = fill(file, &temp, content)
-        .and_then(|()| step(fs::rename(&temp, target), "rename temp file over", target));
+        &dir.join(&name),
+        Errno::EEXIST,
+    ))
+}
+
+/// The second pass: a new file in place of the old one.
+fn replace(
+    dirfd: &OwnedFd,
+    dir: &Path,
+    name: &OsStr,
+    target: &Path,
+    render: &mut Render<'_>,
+) -> Result<(), WriteError> {
+    let (file, temp_name) = create_temp(dirfd, dir, || temp_name(name))?;
+    let temp = dir.join(&temp_name);
+    let result = fill(file, &temp, target, render).and_then(|()| {
+        sys(
+            renameat(dirfd, temp_name.as_os_str(), dirfd, name),
+            "rename temp file over",
+            target,
+        )
+    });
     if let Err(e) = result {
-        let _ = fs::remove_file(&temp);
+        let _ = unlinkat(dirfd, temp_name.as_os_str(), UnlinkatFlags::NoRemoveDir);
         return Err(e);
     }
     // The rename is durable only once the directory entry is. The new file
     // is in place either way, so a failure here is only worth a warning.
-    if let Err(e) = step(
-        File::open(dir).and_then(|d| d.sync_all()),
-        "fsync directory",
-        dir,
-    ) {
+    let synced = openat(
+        dirfd,
+        ".",
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .and_then(nix::unistd::fsync);
+    if let Err(e) = sys(synced, "fsync directory", dir) {
         log::warn!("{e}");
     }
-    Ok(Outcome::Written)
+    Ok(())
 }
 
-fn fill(mut file: File, temp: &Path, content: &[u8]) -> Result<(), WriteError> {
-    step(file.write_all(content), "write", temp)?;
+fn fill(file: File, temp: &Path, target: &Path, render: &mut Render<'_>) -> Result<(), WriteError> {
+    let mut out = BufWriter::with_capacity(
+        BUFFER,
+        Tracked {
+            inner: file,
+            error: None,
+        },
+    );
+    if let Err(e) = render(&mut out) {
+        // Drop what is buffered: the file is about to be removed.
+        let (mut tracked, _) = out.into_parts();
+        return Err(match tracked.error.take() {
+            Some(source) => WriteError {
+                step: "write",
+                path: temp.to_path_buf(),
+                source,
+            },
+            None => WriteError {
+                step: "render",
+                path: target.to_path_buf(),
+                source: e,
+            },
+        });
+    }
+    step(out.flush(), "write", temp)?;
+    let (tracked, _) = out.into_parts();
+    let file = tracked.inner;
     step(file.sync_all(), "fsync", temp)?;
-    step(
-        file.set_permissions(fs::Permissions::from_mode(FILE_MODE)),
+    sys(
+        fchmod(&file, Mode::from_bits_truncate(FILE_MODE)),
         "chmod",
         temp,
     )
 }
 
-/// Removes temp files that a killed run left next to `target`.
-pub fn remove_stale_temp_files(target: &Path) -> io::Result<Vec<PathBuf>> {
-    let prefix = temp_prefix(target);
-    let prefix = prefix.as_encoded_bytes();
-    let mut removed = Vec::new();
-    let entries = match fs::read_dir(parent_dir(target)) {
-        Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(removed),
-        Err(e) => return Err(e),
+/// What the start-up clean-up did.
+#[derive(Debug, Default)]
+pub struct Cleanup {
+    pub removed: Vec<PathBuf>,
+    /// Temp files of a running process, possibly written right now.
+    pub in_use: Vec<(PathBuf, u32)>,
+    /// Files that could not be removed; the others still were.
+    pub failed: Vec<WriteError>,
+}
+
+/// Removes temp files that a killed run left next to `target`: those whose
+/// process is gone, and any older than [`STALE_AFTER`].
+pub fn remove_stale_temp_files(target: &Path) -> Result<Cleanup, WriteError> {
+    let mut report = Cleanup::default();
+    let name = file_name(target)?;
+    let dir = parent_dir(target);
+    let Some(dirfd) = open_dir(dir, Trust::current())? else {
+        return Ok(report);
     };
+    let prefix = temp_prefix(name);
+    // Names come from the listing, every removal goes through the
+    // descriptor checked above.
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(report),
+        Err(e) => return step(Err(e), "list", dir),
+    };
+    let me = std::process::id();
+    let now = SystemTime::now();
     for entry in entries {
-        let entry = entry?;
-        if entry.file_name().as_encoded_bytes().starts_with(prefix) {
-            match fs::remove_file(entry.path()) {
-                Ok(()) => removed.push(entry.path()),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) => {
+                report.failed.push(WriteError {
+                    step: "list",
+                    path: dir.to_path_buf(),
+                    source: e,
+                });
+                break;
+            }
+        };
+        let file = entry.file_name();
+        let Some(rest) = file
+            .as_encoded_bytes()
+            .strip_prefix(prefix.as_encoded_bytes())
+        else {
+            continue;
+        };
+        let path = dir.join(&file);
+        if let Some(pid) = owner_pid(rest) {
+            let fresh = age(&dirfd, &file, now).is_none_or(|a| a < STALE_AFTER);
+            if pid != me && process_alive(pid) && fresh {
+                report.in_use.push((path, pid));
+                continue;
             }
         }
+        match unlinkat(&dirfd, file.as_os_str(), UnlinkatFlags::NoRemoveDir) {
+            Ok(()) => report.removed.push(path),
+            Err(Errno::ENOENT) => {}
+            Err(e) => report.failed.push(errno_error("remove", &path, e)),
+        }
     }
-    Ok(removed)
+    Ok(report)
+}
+
+/// The PID in a temp name, from what follows the prefix: `<pid>.<rest>`.
+fn owner_pid(rest: &[u8]) -> Option<u32> {
+    let digits = rest.split(|&b| b == b'.').next()?;
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits)
+        .ok()?
+        .parse::<u32>()
+        .ok()
+        .filter(|&p| p > 0 && i32::try_from(p).is_ok())
+}
+
+fn process_alive(pid: u32) -> bool {
+    let Ok(raw) = i32::try_from(pid) else {
+        return false;
+    };
+    // EPERM: it exists, it is just not ours.
+    !matches!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(raw), None),
+        Err(Errno::ESRCH)
+    )
+}
+
+/// Time since the entry was last modified; `None` if unknown.
+fn age(dirfd: &OwnedFd, name: &OsStr, now: SystemTime) -> Option<Duration> {
+    let st = fstatat(dirfd, name, AtFlags::AT_SYMLINK_NOFOLLOW).ok()?;
+    let secs = u64::try_from(st.st_mtime).ok()?;
+    let mtime = UNIX_EPOCH.checked_add(Duration::from_secs(secs))?;
+    Some(now.duration_since(mtime).unwrap_or_default())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 
     fn tmpdir(tag: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("sdu-writer-{tag}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&d);
         fs::create_dir_all(&d).unwrap();
+        fs::set_permissions(&d, fs::Permissions::from_mode(0o755)).unwrap();
         d
     }
 
@@ -251,10 +861,116 @@ mod tests {
     }
 
     #[test]
-    fn temp_names_do_not_match_the_json_glob() {
-        let p = temp_prefix(Path::new("/x/targets.json"));
+    fn comparison_sees_every_difference() {
+        let d = tmpdir("compare");
+        let t = d.join("targets.json");
+        let big: Vec<u8> = (0..3 * BUFFER + 17).map(|i| (i % 251) as u8).collect();
+        // Rendered in odd pieces that straddle the read chunks.
+        let pieces = |data: Vec<u8>| {
+            move |w: &mut dyn Write| {
+                for c in data.chunks(1000) {
+                    w.write_all(c)?;
+                }
+                Ok(())
+            }
+        };
+        assert_eq!(
+            write_if_changed(&t, &mut pieces(big.clone())).unwrap(),
+            Outcome::Written
+        );
+        assert_eq!(
+            write_if_changed(&t, &mut pieces(big.clone())).unwrap(),
+            Outcome::Unchanged
+        );
+        let mut longer = big.clone();
+        longer.push(b'x');
+        let mut shorter = big.clone();
+        shorter.pop();
+        let mut flipped = big.clone();
+        if let Some(b) = flipped.get_mut(2 * BUFFER + 5) {
+            *b ^= 1;
+        }
+        for (what, variant) in [
+            ("longer", longer),
+            ("shorter", shorter),
+            ("flipped", flipped),
+        ] {
+            fs::write(&t, &big).unwrap();
+            assert_eq!(
+                write_if_changed(&t, &mut pieces(variant.clone())).unwrap(),
+                Outcome::Written,
+                "{what}"
+            );
+            assert_eq!(fs::read(&t).unwrap(), variant, "{what}");
+        }
+        // Empty file, empty render.
+        fs::write(&t, b"").unwrap();
+        assert_eq!(
+            write_if_changed(&t, &mut |_| Ok(())).unwrap(),
+            Outcome::Unchanged
+        );
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn render_error_keeps_the_old_file_and_leaves_no_temp() {
+        let d = tmpdir("render-err");
+        let t = d.join("targets.json");
+        fs::write(&t, b"old").unwrap();
+        let before = fs::metadata(&t).unwrap().ino();
+        // Fails in the second pass, after part of the document was written.
+        let mut calls = 0;
+        let e = write_if_changed(&t, &mut |w| {
+            calls += 1;
+            w.write_all(&[b'n'; 100_000])?;
+            if calls == 2 {
+                return Err(io::Error::other("renderer broke"));
+            }
+            Ok(())
+        })
+        .unwrap_err();
+        assert_eq!(e.step, "render", "{e}");
+        assert!(e.to_string().contains("renderer broke"), "{e}");
+        assert_eq!(fs::read(&t).unwrap(), b"old");
+        assert_eq!(fs::metadata(&t).unwrap().ino(), before);
+        assert!(leftovers(&d).is_empty(), "{:?}", leftovers(&d));
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn temp_names_are_random_carry_the_pid_and_never_end_in_json() {
+        let p = temp_prefix(OsStr::new("targets.json"));
         assert_eq!(p, ".targets.json.tmp.");
-        // pid.counter follows, so the name can never end in ".json".
+        let a = temp_name(OsStr::new("targets.json"));
+        let b = temp_name(OsStr::new("targets.json"));
+        assert_ne!(a, b);
+        let a = a.to_string_lossy().into_owned();
+        let rest = a.strip_prefix(".targets.json.tmp.").unwrap();
+        let (pid, random) = rest.split_once('.').unwrap();
+        assert_eq!(pid, std::process::id().to_string());
+        assert_eq!(random.len(), 16, "{a}");
+        assert!(random.bytes().all(|c| c.is_ascii_hexdigit()), "{a}");
+        assert!(!a.ends_with(".json"));
+        assert_eq!(owner_pid(rest.as_bytes()), Some(std::process::id()));
+    }
+
+    #[test]
+    fn a_taken_temp_name_is_retried_once_with_another() {
+        let d = tmpdir("taken");
+        let dirfd = open_dir(&d, Trust::current()).unwrap().unwrap();
+        fs::write(d.join(".t.json.tmp.1.a"), b"planted").unwrap();
+        fs::write(d.join(".t.json.tmp.1.b"), b"planted").unwrap();
+        let mut names = [".t.json.tmp.1.a", ".t.json.tmp.1.c"].into_iter();
+        let (_, name) = create_temp(&dirfd, &d, || names.next().unwrap().into()).unwrap();
+        assert_eq!(name, ".t.json.tmp.1.c");
+        assert_eq!(fs::read(d.join(".t.json.tmp.1.a")).unwrap(), b"planted");
+        // Taken twice: an error naming the path, the planted files intact.
+        let mut names = [".t.json.tmp.1.a", ".t.json.tmp.1.b"].into_iter();
+        let e = create_temp(&dirfd, &d, || names.next().unwrap().into()).unwrap_err();
+        assert!(e.to_string().contains("EEXIST"), "{e}");
+        assert!(e.to_string().contains(".t.json.tmp.1.b"), "{e}");
+        assert_eq!(fs::read(d.join(".t.json.tmp.1.b")).unwrap(), b"planted");
+        fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
@@ -262,32 +978,116 @@ mod tests {
         let d = tmpdir("fail");
         let t = d.join("targets.json");
         fs::write(&t, b"old").unwrap();
-        // A directory where the temp file's rename target is makes rename fail.
+        // A directory where the target is: refused, nothing written.
         let blocked = d.join("blocked.json");
         fs::create_dir(&blocked).unwrap();
         fs::write(blocked.join("keep"), b"x").unwrap();
         let e = write_if_changed(&blocked, &mut |w| w.write_all(b"new")).unwrap_err();
         assert!(e.to_string().contains("blocked.json"), "{e}");
+        assert!(e.to_string().contains("a directory"), "{e}");
         assert!(leftovers(&d).is_empty(), "{:?}", leftovers(&d));
         assert_eq!(fs::read(&t).unwrap(), b"old");
+        assert_eq!(fs::read(blocked.join("keep")).unwrap(), b"x");
         fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
-    fn stale_temp_files_are_removed() {
+    fn special_files_are_refused_and_left_alone() {
+        let d = tmpdir("special");
+        let fifo = d.join("fifo.json");
+        nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o644)).unwrap();
+        let link = d.join("zero.json");
+        std::os::unix::fs::symlink("/dev/zero", &link).unwrap();
+        for (t, what) in [(&fifo, "FIFO"), (&link, "symbolic link")] {
+            // Neither blocks nor reads without end.
+            let e = read_existing(t, 1 << 20).unwrap_err();
+            assert!(
+                e.to_string().contains(&*t.to_string_lossy()) && e.to_string().contains(what),
+                "{e}"
+            );
+            let e = write_if_changed(t, &mut |w| w.write_all(b"[]\n")).unwrap_err();
+            assert!(
+                e.to_string().contains(&*t.to_string_lossy()) && e.to_string().contains(what),
+                "{e}"
+            );
+        }
+        assert!(fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo());
+        assert!(fs::symlink_metadata(&link).unwrap().is_symlink());
+        assert!(leftovers(&d).is_empty(), "{:?}", leftovers(&d));
+        let t = d.join("targets.json");
+        assert_eq!(read_existing(&t, 10).unwrap(), None);
+        fs::write(&t, b"0123456789abc").unwrap();
+        assert_eq!(read_existing(&t, 10).unwrap().unwrap(), b"0123456789");
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn stale_temp_files_are_removed_live_ones_kept() {
         let d = tmpdir("stale");
         let t = d.join("targets.json");
-        fs::write(d.join(".targets.json.tmp.123.0"), b"partial").unwrap();
+        // A child that has exited: its PID is free.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let me = std::process::id();
+        let old_live = format!(".targets.json.tmp.1.{:016x}", 7);
+        let files = [
+            format!(".targets.json.tmp.{dead}.{:016x}", 1),
+            ".targets.json.tmp.garbage".to_string(),
+            old_live.clone(),
+            ".targets.json.tmp.1.0".to_string(),
+            format!(".targets.json.tmp.{me}.0"),
+        ];
+        for f in &files {
+            fs::write(d.join(f), b"partial").unwrap();
+        }
+        // PID 1 is alive; one of its files is old, the other fresh.
+        let hours_ago = SystemTime::now() - Duration::from_secs(2 * 3600);
+        File::options()
+            .write(true)
+            .open(d.join(&old_live))
+            .unwrap()
+            .set_modified(hours_ago)
+            .unwrap();
         fs::write(d.join(".other.json.tmp.1.0"), b"not ours").unwrap();
         fs::write(&t, b"keep").unwrap();
-        let removed = remove_stale_temp_files(&t).unwrap();
-        assert_eq!(removed.len(), 1);
+        let c = remove_stale_temp_files(&t).unwrap();
+        let mut removed: Vec<_> = c
+            .removed
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        removed.sort();
+        let mut expected = vec![
+            files[0].clone(),
+            files[1].clone(),
+            old_live,
+            // Our own PID: nothing of ours is in flight at start-up.
+            files[4].clone(),
+        ];
+        expected.sort();
+        assert_eq!(removed, expected);
+        assert_eq!(c.in_use.len(), 1, "{:?}", c.in_use);
+        assert!(d.join(".targets.json.tmp.1.0").exists());
         assert!(d.join(".other.json.tmp.1.0").exists());
+        assert!(c.failed.is_empty(), "{:?}", c.failed);
         assert_eq!(fs::read(&t).unwrap(), b"keep");
         assert!(remove_stale_temp_files(&d.join("missing/targets.json"))
             .unwrap()
+            .removed
             .is_empty());
         fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn owner_pids() {
+        assert_eq!(owner_pid(b"123.abc"), Some(123));
+        assert_eq!(owner_pid(b"123"), Some(123));
+        assert_eq!(owner_pid(b"0.1"), None);
+        assert_eq!(owner_pid(b"-1.1"), None);
+        assert_eq!(owner_pid(b"+5.1"), None);
+        assert_eq!(owner_pid(b"4294967295.1"), None);
+        assert_eq!(owner_pid(b".1"), None);
     }
 
     #[test]

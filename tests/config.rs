@@ -41,7 +41,7 @@ fn check_rejected(var: &str, value: &str, args: &[&str]) -> Option<String> {
     {
         problems.push("stderr lacks `sd-updater: invalid configuration:`".into());
     }
-    if dir.join("out").exists() {
+    if dir.join("out").exists() || dir.join("sub").exists() {
         problems.push("output directory was created despite the invalid config".into());
     }
     if problems.is_empty() {
@@ -79,6 +79,8 @@ const INVALID: &[(&str, &str)] = &[
     ("UPDATE_INTERVAL", "NaN"),
     ("HTTP_TIMEOUT", "0"),
     ("HTTP_TIMEOUT", "soon"),
+    ("HTTP_TIMEOUT", "0.000000001"),
+    ("HTTP_TIMEOUT", "0.05"),
     ("METRICS_PORT", "0"),
     ("METRICS_PORT", "70000"),
     ("METRICS_PORT", "-1"),
@@ -86,6 +88,11 @@ const INVALID: &[(&str, &str)] = &[
     ("METRICS_PATH", "metrics"),
     ("TARGETS_FILE", "/tmp/x.txt"),
     ("TARGETS_FILE", "/tmp/targets"),
+    // Relative, so that an agent that accepted them would only touch its
+    // test directory.
+    ("TARGETS_FILE", "sub/x.json/."),
+    ("TARGETS_FILE", "sub/x.json/"),
+    ("TARGETS_FILE", "sub/x.json/.."),
     ("INVENTORY_URL", "ftp://x"),
     ("INVENTORY_URL", "not a url"),
     ("INVENTORY_URL", "file://relative/inventory.json"),
@@ -187,6 +194,7 @@ fn valid_spellings_are_accepted() {
         ("UPDATE_INTERVAL", "0.5m"),
         ("UPDATE_INTERVAL", ""),
         ("HTTP_TIMEOUT", "0.5"),
+        ("HTTP_TIMEOUT", "0.1"),
         ("HTTP_TIMEOUT", "1m"),
         ("METRICS_PORT", "1"),
         ("METRICS_PORT", "65535"),
