@@ -11,6 +11,7 @@ use log::{Level, LevelFilter, Log, Metadata, Record};
 use systemd_journal_logger::JournalLog;
 
 use crate::clock;
+use crate::url::redact;
 
 pub const IDENTIFIER: &str = "sd-updater";
 
@@ -112,7 +113,35 @@ impl<'kvs> VisitSource<'kvs> for Fields {
 /// What every message and field goes through: sensitive headers and
 /// registered secrets become `***`, and the text becomes one line.
 pub fn clean(s: &str) -> String {
-    scrub(&one_line(&scrub(&redact_headers(s))))
+    scrub(&one_line(&scrub(&redact_urls(&redact_headers(s)))))
+}
+
+/// Redacts the password of every `scheme://` URL in `text`, such as a
+/// redirect Location that a library logs.
+pub fn redact_urls(text: &str) -> String {
+    if !text.contains("://") {
+        return text.to_string();
+    }
+    let scheme_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.');
+    let url_end = |c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>' | '`' | '\\');
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(sep) = rest.find("://") {
+        let before = rest.get(..sep).unwrap_or("");
+        let start = before
+            .char_indices()
+            .rev()
+            .find(|(_, c)| !scheme_char(*c))
+            .map(|(i, c)| i + c.len_utf8())
+            .unwrap_or(0);
+        let after = rest.get(sep + 3..).unwrap_or("");
+        let end = sep + 3 + after.find(url_end).unwrap_or(after.len());
+        out.push_str(rest.get(..start).unwrap_or(""));
+        out.push_str(&redact(rest.get(start..end).unwrap_or("")).0);
+        rest = rest.get(end..).unwrap_or("");
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Whether `c` must not reach a log line as it is: control characters
@@ -459,6 +488,26 @@ mod tests {
                 ("N".to_string(), "3".to_string())
             ]
         );
+    }
+
+    #[test]
+    fn passwords_in_urls_anywhere_in_a_message_are_redacted() {
+        for (raw, want) in [
+            (
+                "\"location\": \"http://u:Loc-Pw@h:1/x\"",
+                "\"location\": \"http://u:***@h:1/x\"",
+            ),
+            (
+                "GET https://a:b@h/x and ftp://c:d@e/ then",
+                "GET https://a:***@h/x and ftp://c:***@e/ then",
+            ),
+            ("no url here: a:b@c", "no url here: a:b@c"),
+            ("http://h/x?m=a:b@c", "http://h/x?m=a:b@c"),
+            ("é://u:p@h", "é:***@h"),
+            ("://u:p@h", ":***@h"),
+        ] {
+            assert_eq!(redact_urls(raw), want, "{raw}");
+        }
     }
 
     #[test]
