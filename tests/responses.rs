@@ -725,3 +725,31 @@ fn redirect_limits_and_schemes_still_hold() {
         out.describe()
     );
 }
+
+/// HTTP_TIMEOUT bounds the whole attempt, redirects included: ten slow
+/// redirects cannot stretch it ten times.
+#[test]
+fn redirects_share_one_http_timeout() {
+    let dir = TestDir::new("r-redir-slow");
+    let inv = FakeInventory::start(Behavior::Respond {
+        status: 302,
+        headers: vec![("Location".into(), "/inventory".into())],
+        body: std::sync::Arc::new(Vec::new()),
+        delay: Duration::from_millis(400),
+    });
+    let t0 = Instant::now();
+    let (out, kept) = once_keeps_seed(
+        &dir,
+        &inv.url(),
+        &[("HTTP_TIMEOUT", "1"), ("RETRY_ATTEMPTS", "0")],
+    );
+    let took = t0.elapsed();
+    assert_eq!(out.code(), Some(1), "{}", out.describe());
+    assert!(kept);
+    assert!(out.stderr.contains("timed out"), "{}", out.describe());
+    assert!(
+        took < Duration::from_millis(2500),
+        "one attempt took {took:?} with HTTP_TIMEOUT=1"
+    );
+    assert!(inv.request_count() <= 3, "{} requests", inv.request_count());
+}
