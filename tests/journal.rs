@@ -283,7 +283,7 @@ fn trace_entries_never_carry_credentials() {
     assert_eq!(inv.request_count(), 2, "{}", run.journal.dump());
     assert!(inv.requests().iter().all(|r| r.header("Authorization")
         == Some(&format!("Basic {}", common::base64(b"alice:s3cr@t")))));
-    entries.extend(run.journal.entries.drain(..));
+    entries.append(&mut run.journal.entries);
     drop(run);
 
     // A proxy with credentials that refuses the connection: failures at trace.
@@ -303,7 +303,7 @@ fn trace_entries_never_carry_credentials() {
         })
         .unwrap_or_else(|| panic!("no failure\n{}", run.journal.dump()));
     assert!(failed.contains_key("ERROR"));
-    entries.extend(run.journal.entries.drain(..));
+    entries.append(&mut run.journal.entries);
     drop(run);
 
     let mut needles = credential_forms("s3cr%40t", "s3cr@t", "alice:s3cr@t");
