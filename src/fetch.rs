@@ -137,6 +137,14 @@ pub fn proxy_from(var: &str, value: &str) -> Result<Proxy, String> {
     for s in parsed.secrets() {
         logging::register_secret(&s);
     }
+    let proxy = ureq_proxy(&parsed)
+        .map_err(|e| format!("Ignoring invalid proxy setting {var}={shown}: {e}"))?;
+    log::debug!("Using proxy {var}={shown}");
+    Ok(proxy)
+}
+
+/// The ureq proxy for a parsed proxy setting.
+pub fn ureq_proxy(parsed: &ProxyUrl) -> Result<Proxy, ureq::Error> {
     let protocol = if parsed.https {
         ProxyProtocol::Https
     } else {
@@ -151,11 +159,7 @@ pub fn proxy_from(var: &str, value: &str) -> Result<Proxy, String> {
             builder = builder.password(p);
         }
     }
-    let proxy = builder
-        .build()
-        .map_err(|e| format!("Ignoring invalid proxy setting {var}={shown}: {e}"))?;
-    log::debug!("Using proxy {var}={shown}");
-    Ok(proxy)
+    builder.build()
 }
 
 impl HttpSource {

@@ -123,7 +123,9 @@ pub fn redact_urls(text: &str) -> String {
         return text.to_string();
     }
     let scheme_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.');
-    let url_end = |c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>' | '`' | '\\');
+    // Only whitespace ends a URL here: a quote may be part of a password,
+    // and going on too far only redacts more.
+    let url_end = char::is_whitespace;
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(sep) = rest.find("://") {
