@@ -4,14 +4,18 @@
 use std::fs::File;
 use std::io::Read;
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
+use ureq::http::{HeaderValue, StatusCode, Uri};
 use ureq::tls::{RootCerts, TlsConfig};
-use ureq::{Agent, Proxy};
+use ureq::{Agent, Proxy, ProxyProtocol};
 
 use crate::config::Config;
+use crate::logging;
 use crate::retry;
-use crate::url::{no_proxy_matches, InventoryUrl, Location};
+use crate::url::{
+    no_proxy_matches, redact, resolve_redirect, same_origin, InventoryUrl, Location, ProxyUrl,
+};
 
 /// Why one attempt failed, and whether another attempt may help.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,31 +92,74 @@ pub struct HttpSource {
     limit: u64,
 }
 
+/// Redirects followed within one attempt, as curl and browsers allow.
+pub const MAX_REDIRECTS: u32 = 10;
+
 /// The proxy for `url` from the usual variables: `https_proxy` for https,
 /// `http_proxy` for http (either case), then `all_proxy`; none when
-/// `no_proxy` matches the host.
+/// `no_proxy` matches the host. Returns the variable's name and value.
 pub fn proxy_for(
     url: &InventoryUrl,
     https: bool,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Option<String> {
-    let get = |names: &[&str]| {
+) -> Option<(&'static str, String)> {
+    let get = |names: &[&'static str]| {
         names
             .iter()
-            .find_map(|n| env(n).filter(|v| !v.trim().is_empty()))
+            .find_map(|n| env(n).filter(|v| !v.trim().is_empty()).map(|v| (*n, v)))
     };
     let host = url.host()?;
-    if let Some(no_proxy) = get(&["no_proxy", "NO_PROXY"]) {
+    if let Some((_, no_proxy)) = get(&["no_proxy", "NO_PROXY"]) {
         if no_proxy_matches(&no_proxy, host) {
             return None;
         }
     }
-    let scheme_vars: &[&str] = if https {
+    let scheme_vars: &[&'static str] = if https {
         &["https_proxy", "HTTPS_PROXY"]
     } else {
         &["http_proxy", "HTTP_PROXY"]
     };
     get(scheme_vars).or_else(|| get(&["all_proxy", "ALL_PROXY"]))
+}
+
+/// The ureq proxy for a proxy variable's value. Its secrets are registered
+/// with the logger before anything about it is logged. Only `http://` and
+/// `https://` proxies (or no scheme, meaning `http://`) are accepted:
+/// anything else would make ureq panic or fail every request.
+pub fn proxy_from(var: &str, value: &str) -> Result<Proxy, String> {
+    let (shown, loose_password) = redact(value.trim());
+    if let Some(p) = loose_password {
+        logging::register_secret(&p);
+    }
+    let shown = logging::one_line(&shown);
+    let parsed = ProxyUrl::parse(value)
+        .map_err(|e| format!("Ignoring invalid proxy setting {var}={shown}: {e}"))?;
+    for s in parsed.secrets() {
+        logging::register_secret(&s);
+    }
+    let proxy = ureq_proxy(&parsed)
+        .map_err(|e| format!("Ignoring invalid proxy setting {var}={shown}: {e}"))?;
+    log::debug!("Using proxy {var}={shown}");
+    Ok(proxy)
+}
+
+/// The ureq proxy for a parsed proxy setting.
+pub fn ureq_proxy(parsed: &ProxyUrl) -> Result<Proxy, ureq::Error> {
+    let protocol = if parsed.https {
+        ProxyProtocol::Https
+    } else {
+        ProxyProtocol::Http
+    };
+    let mut builder = Proxy::builder(protocol)
+        .host(&parsed.host)
+        .port(parsed.port);
+    if let Some(c) = &parsed.credentials {
+        builder = builder.username(&c.user);
+        if let Some(p) = &c.password {
+            builder = builder.password(p);
+        }
+    }
+    builder.build()
 }
 
 impl HttpSource {
@@ -122,26 +169,26 @@ impl HttpSource {
         limit: u64,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> HttpSource {
-        let proxy = proxy_for(&url, https, env).and_then(|p| match Proxy::new(&p) {
-            Ok(proxy) => {
-                log::debug!("Using proxy {}", crate::url::redact(&p).0);
-                Some(proxy)
-            }
-            Err(e) => {
-                log::warn!(
-                    "Ignoring invalid proxy setting {}: {e}",
-                    crate::url::redact(&p).0
-                );
-                None
-            }
-        });
+        for s in url.secrets() {
+            logging::register_secret(s);
+        }
+        let proxy =
+            proxy_for(&url, https, env).and_then(|(var, value)| match proxy_from(var, &value) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    log::warn!("{e}; connecting directly");
+                    None
+                }
+            });
         let config = Agent::config_builder()
             // Statuses are ours to judge: 429 and 5xx retry, other 4xx fail.
             .http_status_as_error(false)
             // An https inventory never falls back to plain http on a redirect.
             .https_only(https)
             .proxy(proxy)
-            .max_redirects(10)
+            // Redirects are followed here, so that credentials stay with
+            // their origin (scheme, host and port).
+            .max_redirects(0)
             .user_agent(format!("sd-updater/{}", env!("CARGO_PKG_VERSION")))
             .accept("application/json")
             .tls_config(
@@ -181,6 +228,55 @@ impl HttpSource {
             },
         }
     }
+
+    /// The next URI of a redirect answered by `from`, or why it is refused.
+    fn redirect_target(
+        &self,
+        from: &Uri,
+        status: StatusCode,
+        location: Option<&HeaderValue>,
+    ) -> Result<Uri, FetchError> {
+        let code = status_text(status);
+        let Some(location) = location else {
+            return Err(FetchError::Permanent(format!(
+                "{code} without a Location header"
+            )));
+        };
+        let text = String::from_utf8_lossy(location.as_bytes());
+        let shown = shown_location(&text);
+        let refuse = |why: String| {
+            FetchError::Permanent(format!("{code}: redirect to {shown} refused: {why}"))
+        };
+        let next = resolve_redirect(from, &text).map_err(refuse)?;
+        let https = matches!(self.url.location(), Location::Http { https: true, .. });
+        if https && next.scheme_str() != Some("https") {
+            return Err(refuse(
+                "an https inventory never follows a redirect to plain http".into(),
+            ));
+        }
+        Ok(next)
+    }
+}
+
+/// A Location as messages show it: password redacted, one line, at most
+/// 200 characters.
+fn shown_location(text: &str) -> String {
+    let one = logging::one_line(&redact(text).0);
+    match one.char_indices().nth(200) {
+        Some((cut, _)) => format!("\"{}\"...", one.get(..cut).unwrap_or("")),
+        None => format!("\"{one}\""),
+    }
+}
+
+/// `HTTP 206 Partial Content`.
+fn status_text(status: StatusCode) -> String {
+    format!(
+        "HTTP {} {}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    )
+    .trim_end()
+    .to_string()
 }
 
 /// ureq's message, with a plainer word for the common cases.
@@ -195,20 +291,54 @@ fn describe(e: &ureq::Error) -> String {
 
 impl Source for HttpSource {
     fn fetch(&mut self, timeout: Duration) -> Result<Vec<u8>, FetchError> {
-        let mut response = self
-            .agent
-            .get(self.url.raw())
-            .config()
-            .timeout_global(Some(timeout))
-            .build()
-            .call()
-            .map_err(|e| self.classify(e))?;
-        let status = response.status();
-        if !status.is_success() {
+        let Location::Http { uri: first, .. } = self.url.location() else {
+            return Err(FetchError::Permanent("not an http(s) URL".into()));
+        };
+        // One deadline for the whole attempt, redirects and body included.
+        let start = Instant::now();
+        let mut uri = first.clone();
+        let mut redirects = 0u32;
+        loop {
+            let left = timeout.saturating_sub(start.elapsed());
+            if left.is_zero() {
+                return Err(self.classify(ureq::Error::Timeout(ureq::Timeout::Global)));
+            }
+            let mut request = self.agent.get(uri.clone());
+            // Credentials go only to the origin they were given for.
+            if let Some(auth) = self.url.authorization() {
+                if same_origin(&uri, first) {
+                    request = request.header("Authorization", auth);
+                }
+            }
+            let mut response = request
+                .config()
+                .timeout_global(Some(left))
+                .build()
+                .call()
+                .map_err(|e| self.classify(e))?;
+            let status = response.status();
             let code = status.as_u16();
-            let reason = format!("HTTP {code} {}", status.canonical_reason().unwrap_or(""))
-                .trim_end()
-                .to_string();
+            if code == 200 {
+                return response
+                    .body_mut()
+                    .with_config()
+                    .limit(self.limit)
+                    .read_to_vec()
+                    .map_err(|e| self.classify(e));
+            }
+            if matches!(code, 301 | 302 | 303 | 307 | 308) {
+                if redirects >= MAX_REDIRECTS {
+                    return Err(self.classify(ureq::Error::TooManyRedirects));
+                }
+                uri = self.redirect_target(
+                    &uri,
+                    status,
+                    response.headers().get(ureq::http::header::LOCATION),
+                )?;
+                redirects = redirects.saturating_add(1);
+                continue;
+            }
+            let reason = status_text(status);
             return Err(if code == 429 || status.is_server_error() {
                 let retry_after = (code == 429 || code == 503)
                     .then(|| response.headers().get("retry-after"))
@@ -220,15 +350,11 @@ impl Source for HttpSource {
                     retry_after,
                 }
             } else {
+                // Other 4xx, 1xx, any 2xx but 200 (a 206 is a partial body),
+                // and 3xx that are not redirects (304 has no body).
                 FetchError::Permanent(reason)
             });
         }
-        response
-            .body_mut()
-            .with_config()
-            .limit(self.limit)
-            .read_to_vec()
-            .map_err(|e| self.classify(e))
     }
 }
 
@@ -241,7 +367,7 @@ mod tests {
         let map: HashMap<&str, &str> = vars.iter().cloned().collect();
         let url = InventoryUrl::parse(url).unwrap();
         let https = matches!(url.location(), Location::Http { https: true, .. });
-        proxy_for(&url, https, &|n| map.get(n).map(|v| v.to_string()))
+        proxy_for(&url, https, &|n| map.get(n).map(|v| v.to_string())).map(|(_, v)| v)
     }
 
     #[test]
@@ -303,5 +429,59 @@ mod tests {
         let e = missing.fetch(Duration::from_secs(1)).unwrap_err();
         assert!(e.reason().contains("nope.json"), "{e:?}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn proxy_selection_names_the_variable() {
+        let map: HashMap<&str, &str> = [("all_proxy", "socks5h://u:p@h:1080")].into();
+        let url = InventoryUrl::parse("https://inv/x").unwrap();
+        assert_eq!(
+            proxy_for(&url, true, &|n| map.get(n).map(|v| v.to_string())),
+            Some(("all_proxy", "socks5h://u:p@h:1080".to_string()))
+        );
+    }
+
+    #[test]
+    fn only_http_and_https_proxies_are_built() {
+        for (value, protocol) in [
+            ("http://p:3128", ProxyProtocol::Http),
+            ("HTTPS://p", ProxyProtocol::Https),
+            ("pu:Pw-Unit-Test@127.0.0.1:3128", ProxyProtocol::Http),
+            ("p", ProxyProtocol::Http),
+            ("[::1]:3128", ProxyProtocol::Http),
+        ] {
+            let p = proxy_from("HTTP_PROXY", value).unwrap();
+            assert_eq!(p.protocol(), protocol, "{value}");
+        }
+        let p = proxy_from("HTTP_PROXY", "http://pu:s%2F3cr%40t@p:3128").unwrap();
+        assert_eq!((p.username(), p.password()), (Some("pu"), Some("s/3cr@t")));
+        assert_eq!((p.host(), p.port()), ("p", 3128));
+        for var in ["ALL_PROXY", "all_proxy", "https_proxy", "HTTP_PROXY"] {
+            for scheme in ["socks5h", "socks5", "socks4", "socks4a", "socks", "Socks5"] {
+                let value = format!("{scheme}://pu:Sock-Secr3t@127.0.0.1:1080");
+                let e = proxy_from(var, &value).unwrap_err();
+                assert!(e.contains(var), "{e}");
+                assert!(e.contains("pu:***@127.0.0.1:1080"), "{e}");
+                assert!(!e.contains("Sock-Secr3t"), "{e}");
+            }
+        }
+        let e = proxy_from("http_proxy", "pu:Pr/oxyPW@127.0.0.1:3128").unwrap_err();
+        assert!(e.contains("http_proxy=pu:***@127.0.0.1:3128"), "{e}");
+        assert!(!e.contains("oxyPW"), "{e}");
+    }
+
+    #[test]
+    fn locations_are_shown_redacted_escaped_and_short() {
+        assert_eq!(
+            shown_location("http://u:Secr3t@h/\u{202e}x\u{2028}"),
+            "\"http://u:***@h/\\u{202e}x\\u{2028}\""
+        );
+        let long = shown_location(&"a".repeat(500));
+        assert!(long.len() < 210 && long.ends_with("..."), "{long}");
+        assert_eq!(
+            status_text(StatusCode::PARTIAL_CONTENT),
+            "HTTP 206 Partial Content"
+        );
+        assert_eq!(status_text(StatusCode::from_u16(299).unwrap()), "HTTP 299");
     }
 }

@@ -1,13 +1,17 @@
 //! Logging: native journal entries with structured fields under systemd,
 //! the seed's timestamped lines on stderr otherwise.
 
+use std::cmp::Reverse;
 use std::io::Write;
+use std::sync::{Mutex, PoisonError};
 use std::time::SystemTime;
 
+use log::kv::{self, Key, Value, VisitSource};
 use log::{Level, LevelFilter, Log, Metadata, Record};
 use systemd_journal_logger::JournalLog;
 
 use crate::clock;
+use crate::url::redact;
 
 pub const IDENTIFIER: &str = "sd-updater";
 
@@ -28,20 +32,35 @@ fn is_ours(target: &str) -> bool {
     target.starts_with("sd_updater")
 }
 
+/// ureq's wire dump: every byte sent and received, 16 to a line, as hex
+/// and ASCII. A credential split over two lines escapes any filter, so the
+/// dump is never logged.
+fn is_wire_dump(target: &str) -> bool {
+    target == "ureq_proto::util"
+}
+
 impl Log for Logger {
     fn enabled(&self, m: &Metadata) -> bool {
         m.level() <= self.level
             && (self.level == LevelFilter::Trace || m.level() <= Level::Warn || is_ours(m.target()))
+            && !is_wire_dump(m.target())
     }
 
     fn log(&self, record: &Record) {
         if !self.enabled(record.metadata()) {
             return;
         }
-        // One entry is one line, whatever a library put in its message.
-        let message = one_line(&record.args().to_string());
+        // One entry is one line without secrets, whatever a library put in it.
+        let message = clean(&record.args().to_string());
         match &self.sink {
             Sink::Journal(journal) => {
+                let mut fields = Fields(Vec::new());
+                let _ = record.key_values().visit(&mut fields);
+                let fields: Vec<(&str, &str)> = fields
+                    .0
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
                 let _ = journal.journal_send(
                     &Record::builder()
                         .args(format_args!("{message}"))
@@ -50,7 +69,7 @@ impl Log for Logger {
                         .module_path(record.module_path())
                         .file(record.file())
                         .line(record.line())
-                        .key_values(record.key_values())
+                        .key_values(&fields)
                         .build(),
                 );
             }
@@ -80,20 +99,227 @@ fn level_name(level: Level) -> &'static str {
     }
 }
 
-/// Escapes line breaks and other control characters.
+/// The key-value fields of a record, cleaned like the message.
+struct Fields(Vec<(String, String)>);
+
+impl<'kvs> VisitSource<'kvs> for Fields {
+    fn visit_pair(&mut self, key: Key<'kvs>, value: Value<'kvs>) -> Result<(), kv::Error> {
+        self.0
+            .push((key.as_str().to_string(), clean(&value.to_string())));
+        Ok(())
+    }
+}
+
+/// What every message and field goes through: sensitive headers and
+/// registered secrets become `***`, and the text becomes one line.
+pub fn clean(s: &str) -> String {
+    scrub(&one_line(&scrub(&redact_urls(&redact_headers(s)))))
+}
+
+/// Redacts the password of every `scheme://` URL in `text`, such as a
+/// redirect Location that a library logs.
+pub fn redact_urls(text: &str) -> String {
+    if !text.contains("://") {
+        return text.to_string();
+    }
+    let scheme_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.');
+    // Only whitespace ends a URL here: a quote may be part of a password,
+    // and going on too far only redacts more.
+    let url_end = char::is_whitespace;
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(sep) = rest.find("://") {
+        let before = rest.get(..sep).unwrap_or("");
+        let start = before
+            .char_indices()
+            .rev()
+            .find(|(_, c)| !scheme_char(*c))
+            .map(|(i, c)| i + c.len_utf8())
+            .unwrap_or(0);
+        let after = rest.get(sep + 3..).unwrap_or("");
+        let end = sep + 3 + after.find(url_end).unwrap_or(after.len());
+        out.push_str(rest.get(..start).unwrap_or(""));
+        out.push_str(&redact(rest.get(start..end).unwrap_or("")).0);
+        rest = rest.get(end..).unwrap_or("");
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Whether `c` must not reach a log line as it is: control characters
+/// (Cc), line and paragraph separators, bidirectional controls and the
+/// other invisible format characters (Cf), which can break a line or
+/// reorder what a reader sees.
+fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            u32::from(c),
+            0x00AD
+                | 0x0600..=0x0605
+                | 0x061C
+                | 0x06DD
+                | 0x070F
+                | 0x0890..=0x0891
+                | 0x08E2
+                | 0x180E
+                | 0x200B..=0x200F
+                | 0x2028..=0x202E
+                | 0x2060..=0x206F
+                | 0xFEFF
+                | 0xFFF9..=0xFFFB
+                | 0x110BD
+                | 0x110CD
+                | 0x13430..=0x1343F
+                | 0x1BCA0..=0x1BCA3
+                | 0x1D173..=0x1D17A
+                | 0xE0001
+                | 0xE0020..=0xE007F
+        )
+}
+
+/// Escapes line breaks, other control characters and invisible format
+/// characters (`\n`, `\u{1b}`, `\u{202e}`).
 pub fn one_line(s: &str) -> String {
-    if !s.chars().any(char::is_control) {
+    if !s.chars().any(needs_escape) {
         return s.to_string();
     }
     s.chars()
         .flat_map(|c| -> Box<dyn Iterator<Item = char>> {
-            if c.is_control() {
+            if needs_escape(c) {
                 Box::new(c.escape_default())
             } else {
                 Box::new(std::iter::once(c))
             }
         })
         .collect()
+}
+
+/// Secrets known to the process, longest first.
+static SECRETS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Adds a secret (a password, a credential) that no log line or field may
+/// show: from now on it is replaced by `***` wherever it appears.
+pub fn register_secret(secret: &str) {
+    if secret.is_empty() {
+        return;
+    }
+    let mut list = SECRETS.lock().unwrap_or_else(PoisonError::into_inner);
+    for form in [secret.to_string(), one_line(secret)] {
+        if !list.contains(&form) {
+            list.push(form);
+        }
+    }
+    list.sort_by_key(|s| Reverse(s.len()));
+}
+
+/// Replaces every registered secret in `text` with `***`.
+pub fn scrub(text: &str) -> String {
+    let list = SECRETS.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut out = text.to_string();
+    for secret in list.iter() {
+        if out.contains(secret.as_str()) {
+            out = out.replace(secret.as_str(), "***");
+        }
+    }
+    out
+}
+
+/// Headers whose values are credentials. Longer names first, so that
+/// `proxy-authorization` is not taken for `authorization`.
+const SENSITIVE_HEADERS: [&str; 4] = [
+    "proxy-authorization",
+    "authorization",
+    "set-cookie",
+    "cookie",
+];
+
+/// Replaces the value of every credential header in `text` with `***`:
+/// `Authorization: Basic ...`, `"cookie": "..."`, `set-cookie=...`, in any
+/// case. A value ends at a line break, a quote or a backslash (an escaped
+/// line break).
+pub fn redact_headers(text: &str) -> String {
+    let lower = text.to_ascii_lowercase();
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let mut copied = 0;
+    let mut from = 0;
+    while let Some(name_end) = next_header_name(&lower, from) {
+        from = name_end;
+        let Some((start, end)) = header_value(bytes, name_end) else {
+            continue;
+        };
+        out.push_str(text.get(copied..start).unwrap_or(""));
+        out.push_str("***");
+        copied = end;
+        from = end;
+    }
+    out.push_str(text.get(copied..).unwrap_or(""));
+    out
+}
+
+/// The end of the first credential header name at or after `from` that
+/// does not continue a longer word.
+fn next_header_name(lower: &str, from: usize) -> Option<usize> {
+    let bytes = lower.as_bytes();
+    SENSITIVE_HEADERS
+        .iter()
+        .filter_map(|name| {
+            let mut at = from;
+            while let Some(i) = lower.get(at..).and_then(|s| s.find(name)) {
+                let start = at.saturating_add(i);
+                let end = start.saturating_add(name.len());
+                let word = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
+                // An escaped line break (a literal `\r\n`) before the name counts as one.
+                let escaped_break = start >= 2
+                    && bytes.get(start - 2) == Some(&b'\\')
+                    && matches!(bytes.get(start - 1), Some(b'n' | b'r' | b't'));
+                let before_ok =
+                    start == 0 || escaped_break || !bytes.get(start - 1).copied().is_some_and(word);
+                let after_ok = !bytes.get(end).copied().is_some_and(word);
+                if before_ok && after_ok {
+                    return Some((start, end));
+                }
+                at = end;
+            }
+            None
+        })
+        .min()
+        .map(|(_, end)| end)
+}
+
+/// The span of a header value after its name: an optional closing quote,
+/// `:` or `=`, blanks, then a quoted or bare value.
+fn header_value(bytes: &[u8], mut i: usize) -> Option<(usize, usize)> {
+    let blank = |b: &u8| *b == b' ' || *b == b'\t';
+    if bytes.get(i) == Some(&b'"') {
+        i += 1;
+    }
+    while bytes.get(i).is_some_and(blank) {
+        i += 1;
+    }
+    if !matches!(bytes.get(i), Some(b':') | Some(b'=')) {
+        return None;
+    }
+    i += 1;
+    while bytes.get(i).is_some_and(blank) {
+        i += 1;
+    }
+    let quoted = bytes.get(i) == Some(&b'"');
+    let start = if quoted { i + 1 } else { i };
+    let mut end = start;
+    while let Some(&b) = bytes.get(end) {
+        let stop = match b {
+            b'\r' | b'\n' => true,
+            b'"' => !quoted || bytes.get(end.wrapping_sub(1)) != Some(&b'\\'),
+            b'\\' => !quoted,
+            _ => false,
+        };
+        if stop {
+            break;
+        }
+        end += 1;
+    }
+    (end > start).then_some((start, end))
 }
 
 /// Which sink is in use, for the start-up message.
@@ -162,5 +388,144 @@ mod tests {
     fn messages_become_one_line() {
         assert_eq!(one_line("a\nb\r\u{1b}[0m\0"), "a\\nb\\r\\u{1b}[0m\\u{0}");
         assert_eq!(one_line("plain é"), "plain é");
+    }
+
+    #[test]
+    fn invisible_and_reordering_characters_are_escaped() {
+        for (raw, want) in [
+            ("bidi\u{202e}gnp.exe", "bidi\\u{202e}gnp.exe"),
+            ("a\u{2028}b\u{2029}c", "a\\u{2028}b\\u{2029}c"),
+            (
+                "\u{202a}\u{202b}\u{202c}\u{202d}",
+                "\\u{202a}\\u{202b}\\u{202c}\\u{202d}",
+            ),
+            (
+                "\u{2066}\u{2067}\u{2068}\u{2069}",
+                "\\u{2066}\\u{2067}\\u{2068}\\u{2069}",
+            ),
+            ("soft\u{ad}hyphen", "soft\\u{ad}hyphen"),
+            (
+                "\u{61c}\u{180e}\u{200b}\u{200f}",
+                "\\u{61c}\\u{180e}\\u{200b}\\u{200f}",
+            ),
+            (
+                "\u{2060}\u{2064}\u{206a}\u{206f}",
+                "\\u{2060}\\u{2064}\\u{206a}\\u{206f}",
+            ),
+            ("bom\u{feff}", "bom\\u{feff}"),
+            ("\u{fff9}\u{fffb}", "\\u{fff9}\\u{fffb}"),
+            (
+                "tag\u{e0001}\u{e0041}\u{e007f}",
+                "tag\\u{e0001}\\u{e0041}\\u{e007f}",
+            ),
+            ("nel\u{85}", "nel\\u{85}"),
+        ] {
+            assert_eq!(one_line(raw), want, "{raw:?}");
+        }
+        // Visible text, emoji joiners' neighbours and accents stay.
+        assert_eq!(one_line("café ✓ 日本"), "café ✓ 日本");
+    }
+
+    #[test]
+    fn credential_headers_are_redacted() {
+        for (raw, want) in [
+            (
+                "Authorization: Basic YWxpY2U6czNjckB0",
+                "Authorization: ***",
+            ),
+            (
+                "authorization:Basic x\r\nHost: h",
+                "authorization:***\r\nHost: h",
+            ),
+            (
+                "{\"authorization\": \"Basic eA==\", \"host\": \"h\"}",
+                "{\"authorization\": \"***\", \"host\": \"h\"}",
+            ),
+            (
+                "PROXY-AUTHORIZATION: Basic cHU6cHc=",
+                "PROXY-AUTHORIZATION: ***",
+            ),
+            ("Cookie: a=1; b=2\nnext", "Cookie: ***\nnext"),
+            ("set-cookie=sid=abc; Path=/", "set-cookie=***"),
+            ("\"cookie\": \"a=\\\"q\\\"\", x", "\"cookie\": \"***\", x"),
+            (
+                "GET /x\\r\\nauthorization: Basic eA==\\r\\n",
+                "GET /x\\r\\nauthorization: ***\\r\\n",
+            ),
+        ] {
+            assert_eq!(redact_headers(raw), want, "{raw:?}");
+        }
+        // Words that merely contain a header name, or no value, stay.
+        for same in [
+            "no authorization given",
+            "authorizations: 3",
+            "x-cookie-jar: on",
+            "authorization:",
+            "cookie",
+        ] {
+            assert_eq!(redact_headers(same), same);
+        }
+    }
+
+    #[test]
+    fn registered_secrets_never_reach_messages_or_fields() {
+        register_secret("Zebra-Secret-1");
+        register_secret("WmVicmEtU2VjcmV0LTE=");
+        register_secret("");
+        assert_eq!(
+            clean("GET with Zebra-Secret-1 and WmVicmEtU2VjcmV0LTE=!"),
+            "GET with *** and ***!"
+        );
+        register_secret("nl\nZebra");
+        assert_eq!(clean("x nl\nZebra y"), "x *** y");
+        assert_eq!(clean("x nl\\nZebra y"), "x *** y");
+        // Key-value fields go through the same cleaning.
+        let kvs: [(&str, &str); 2] = [("ERROR", "bad Zebra-Secret-1\u{202e}"), ("N", "3")];
+        let mut fields = Fields(Vec::new());
+        kv::Source::visit(&kvs[..], &mut fields).unwrap();
+        assert_eq!(
+            fields.0,
+            vec![
+                ("ERROR".to_string(), "bad ***\\u{202e}".to_string()),
+                ("N".to_string(), "3".to_string())
+            ]
+        );
+    }
+
+    #[test]
+    fn passwords_in_urls_anywhere_in_a_message_are_redacted() {
+        for (raw, want) in [
+            (
+                "\"location\": \"http://u:Loc-Pw@h:1/x\"",
+                "\"location\": \"http://u:***@h:1/x\"",
+            ),
+            (
+                "GET https://a:b@h/x and ftp://c:d@e/ then",
+                "GET https://a:***@h/x and ftp://c:***@e/ then",
+            ),
+            ("no url here: a:b@c", "no url here: a:b@c"),
+            ("http://h/x?m=a:b@c", "http://h/x?m=a:b@c"),
+            ("é://u:p@h", "é:***@h"),
+            ("://u:p@h", ":***@h"),
+        ] {
+            assert_eq!(redact_urls(raw), want, "{raw}");
+        }
+    }
+
+    #[test]
+    fn the_wire_dump_is_never_logged() {
+        let l = Logger {
+            level: LevelFilter::Trace,
+            sink: Sink::Stderr,
+        };
+        let m = |target| {
+            Metadata::builder()
+                .level(Level::Trace)
+                .target(target)
+                .build()
+        };
+        assert!(!l.enabled(&m("ureq_proto::util")));
+        assert!(l.enabled(&m("ureq_proto::client")));
+        assert!(l.enabled(&m("ureq::unversioned::transport::tcp")));
     }
 }

@@ -6,6 +6,14 @@ use std::time::Duration;
 
 use sd_notify::NotifyState;
 
+use crate::logging;
+
+/// STATUS= text as the service manager shows it: one line, no secrets,
+/// escaped like the log (server text such as a redirect Location may be in it).
+fn status_text(status: &str) -> String {
+    logging::clean(status)
+}
+
 fn send(states: &[NotifyState]) {
     static WARNED: AtomicBool = AtomicBool::new(false);
     if let Err(e) = sd_notify::notify(states) {
@@ -17,11 +25,13 @@ fn send(states: &[NotifyState]) {
 }
 
 pub fn ready(status: &str) {
-    send(&[NotifyState::Ready, NotifyState::Status(status)]);
+    let status = status_text(status);
+    send(&[NotifyState::Ready, NotifyState::Status(&status)]);
 }
 
 pub fn status(status: &str) {
-    send(&[NotifyState::Status(status)]);
+    let status = status_text(status);
+    send(&[NotifyState::Status(&status)]);
 }
 
 pub fn watchdog() {
@@ -30,6 +40,8 @@ pub fn watchdog() {
 
 /// `RELOADING=1` must travel with `MONOTONIC_USEC` (systemd 253+).
 pub fn reloading(status: &str) {
+    let status = status_text(status);
+    let status = status.as_str();
     match NotifyState::monotonic_usec_now() {
         Ok(now) => send(&[NotifyState::Reloading, now, NotifyState::Status(status)]),
         Err(_) => send(&[NotifyState::Reloading, NotifyState::Status(status)]),
@@ -37,7 +49,8 @@ pub fn reloading(status: &str) {
 }
 
 pub fn stopping(status: &str) {
-    send(&[NotifyState::Stopping, NotifyState::Status(status)]);
+    let status = status_text(status);
+    send(&[NotifyState::Stopping, NotifyState::Status(&status)]);
 }
 
 /// The shortest ping interval: a tiny `WATCHDOG_USEC` must not make the
@@ -85,5 +98,21 @@ mod tests {
         );
         assert_eq!(ping_interval(Duration::from_micros(1)), MIN_WATCHDOG_PING);
         assert_eq!(ping_interval(Duration::from_millis(150)), MIN_WATCHDOG_PING);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_text_is_one_clean_line() {
+        assert_eq!(status_text("plain status"), "plain status");
+        assert_eq!(
+            status_text("last: redirect to \"/\u{202e}x\u{2028}\n\""),
+            "last: redirect to \"/\\u{202e}x\\u{2028}\\n\""
+        );
+        logging::register_secret("Status-Secr3t");
+        assert_eq!(status_text("secret: Status-Secr3t"), "secret: ***");
     }
 }

@@ -1,5 +1,6 @@
 //! The inventory URL: scheme checks, the parts the fetcher needs, and a
-//! redacted form that is safe to print anywhere.
+//! redacted form that is safe to print anywhere. Also proxy settings and
+//! redirect targets, which share the same authority rules.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -8,7 +9,8 @@ use ureq::http::Uri;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Location {
-    /// `http://` or `https://`: fetched with ureq.
+    /// `http://` or `https://`: fetched with ureq. `uri` carries neither
+    /// user name nor password (they travel in `Authorization`) nor fragment.
     Http { uri: Uri, https: bool },
     /// `file://`: a local JSON file.
     File(PathBuf),
@@ -17,34 +19,49 @@ pub enum Location {
 /// A validated inventory URL. Its `Display` is the redacted form.
 #[derive(Clone, PartialEq, Eq)]
 pub struct InventoryUrl {
-    raw: String,
     redacted: String,
-    password: Option<String>,
+    /// `Basic base64(user:password)`, from the percent-decoded userinfo.
+    authorization: Option<String>,
+    /// Every form of the password that must never be logged.
+    secrets: Vec<String>,
     location: Location,
 }
+
+/// The fix for a password that breaks the URL apart.
+const ENCODE_HINT: &str =
+    "percent-encode / ? # @ and : in a user name or password (%2F %3F %23 %40 %3A)";
 
 impl InventoryUrl {
     pub fn parse(raw: &str) -> Result<Self, String> {
         if raw.chars().any(|c| c.is_control() || c == ' ') {
             return Err("must not contain spaces or control characters".into());
         }
-        let (scheme, rest) = raw
-            .split_once("://")
+        let (scheme, rest) = split_scheme(raw)
             .ok_or_else(|| "expected an http://, https:// or file:// URL".to_string())?;
-        let (redacted, password) = redact(raw);
+        let (redacted, loose_password) = redact(raw);
+        let mut secrets: Vec<String> = loose_password.into_iter().collect();
+        let mut authorization = None;
         let location = match scheme.to_ascii_lowercase().as_str() {
             "http" | "https" => {
-                let uri: Uri = raw
-                    .parse()
+                let https = scheme.eq_ignore_ascii_case("https");
+                let parts = split_http(rest).map_err(|why| {
+                    let hint = if raw.contains('@') {
+                        format!("; {ENCODE_HINT}")
+                    } else {
+                        String::new()
+                    };
+                    format!("{why} in {}{hint}", shown_on_error(raw, scheme))
+                })?;
+                if let Some(userinfo) = parts.userinfo {
+                    let creds = Credentials::parse(userinfo)?;
+                    secrets.extend(creds.secrets());
+                    secrets.extend(creds.basic());
+                    authorization = creds.header();
+                }
+                let uri = parts
+                    .uri(if https { "https" } else { "http" })
                     .map_err(|e| format!("not a valid URL ({e}): {redacted}"))?;
-                match uri.host() {
-                    Some(h) if !h.is_empty() => {}
-                    _ => return Err(format!("no host in {redacted}")),
-                }
-                Location::Http {
-                    https: scheme.eq_ignore_ascii_case("https"),
-                    uri,
-                }
+                Location::Http { uri, https }
             }
             "file" => Location::File(file_path(rest)?),
             other => {
@@ -54,21 +71,30 @@ impl InventoryUrl {
                 ))
             }
         };
+        secrets.retain(|s| !s.is_empty());
+        secrets.sort();
+        secrets.dedup();
         Ok(InventoryUrl {
-            raw: raw.to_string(),
             redacted,
-            password,
+            authorization,
+            secrets,
             location,
         })
     }
 
-    /// The URL as configured, password included: only for the request itself.
-    pub fn raw(&self) -> &str {
-        &self.raw
-    }
-
     pub fn location(&self) -> &Location {
         &self.location
+    }
+
+    /// The `Authorization` header value for the inventory's own origin.
+    pub fn authorization(&self) -> Option<&str> {
+        self.authorization.as_deref()
+    }
+
+    /// The password as written, decoded, and inside the basic-auth
+    /// credential: what the logger must scrub.
+    pub fn secrets(&self) -> &[String] {
+        &self.secrets
     }
 
     /// Host name for NO_PROXY matching (brackets removed).
@@ -84,10 +110,14 @@ impl InventoryUrl {
     /// Removes the password from any text, such as an error message from a
     /// library that echoes the URL back.
     pub fn scrub(&self, text: &str) -> String {
-        match &self.password {
-            Some(p) if !p.is_empty() => text.replace(p.as_str(), "***"),
-            _ => text.to_string(),
+        let mut out = text.to_string();
+        // Longest first, so that no part of a longer secret survives.
+        let mut secrets: Vec<&String> = self.secrets.iter().collect();
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        for s in secrets {
+            out = out.replace(s.as_str(), "***");
         }
+        out
     }
 }
 
@@ -103,24 +133,423 @@ impl fmt::Debug for InventoryUrl {
     }
 }
 
-/// Replaces the password of `scheme://user:password@host/...` with `***`.
-/// Returns the redacted text and the password that was removed.
+/// `scheme` and the rest after `://`, when the text starts with a valid
+/// scheme (a letter, then letters, digits, `+`, `-` or `.`).
+fn split_scheme(raw: &str) -> Option<(&str, &str)> {
+    let (scheme, rest) = raw.split_once("://")?;
+    let mut chars = scheme.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic());
+    let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    (first_ok && rest_ok).then_some((scheme, rest))
+}
+
+/// What an error may show of a URL whose authority did not parse: the
+/// redacted form when it finds a password, the URL itself when it holds no
+/// `@` at all, and only the scheme otherwise (the password may hold `?`).
+fn shown_on_error(raw: &str, scheme: &str) -> String {
+    let (redacted, password) = redact(raw);
+    if password.is_some() || !raw.contains('@') {
+        redacted
+    } else {
+        format!("{scheme}://...")
+    }
+}
+
+/// Replaces anything that looks like a password with `***`: in
+/// `[scheme://]user:password@rest`, where the `@` is the last one before
+/// any `?` or `#`, everything between the first `:` and that `@`. The
+/// scheme is optional, so proxy values such as `user:pw@host:3128` are
+/// covered too. Returns the redacted text and the password that was removed.
 pub fn redact(raw: &str) -> (String, Option<String>) {
-    let Some((scheme, rest)) = raw.split_once("://") else {
+    let (prefix, rest) = match split_scheme(raw) {
+        Some((scheme, rest)) => (&raw[..scheme.len() + 3], rest),
+        None => ("", raw),
+    };
+    let end = rest.find(['?', '#']).unwrap_or(rest.len());
+    let Some(at) = rest[..end].rfind('@') else {
         return (raw.to_string(), None);
     };
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let authority = &rest[..end];
-    let Some(at) = authority.rfind('@') else {
-        return (raw.to_string(), None);
-    };
-    let userinfo = &authority[..at];
+    let userinfo = &rest[..at];
     match userinfo.split_once(':') {
         Some((user, password)) => (
-            format!("{scheme}://{user}:***@{}", &rest[at + 1..]),
+            format!("{prefix}{user}:***{}", &rest[at..]),
             Some(password.to_string()),
         ),
         None => (raw.to_string(), None),
+    }
+}
+
+/// An http(s) URL after the scheme, split along RFC 3986.
+struct HttpParts<'a> {
+    userinfo: Option<&'a str>,
+    host: &'a str,
+    port: Option<u16>,
+    /// Path and query, without the fragment.
+    path_query: &'a str,
+}
+
+impl HttpParts<'_> {
+    /// The request URI: no userinfo, no fragment.
+    fn uri(&self, scheme: &str) -> Result<Uri, String> {
+        let port = self.port.map(|p| format!(":{p}")).unwrap_or_default();
+        let path = if self.path_query.starts_with('/') {
+            self.path_query.to_string()
+        } else {
+            format!("/{}", self.path_query)
+        };
+        let uri: Uri = format!("{scheme}://{}{port}{path}", self.host)
+            .parse()
+            .map_err(|e: ureq::http::uri::InvalidUri| e.to_string())?;
+        match uri.host() {
+            Some(h) if !h.is_empty() => Ok(uri),
+            _ => Err("no host".into()),
+        }
+    }
+}
+
+/// Splits what follows `scheme://`. The errors never echo any part of the
+/// input: a misplaced password may be in any of them.
+fn split_http(rest: &str) -> Result<HttpParts<'_>, String> {
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..end];
+    let tail = &rest[end..];
+    let path_query = tail.split('#').next().unwrap_or("");
+    let (userinfo, hostport) = match authority.rfind('@') {
+        Some(at) => (Some(&authority[..at]), &authority[at + 1..]),
+        None => (None, authority),
+    };
+    let (host, port) = split_host_port(hostport)?;
+    Ok(HttpParts {
+        userinfo,
+        host,
+        port,
+        path_query,
+    })
+}
+
+/// `host`, `host:port`, `[v6]` or `[v6]:port`. An empty port means the
+/// scheme's default; any other port must be a number from 1 to 65535.
+pub fn split_host_port(s: &str) -> Result<(&str, Option<u16>), String> {
+    let (host, port) = match s.strip_prefix('[') {
+        Some(inner) => {
+            let close = inner
+                .find(']')
+                .ok_or_else(|| "cannot parse the host: unclosed [".to_string())?;
+            let after = &inner[close + 1..];
+            let port =
+                match after {
+                    "" => None,
+                    p => Some(p.strip_prefix(':').ok_or_else(|| {
+                        "cannot parse the host and port: junk after ]".to_string()
+                    })?),
+                };
+            (&s[..close + 2], port)
+        }
+        None => match s.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (s, None),
+        },
+    };
+    if host.is_empty() || host == "[]" {
+        return Err("no host".into());
+    }
+    let port = match port {
+        None | Some("") => None,
+        Some(p) => Some(
+            p.parse::<u16>()
+                .ok()
+                .filter(|n| *n != 0 && p.bytes().all(|b| b.is_ascii_digit()))
+                .ok_or_else(|| {
+                    "cannot parse the host and port: the port is not a number from 1 to 65535"
+                        .to_string()
+                })?,
+        ),
+    };
+    Ok((host, port))
+}
+
+/// A user name and password from a URL, percent-decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub user: String,
+    pub password: Option<String>,
+    /// The password as written, before decoding.
+    raw_password: Option<String>,
+}
+
+impl Credentials {
+    /// `user[:password]`. Errors name the part, never its text.
+    pub fn parse(userinfo: &str) -> Result<Credentials, String> {
+        let (user, password) = match userinfo.split_once(':') {
+            Some((u, p)) => (u, Some(p)),
+            None => (userinfo, None),
+        };
+        let decode = |what: &str, s: &str| {
+            percent_decode_bytes(s)
+                .ok_or_else(|| format!("bad percent-escape in the {what}"))
+                .and_then(|b| {
+                    String::from_utf8(b)
+                        .map_err(|_| format!("the {what} is not UTF-8 once percent-decoded"))
+                })
+        };
+        Ok(Credentials {
+            user: decode("user name", user)?,
+            password: password.map(|p| decode("password", p)).transpose()?,
+            raw_password: password.map(str::to_string),
+        })
+    }
+
+    /// `base64(user:password)`, or nothing for an empty userinfo.
+    pub fn basic(&self) -> Option<String> {
+        if self.user.is_empty() && self.password.is_none() {
+            return None;
+        }
+        let pair = format!("{}:{}", self.user, self.password.as_deref().unwrap_or(""));
+        Some(base64(pair.as_bytes()))
+    }
+
+    /// The `Authorization` (or `Proxy-Authorization`) header value.
+    pub fn header(&self) -> Option<String> {
+        self.basic().map(|b| format!("Basic {b}"))
+    }
+
+    /// The password in both forms, for the logger to scrub.
+    pub fn secrets(&self) -> Vec<String> {
+        [&self.password, &self.raw_password]
+            .into_iter()
+            .flatten()
+            .filter(|s| !s.is_empty())
+            .cloned()
+            .collect()
+    }
+}
+
+/// Standard base64 with padding (RFC 4648), as basic auth uses it.
+pub fn base64(data: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3).saturating_mul(4));
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk.first().copied().unwrap_or(0),
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                let idx = ((n >> (18 - 6 * i)) & 0x3f) as usize;
+                out.push(char::from(ALPHABET.get(idx).copied().unwrap_or(b'=')));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// A proxy setting that the agent can use: `http://` or `https://`, or no
+/// scheme (meaning `http://`), with an optional user name and password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyUrl {
+    pub https: bool,
+    /// As it goes in a URL: IPv6 addresses keep their brackets.
+    pub host: String,
+    pub port: u16,
+    pub credentials: Option<Credentials>,
+}
+
+impl ProxyUrl {
+    /// Parses a proxy variable's value. Errors never echo the value; the
+    /// caller shows its redacted form.
+    pub fn parse(value: &str) -> Result<ProxyUrl, String> {
+        let value = value.trim();
+        if value.chars().any(|c| c.is_control() || c == ' ') {
+            return Err("spaces or control characters".into());
+        }
+        let (https, rest) = match split_scheme(value) {
+            Some((scheme, rest)) => match scheme.to_ascii_lowercase().as_str() {
+                "http" => (false, rest),
+                "https" => (true, rest),
+                other => {
+                    return Err(format!(
+                        "unsupported proxy scheme {other:?}: only http:// and https:// proxies are supported"
+                    ))
+                }
+            },
+            None if value.contains("://") => return Err("not a valid proxy URL".into()),
+            None => (false, value),
+        };
+        let parts = split_http(rest)?;
+        let credentials = parts.userinfo.map(Credentials::parse).transpose()?;
+        Ok(ProxyUrl {
+            https,
+            host: parts.host.to_string(),
+            port: parts.port.unwrap_or(if https { 443 } else { 80 }),
+            credentials,
+        })
+    }
+
+    /// What the logger must scrub: the password in both forms and the
+    /// base64 credential of `Proxy-Authorization`.
+    pub fn secrets(&self) -> Vec<String> {
+        let Some(c) = &self.credentials else {
+            return Vec::new();
+        };
+        let mut s = c.secrets();
+        s.extend(c.basic());
+        s
+    }
+}
+
+/// Where a redirect goes: `location` resolved against `base` (RFC 3986
+/// section 5), fragment dropped, userinfo dropped (a server's credentials
+/// are never sent). Only http and https are accepted. Errors never echo
+/// the location; the caller shows it redacted and escaped.
+pub fn resolve_redirect(base: &Uri, location: &str) -> Result<Uri, String> {
+    let location = location.trim();
+    if !location.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("the Location holds spaces, control or non-ASCII characters".into());
+    }
+    let reference = location.split('#').next().unwrap_or("");
+    let base_scheme = base.scheme_str().unwrap_or("http").to_ascii_lowercase();
+    let base_authority = base.authority().map(|a| a.as_str()).unwrap_or("");
+    let base_path = base.path();
+    let base_query = base.query();
+
+    let (ref_path, ref_query) = match reference.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (reference, None),
+    };
+    let (scheme, authority, path, query) = if let Some((s, rest)) = split_scheme_colon(reference) {
+        let s = s.to_ascii_lowercase();
+        if s != "http" && s != "https" {
+            return Err(format!("the scheme {s:?} is not http or https"));
+        }
+        let rest = rest
+            .strip_prefix("//")
+            .ok_or_else(|| "the Location has no host".to_string())?;
+        let (a, p, q) = split_network_path(rest);
+        (s, a, remove_dot_segments(p), q)
+    } else if let Some(rest) = reference.strip_prefix("//") {
+        let (a, p, q) = split_network_path(rest);
+        (base_scheme, a, remove_dot_segments(p), q)
+    } else if ref_path.is_empty() {
+        (
+            base_scheme,
+            base_authority,
+            base_path.to_string(),
+            ref_query.or(base_query),
+        )
+    } else if ref_path.starts_with('/') {
+        (
+            base_scheme,
+            base_authority,
+            remove_dot_segments(ref_path),
+            ref_query,
+        )
+    } else {
+        let dir = base_path
+            .rfind('/')
+            .map(|i| &base_path[..=i])
+            .unwrap_or("/");
+        (
+            base_scheme,
+            base_authority,
+            remove_dot_segments(&format!("{dir}{ref_path}")),
+            ref_query,
+        )
+    };
+    let hostport = match authority.rfind('@') {
+        Some(at) => &authority[at + 1..],
+        None => authority,
+    };
+    let (host, port) = split_host_port(hostport).map_err(|e| format!("the Location: {e}"))?;
+    let port = port.map(|p| format!(":{p}")).unwrap_or_default();
+    let path = if path.is_empty() {
+        "/".to_string()
+    } else {
+        path
+    };
+    let query = query.map(|q| format!("?{q}")).unwrap_or_default();
+    let uri: Uri = format!("{scheme}://{host}{port}{path}{query}")
+        .parse()
+        .map_err(|e: ureq::http::uri::InvalidUri| {
+            format!("the Location is not a valid URL ({e})")
+        })?;
+    match uri.host() {
+        Some(h) if !h.is_empty() => Ok(uri),
+        _ => Err("the Location has no host".into()),
+    }
+}
+
+/// `scheme:rest` when the text starts with a scheme and a colon.
+fn split_scheme_colon(s: &str) -> Option<(&str, &str)> {
+    let colon = s.find(':')?;
+    let scheme = &s[..colon];
+    let mut chars = scheme.chars();
+    let ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    ok.then(|| (scheme, &s[colon + 1..]))
+}
+
+/// `authority/path?query` (the part after `//`).
+fn split_network_path(rest: &str) -> (&str, &str, Option<&str>) {
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let authority = &rest[..end];
+    let tail = &rest[end..];
+    match tail.split_once('?') {
+        Some((p, q)) => (authority, p, Some(q)),
+        None => (authority, tail, None),
+    }
+}
+
+/// RFC 3986 section 5.2.4: resolves `.` and `..` segments.
+fn remove_dot_segments(path: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    let segments: Vec<&str> = path.split('/').collect();
+    let last = segments.len().saturating_sub(1);
+    for (i, seg) in segments.iter().enumerate() {
+        match *seg {
+            "." => {
+                if i == last {
+                    out.push("");
+                }
+            }
+            ".." => {
+                if out.len() > 1 {
+                    out.pop();
+                }
+                if i == last {
+                    out.push("");
+                }
+            }
+            s => out.push(s),
+        }
+    }
+    let joined = out.join("/");
+    if path.starts_with('/') && !joined.starts_with('/') {
+        format!("/{joined}")
+    } else {
+        joined
+    }
+}
+
+/// Whether two request URIs share scheme, host and port (the port being
+/// the scheme's default when none is given).
+pub fn same_origin(a: &Uri, b: &Uri) -> bool {
+    fn origin(u: &Uri) -> Option<(String, String, u16)> {
+        let scheme = u.scheme_str()?.to_ascii_lowercase();
+        let default = match scheme.as_str() {
+            "http" => 80,
+            "https" => 443,
+            _ => return None,
+        };
+        let host = u.host()?.to_ascii_lowercase();
+        Some((scheme, host, u.port_u16().unwrap_or(default)))
+    }
+    match (origin(a), origin(b)) {
+        (Some(x), Some(y)) => x == y,
+        _ => false,
     }
 }
 
@@ -134,27 +563,32 @@ fn file_path(rest: &str) -> Result<PathBuf, String> {
         );
     }
     let path = path.split(['?', '#']).next().unwrap_or(path);
-    Ok(PathBuf::from(percent_decode(path)?))
+    let bytes = percent_decode_bytes(path)
+        .ok_or_else(|| format!("bad percent-escape in file path {path:?}"))?;
+    String::from_utf8(bytes)
+        .map(PathBuf::from)
+        .map_err(|_| format!("file path {path:?} is not UTF-8"))
 }
 
-fn percent_decode(s: &str) -> Result<String, String> {
+/// Decodes `%xx` escapes; None on a bad one.
+fn percent_decode_bytes(s: &str) -> Option<Vec<u8>> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = s
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| format!("bad percent-escape in file path {s:?}"))?;
-            out.push(hex);
+    while let Some(&b) = bytes.get(i) {
+        if b == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            if !hex.bytes().all(|h| h.is_ascii_hexdigit()) {
+                return None;
+            }
+            out.push(u8::from_str_radix(hex, 16).ok()?);
             i += 3;
         } else {
-            out.push(bytes[i]);
+            out.push(b);
             i += 1;
         }
     }
-    String::from_utf8(out).map_err(|_| format!("file path {s:?} is not UTF-8"))
+    Some(out)
 }
 
 /// Whether `host` matches a `NO_PROXY` list: comma-separated names, where
@@ -184,7 +618,6 @@ pub fn no_proxy_matches(no_proxy: &str, host: &str) -> bool {
             !entry.is_empty() && (host == entry || host.ends_with(&format!(".{entry}")))
         })
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,7 +667,6 @@ mod tests {
             u.scrub("error for bob:s3cr%40t@inv"),
             "error for bob:***@inv"
         );
-        assert_eq!(u.raw(), "https://bob:s3cr%40t@inv.example:8443/api?x=1");
         assert_eq!(u.host(), Some("inv.example"));
 
         // No password: nothing to hide, user names stay.
@@ -268,5 +700,225 @@ mod tests {
         assert!(!no_proxy_matches("example.com", "notexample.com"));
         assert!(!no_proxy_matches("", "inv"));
         assert!(!no_proxy_matches("other", "inv"));
+    }
+
+    #[test]
+    fn reserved_characters_in_a_password_never_show_and_never_misroute() {
+        for (raw, hidden) in [
+            ("http://alice:Pa/ss-W0rd@127.0.0.1:18080/x", "ss-W0rd"),
+            ("http://alice:Pa?ss-W0rd@127.0.0.1:18080/x", "ss-W0rd"),
+            ("http://alice:Pa#ss-W0rd@127.0.0.1:18080/x", "ss-W0rd"),
+            ("http://alice:Pa:ss-W0rd/x@127.0.0.1/x", "ss-W0rd"),
+            ("https://alice:99999/ss-W0rd@host/x", "ss-W0rd"),
+            ("http://alice:0/ss-W0rd@host/x", "ss-W0rd"),
+            ("http://alice:Pa@ss-W0rd@[::1/x", "ss-W0rd"),
+        ] {
+            let e = InventoryUrl::parse(raw).expect_err(raw);
+            assert!(!e.contains(hidden) && !e.contains("Pa"), "{raw}: {e}");
+        }
+        // A '/' before the ':' is the same trick: the '@' marks userinfo.
+        let u = InventoryUrl::parse("http://us/er:Secr3t@127.0.0.1/x").unwrap();
+        assert_eq!(u.to_string(), "http://us/er:***@127.0.0.1/x");
+        assert!(u.secrets().iter().any(|s| s == "Secr3t"));
+        // An '@' in an unencoded password: the last '@' ends the userinfo.
+        let u = InventoryUrl::parse("http://alice:p@ss@127.0.0.1:8080/x").unwrap();
+        assert_eq!(u.to_string(), "http://alice:***@127.0.0.1:8080/x");
+        assert_eq!(
+            u.authorization(),
+            Some(format!("Basic {}", base64(b"alice:p@ss")).as_str())
+        );
+        assert_eq!(u.host(), Some("127.0.0.1"));
+    }
+
+    #[test]
+    fn redact_covers_every_shape() {
+        for (raw, want) in [
+            ("http://u:pw@h/x", "http://u:***@h/x"),
+            ("pu:Pr/oxyPW@host:3128", "pu:***@host:3128"),
+            ("socks5h://u:p@h:1080", "socks5h://u:***@h:1080"),
+            ("HTTP://u:a:b@h", "HTTP://u:***@h"),
+            ("u:pw@h/?next=http://x", "u:***@h/?next=http://x"),
+            ("http://h/x?mail=a:b@c", "http://h/x?mail=a:b@c"),
+            ("http://bob@h/x", "http://bob@h/x"),
+            ("host:3128", "host:3128"),
+            ("", ""),
+        ] {
+            assert_eq!(redact(raw).0, want, "{raw}");
+        }
+        assert_eq!(redact("pu:Pr/oxyPW@host").1.as_deref(), Some("Pr/oxyPW"));
+    }
+
+    #[test]
+    fn userinfo_is_percent_decoded_and_kept_out_of_the_uri() {
+        let u = InventoryUrl::parse("http://alice:s3cr%40t@127.0.0.1:18080/x?y=1#frag").unwrap();
+        let Location::Http { uri, https } = u.location() else {
+            panic!("not http");
+        };
+        assert!(!https);
+        assert_eq!(uri.to_string(), "http://127.0.0.1:18080/x?y=1");
+        assert_eq!(
+            u.authorization(),
+            Some(format!("Basic {}", base64(b"alice:s3cr@t")).as_str())
+        );
+        for s in ["s3cr%40t", "s3cr@t", &base64(b"alice:s3cr@t")] {
+            assert!(u.secrets().iter().any(|x| x == s), "{s} not a secret");
+        }
+        let u = InventoryUrl::parse("http://al%69ce@h/x").unwrap();
+        assert_eq!(
+            u.authorization(),
+            Some(format!("Basic {}", base64(b"alice:")).as_str())
+        );
+        assert_eq!(
+            InventoryUrl::parse("http://@h/x").unwrap().authorization(),
+            None
+        );
+        assert_eq!(
+            InventoryUrl::parse("http://h/x").unwrap().authorization(),
+            None
+        );
+        for bad in ["http://u:p%zzw@h/x", "http://u:p%@h/x", "http://u:%ff@h/x"] {
+            let e = InventoryUrl::parse(bad).expect_err(bad);
+            assert!(e.contains("password") && !e.contains("%zz"), "{e}");
+        }
+    }
+
+    #[test]
+    fn ports() {
+        for (raw, port) in [
+            ("http://h:1/x", Some(1)),
+            ("http://h:65535/x", Some(65535)),
+            ("http://h:/x", None),
+            ("http://[::1]:8080/x", Some(8080)),
+        ] {
+            let u = InventoryUrl::parse(raw).unwrap();
+            let Location::Http { uri, .. } = u.location() else {
+                panic!()
+            };
+            assert_eq!(uri.port_u16(), port, "{raw}");
+        }
+        for bad in [
+            "http://h:0/x",
+            "http://h:65536/x",
+            "http://h:80a/x",
+            "http://h:+80/x",
+            "http://h:-1/x",
+            "http://[::1]x/",
+            "http://[::1/",
+            "http://:80/",
+            "http://u:p@/x",
+        ] {
+            assert!(InventoryUrl::parse(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn base64_vectors() {
+        for (plain, enc) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+            ("alice:s3cr@t", "YWxpY2U6czNjckB0"),
+        ] {
+            assert_eq!(base64(plain.as_bytes()), enc, "{plain}");
+        }
+        assert_eq!(base64(&[0xff, 0xfe, 0xfd]), "//79");
+    }
+
+    #[test]
+    fn proxy_values() {
+        let p = ProxyUrl::parse("http://pu:s%2Fcret@proxy:3128").unwrap();
+        assert_eq!((p.https, p.host.as_str(), p.port), (false, "proxy", 3128));
+        let c = p.credentials.clone().unwrap();
+        assert_eq!(
+            (c.user.as_str(), c.password.as_deref()),
+            ("pu", Some("s/cret"))
+        );
+        for s in ["s%2Fcret", "s/cret", &base64(b"pu:s/cret")] {
+            assert!(p.secrets().iter().any(|x| x == s), "{s}");
+        }
+        let p = ProxyUrl::parse("pu:pw@127.0.0.1:3128").unwrap();
+        assert_eq!((p.https, p.port), (false, 3128));
+        let p = ProxyUrl::parse("HTTPS://[::1]").unwrap();
+        assert_eq!((p.https, p.host.as_str(), p.port), (true, "[::1]", 443));
+        assert_eq!(ProxyUrl::parse("proxy").unwrap().port, 80);
+        for scheme in [
+            "socks5h", "socks5", "socks4", "socks4a", "socks", "SOCKS5H", "ftp",
+        ] {
+            let e = ProxyUrl::parse(&format!("{scheme}://u:Secr3t@h:1080")).unwrap_err();
+            assert!(e.contains("unsupported proxy scheme"), "{e}");
+            assert!(!e.contains("Secr3t"), "{e}");
+        }
+        for bad in [
+            "pu:Pr/oxyPW@host:3128",
+            "http://h:0",
+            "http://",
+            "1x://h",
+            "http://u:%zz@h",
+        ] {
+            let e = ProxyUrl::parse(bad).expect_err(bad);
+            assert!(!e.contains("oxyPW") && !e.contains("%zz"), "{e}");
+        }
+    }
+
+    fn base() -> Uri {
+        "http://inv.example:8080/a/b/sensors?q=1".parse().unwrap()
+    }
+
+    #[test]
+    fn redirect_targets_resolve_like_rfc_3986() {
+        for (location, want) in [
+            ("/sensors/", "http://inv.example:8080/sensors/"),
+            ("sensors/", "http://inv.example:8080/a/b/sensors/"),
+            ("../c", "http://inv.example:8080/a/c"),
+            ("./c?x=2", "http://inv.example:8080/a/b/c?x=2"),
+            ("../../../../c", "http://inv.example:8080/c"),
+            ("?x=2", "http://inv.example:8080/a/b/sensors?x=2"),
+            ("#frag", "http://inv.example:8080/a/b/sensors?q=1"),
+            ("", "http://inv.example:8080/a/b/sensors?q=1"),
+            ("//other:81/x", "http://other:81/x"),
+            ("https://other/x/./y/../z#f", "https://other/x/z"),
+            ("HTTP://u:Secr3t@other:82", "http://other:82/"),
+            ("http://[::1]:9/x", "http://[::1]:9/x"),
+        ] {
+            assert_eq!(
+                resolve_redirect(&base(), location).map(|u| u.to_string()),
+                Ok(want.to_string()),
+                "{location}"
+            );
+        }
+        for bad in [
+            "file:///etc/passwd",
+            "ftp://h/x",
+            "javascript:alert(1)",
+            "data:text/plain,x",
+            "http:/x",
+            "http://",
+            "http://h:0/",
+            "http://h:99999/",
+            "http://a b/",
+            "/a\u{202e}b",
+            "http://u:Secr3t@h:x/",
+        ] {
+            let e = resolve_redirect(&base(), bad).expect_err(bad);
+            assert!(!e.contains("Secr3t") && !e.contains('\u{202e}'), "{e}");
+        }
+    }
+
+    #[test]
+    fn origins() {
+        let u = |s: &str| s.parse::<Uri>().unwrap();
+        assert!(same_origin(&u("http://h/x"), &u("http://h:80/y")));
+        assert!(same_origin(&u("https://H/x"), &u("https://h:443/")));
+        assert!(!same_origin(&u("http://h:8080/"), &u("http://h:8081/")));
+        assert!(!same_origin(&u("http://h/"), &u("https://h/")));
+        assert!(!same_origin(&u("http://h:443/"), &u("https://h/")));
+        assert!(!same_origin(
+            &u("http://127.0.0.1/"),
+            &u("http://localhost/")
+        ));
     }
 }

@@ -330,3 +330,218 @@ fn missing_file_inventory_fails() {
     assert_eq!(out.code(), Some(1), "{}", out.describe());
     assert!(!cmd.targets_file().exists());
 }
+
+// ---------------------------------------------------------------------------
+// Passwords with reserved characters, and credentials in trace output
+// ---------------------------------------------------------------------------
+
+/// Every mode: the three one-shot commands and the daemon (no argument).
+const MODES: [Option<&str>; 4] = [
+    Some("--check-config"),
+    Some("--once"),
+    Some("--print"),
+    None,
+];
+
+/// The first of `needles` found in `text`, if any.
+fn leaked<'a>(text: &str, needles: &'a [String]) -> Option<&'a str> {
+    needles
+        .iter()
+        .map(String::as_str)
+        .find(|n| text.contains(n))
+}
+
+/// A credential in every form it could leak in: as written, decoded, as
+/// base64, and any 6-character piece of the base64 (a wire dump splits it
+/// over lines).
+fn forms(written: &str, decoded: &str, user_pass: &str) -> Vec<String> {
+    let b64 = base64(user_pass.as_bytes());
+    let mut v = vec![written.to_string(), decoded.to_string(), b64.clone()];
+    let chars: Vec<char> = b64.trim_end_matches('=').chars().collect();
+    v.extend(chars.windows(6).map(|w| w.iter().collect::<String>()));
+    v
+}
+
+#[test]
+fn reserved_characters_in_a_password_exit_78_and_never_show_it() {
+    let dir = TestDir::new("cli-resv");
+    let inv = FakeInventory::start(Behavior::list(&["sensor_0"]));
+    let p = inv.port();
+    let urls = [
+        format!("http://alice:Pa/ss-W0rd@127.0.0.1:{p}/x"),
+        format!("http://alice:Pa?ss-W0rd@127.0.0.1:{p}/x"),
+        format!("http://alice:Pa#ss-W0rd@127.0.0.1:{p}/x"),
+        format!("https://alice:99999/ss-W0rd@127.0.0.1:{p}/x"),
+        format!("http://alice:Pa@ss-W0rd@127.0.0.1:x{p}/x"),
+    ];
+    for url in &urls {
+        for mode in MODES {
+            let mut cmd = AgentCmd::new(&dir)
+                .env("INVENTORY_URL", url)
+                .env("LOG_LEVEL", "trace");
+            if let Some(m) = mode {
+                cmd = cmd.arg(m);
+            }
+            let out = cmd.run(T);
+            let what = format!("{mode:?} {url}");
+            assert_eq!(out.code(), Some(78), "{what}\n{}", out.describe());
+            let lines = out.stderr_lines();
+            assert_eq!(lines.len(), 1, "{what}\n{}", out.describe());
+            assert!(
+                lines[0].starts_with("sd-updater: invalid configuration: INVENTORY_URL: "),
+                "{what}: {}",
+                lines[0]
+            );
+            let all = format!("{}{}", out.stdout, out.stderr);
+            assert!(
+                !all.contains("ss-W0rd") && !all.contains("Pa/") && !all.contains("Pa?"),
+                "{what}: password shown\n{}",
+                out.describe()
+            );
+        }
+    }
+    assert_eq!(inv.request_count(), 0, "a refused URL was fetched");
+}
+
+/// A URL that parses (host 127.0.0.1, port 1) but carries something that
+/// looks like a password in its path: it is redacted everywhere, even in
+/// the start-up lines, retries, failures and library messages at trace.
+#[test]
+fn anything_that_looks_like_a_password_is_redacted_whatever_the_shape() {
+    let dir = TestDir::new("cli-shape");
+    let inv = FakeInventory::start(Behavior::list(&["sensor_0"]));
+    let p = inv.port();
+    let url = format!("http://127.0.0.1:1/er:Secr3t-Pw@127.0.0.1:{p}/x");
+    let shown = format!("http://127.0.0.1:***@127.0.0.1:{p}/x");
+    let mut transcripts = Vec::new();
+    for mode in MODES {
+        let cmd = AgentCmd::new(&dir)
+            .env("INVENTORY_URL", &url)
+            .env("LOG_LEVEL", "trace")
+            .env("RETRY_ATTEMPTS", "1");
+        let (stdout, stderr) = match mode {
+            Some(m) => {
+                let out = cmd.arg(m).run(T);
+                if m == "--check-config" {
+                    assert_eq!(out.code(), Some(0), "{}", out.describe());
+                    assert!(
+                        out.stdout
+                            .lines()
+                            .any(|l| l == format!("INVENTORY_URL={shown}")),
+                        "{}",
+                        out.describe()
+                    );
+                } else {
+                    assert_eq!(out.code(), Some(1), "{m}\n{}", out.describe());
+                }
+                (out.stdout, out.stderr)
+            }
+            None => {
+                let ndir = TestDir::new("cli-shape-n");
+                let notify = NotifySocket::new(&ndir);
+                let mut agent = cmd.notify(&notify).spawn();
+                assert!(
+                    notify.wait_for("READY=1", T).is_some(),
+                    "{}",
+                    agent.stderr()
+                );
+                assert!(
+                    wait_for(T, || agent.stderr().contains("Failed to fetch inventory:")),
+                    "{}",
+                    agent.stderr()
+                );
+                agent.signal(Signal::SIGTERM);
+                agent.wait_exit(T);
+                let notes = notify.dump();
+                (notes, agent.stderr())
+            }
+        };
+        transcripts.push((mode, stdout, stderr));
+    }
+    for (mode, stdout, stderr) in &transcripts {
+        assert!(
+            !stdout.contains("Secr3t") && !stderr.contains("Secr3t"),
+            "{mode:?}: password shown\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}"
+        );
+    }
+    let daemon_log = &transcripts[3].2;
+    assert!(
+        daemon_log.contains(&format!("INVENTORY_URL={shown}"))
+            && daemon_log.contains(&format!("Failed to fetch inventory from {shown}")),
+        "the start-up and retry lines must show the redacted URL\n{daemon_log}"
+    );
+    assert_eq!(inv.request_count(), 0);
+}
+
+#[test]
+fn trace_logs_never_show_credentials_in_any_form() {
+    let dir = TestDir::new("cli-trace");
+    let inv = FakeInventory::start(Behavior::list(&["sensor_0"]));
+    // A same-origin redirect first, so that the credential goes out twice.
+    let url = format!("http://alice:s3cr%40t@127.0.0.1:{}/inventory", inv.port());
+    let secrets = forms("s3cr%40t", "s3cr@t", "alice:s3cr@t");
+    let mut transcripts = Vec::new();
+    for mode in MODES {
+        if mode != Some("--check-config") {
+            inv.push_once(Behavior::redirect("/inventory/"));
+        }
+        let before = inv.request_count();
+        let cmd = AgentCmd::new(&dir)
+            .env("INVENTORY_URL", &url)
+            .env("LOG_LEVEL", "trace");
+        match mode {
+            Some(m) => {
+                let out = cmd.arg(m).run(T);
+                assert_eq!(out.code(), Some(0), "{m}\n{}", out.describe());
+                transcripts.push((m.to_string(), out.stdout + &out.stderr));
+            }
+            None => {
+                let ndir = TestDir::new("cli-trace-n");
+                let notify = NotifySocket::new(&ndir);
+                let mut agent = cmd.notify(&notify).spawn();
+                assert!(notify.wait_for("READY=1", T).is_some());
+                assert!(
+                    wait_for(T, || agent.stderr().contains("Successfully")),
+                    "{}",
+                    agent.stderr()
+                );
+                agent.signal(Signal::SIGTERM);
+                agent.wait_exit(T);
+                transcripts.push(("daemon".into(), agent.stderr() + &notify.dump()));
+            }
+        }
+        if mode != Some("--check-config") {
+            let sent = inv.requests()[before..].to_vec();
+            assert_eq!(sent.len(), 2, "{mode:?}");
+            assert!(
+                sent.iter().all(|r| r.header("Authorization")
+                    == Some(&format!("Basic {}", base64(b"alice:s3cr@t")))),
+                "{mode:?}: the credential was not sent, the test would prove nothing"
+            );
+        }
+    }
+    for (what, text) in &transcripts {
+        if let Some(s) = leaked(text, &secrets) {
+            panic!("{what}: {s:?} is in the log\n{text}");
+        }
+        // Neither the header nor ureq's wire dump (hex rows) is logged.
+        for line in text.lines() {
+            let l = line.to_ascii_lowercase();
+            assert!(!l.contains("authorization: basic"), "{what}: {line}");
+            let msg = line.split(" - TRACE - ").nth(1).unwrap_or("");
+            let hex_row = msg.len() > 10
+                && msg.as_bytes()[..9].iter().enumerate().all(|(i, b)| {
+                    if i == 4 {
+                        *b == b' '
+                    } else {
+                        b.is_ascii_hexdigit()
+                    }
+                });
+            assert!(!hex_row, "{what}: wire dump logged: {line}");
+        }
+    }
+    assert!(
+        transcripts.iter().any(|(_, t)| t.contains(" - TRACE - ")),
+        "no trace output at all: the test would prove nothing"
+    );
+}

@@ -149,3 +149,36 @@ fn render_matches_agreed_format() {
     assert_eq!(v[0]["targets"][1], "b:2");
     assert!(render(&[], "/m", &[]).contains("\"targets\": [],"));
 }
+
+#[test]
+fn redirect_behaviour_and_base64_helper() {
+    let inv = FakeInventory::start(Behavior::Redirect {
+        status: 307,
+        location: "http://u:p@h:1/\u{202e}x".into(),
+    });
+    let (resp, eof) = get(&inv, SEC * 2);
+    assert!(eof);
+    let text = String::from_utf8_lossy(&resp);
+    assert!(text.starts_with("HTTP/1.1 307 "), "{text}");
+    // The Location goes out verbatim, raw UTF-8 included.
+    assert!(
+        text.contains("Location: http://u:p@h:1/\u{202e}x\r\n"),
+        "{text}"
+    );
+    inv.set(Behavior::redirect("/next"));
+    let (resp, _) = get(&inv, SEC * 2);
+    let text = String::from_utf8_lossy(&resp);
+    assert!(text.starts_with("HTTP/1.1 302 ") && text.contains("Location: /next\r\n"));
+    // RFC 4648 test vectors.
+    for (plain, enc) in [
+        ("", ""),
+        ("f", "Zg=="),
+        ("fo", "Zm8="),
+        ("foo", "Zm9v"),
+        ("foob", "Zm9vYg=="),
+        ("fooba", "Zm9vYmE="),
+        ("foobar", "Zm9vYmFy"),
+    ] {
+        assert_eq!(base64(plain.as_bytes()), enc);
+    }
+}

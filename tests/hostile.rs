@@ -196,3 +196,56 @@ fn head_dripping_one_byte_per_second_is_cut_at_http_timeout() {
         "response head dripping 1 byte/s",
     );
 }
+
+/// Hostile redirects: a Location of tens of KiB, relative paths climbing
+/// past the root, a Location full of escapes and a 308 loop. Each fails (or
+/// is followed) cleanly; messages stay short; the daemon lives.
+#[test]
+fn hostile_redirects_fail_cleanly_with_short_messages() {
+    let (mut d, old) = daemon("hostile-redir", &[]);
+    let long = format!("ftp://u:Long-Secr3t@h/{}", "a".repeat(30_000));
+    let cases: Vec<(&str, Reply, &str)> = vec![
+        ("30 KiB Location", Reply::Redirect(long), "refused"),
+        (
+            "escapes",
+            Reply::Redirect("/%00%0d%0a%1b[31m\\\\..%2f..%2f".into()),
+            "too many redirects",
+        ),
+        (
+            "308 loop",
+            Reply::Status {
+                code: 308,
+                headers: vec![("Location".into(), "/inventory".into())],
+                body: Arc::new(Vec::new()),
+            },
+            "too many redirects",
+        ),
+        ("no host", Reply::Redirect("http:///x".into()), "refused"),
+    ];
+    for (what, reply, word) in cases {
+        let log = d.cycle(what, reply);
+        let failure = fetch_failure(&log).unwrap_or_else(|| panic!("{what}: no failure\n{log}"));
+        assert!(failure.contains(word), "{what}: {failure}");
+        assert!(
+            log.lines().all(|l| l.len() < 1024),
+            "{what}: a log line over 1 KiB\n{log}"
+        );
+        assert!(!log.contains("Long-Secr3t"), "{what}: {log}");
+        assert_eq!(fs::read(&d.file).unwrap(), old, "{what}");
+    }
+    // Relative paths that climb past the root stay on the server.
+    let good = GoodList::numbered("climbed", 2);
+    d.server
+        .set("climb", Reply::Redirect("../../../../etc/passwd".into()));
+    d.agent.signal(nix::sys::signal::Signal::SIGHUP);
+    assert!(d.server.wait_served(d.server.served_count() + 1, DAEMON_T));
+    d.server.set("good", Reply::ok(&good.body));
+    assert!(d.notify.wait_for("READY=1", DAEMON_T).is_some());
+    let served = d.server.served();
+    let targets: Vec<&str> = served.iter().map(|s| s.target.as_str()).collect();
+    assert!(
+        targets.contains(&"/etc/passwd"),
+        "the climb was not resolved within the server: {targets:?}"
+    );
+    assert!(d.agent.alive());
+}

@@ -239,3 +239,91 @@ fn journal_entries_carry_the_documented_fields() {
     let stderr = fs::read_to_string(&run.stderr_path).unwrap();
     assert!(stderr.is_empty(), "stderr in journal mode: {stderr}");
 }
+
+/// A credential in every form it could leak in: as written, decoded, as
+/// base64, and any 6-character piece of the base64.
+fn credential_forms(written: &str, decoded: &str, user_pass: &str) -> Vec<String> {
+    let b64 = common::base64(user_pass.as_bytes());
+    let mut v = vec![written.to_string(), decoded.to_string(), b64.clone()];
+    let chars: Vec<char> = b64.trim_end_matches('=').chars().collect();
+    v.extend(chars.windows(6).map(|w| w.iter().collect::<String>()));
+    v
+}
+
+/// At LOG_LEVEL=trace, library messages included, no journal field holds
+/// the inventory's or the proxy's password in any form, and INVENTORY_URL
+/// is the redacted URL.
+#[test]
+#[ignore = "needs root"]
+fn trace_entries_never_carry_credentials() {
+    assert!(is_root(), "journal mode needs root and unshare(1)");
+    let inv = common::FakeInventory::start(common::Behavior::list(&["sensor_1"]));
+    // A same-origin redirect, so that the credential is sent twice.
+    inv.push_once(common::Behavior::redirect("/inventory/"));
+    let url = format!("http://alice:s3cr%40t@127.0.0.1:{}/inventory", inv.port());
+    let shown = format!("http://alice:***@127.0.0.1:{}/inventory", inv.port());
+    let mut entries = Vec::new();
+
+    let env = [
+        ("INVENTORY_URL", url.clone()),
+        ("LOG_LEVEL", "trace".to_string()),
+        ("UPDATE_INTERVAL", "1h".to_string()),
+    ];
+    let mut run = start(TestDir::new("journal-trace"), &env).expect("root");
+    let written = run
+        .journal
+        .wait(T, |e| e.get("CHANGED").map(String::as_str) == Some("true"))
+        .unwrap_or_else(|| panic!("nothing written\n{}", run.journal.dump()));
+    assert!(written.contains_key("TARGET_COUNT"));
+    let fetched = run
+        .journal
+        .wait(T, |e| e.contains_key("SENSOR_COUNT"))
+        .unwrap();
+    assert_eq!(fetched["INVENTORY_URL"], shown);
+    assert_eq!(inv.request_count(), 2, "{}", run.journal.dump());
+    assert!(inv.requests().iter().all(|r| r.header("Authorization")
+        == Some(&format!("Basic {}", common::base64(b"alice:s3cr@t")))));
+    entries.append(&mut run.journal.entries);
+    drop(run);
+
+    // A proxy with credentials that refuses the connection: failures at trace.
+    let env = [
+        ("INVENTORY_URL", url),
+        ("LOG_LEVEL", "trace".to_string()),
+        ("RETRY_ATTEMPTS", "1".to_string()),
+        ("RETRY_BACKOFF", "0.1".to_string()),
+        ("HTTP_PROXY", "http://pu:Pr0xy%2FPW@127.0.0.1:1".to_string()),
+    ];
+    let mut run = start(TestDir::new("journal-trace-p"), &env).expect("root");
+    let failed = run
+        .journal
+        .wait(T, |e| {
+            e.get("MESSAGE")
+                .is_some_and(|m| m.starts_with("Failed to fetch inventory:"))
+        })
+        .unwrap_or_else(|| panic!("no failure\n{}", run.journal.dump()));
+    assert!(failed.contains_key("ERROR"));
+    entries.append(&mut run.journal.entries);
+    drop(run);
+
+    let mut needles = credential_forms("s3cr%40t", "s3cr@t", "alice:s3cr@t");
+    needles.extend(credential_forms("Pr0xy%2FPW", "Pr0xy/PW", "pu:Pr0xy/PW"));
+    for e in &entries {
+        for (k, v) in e {
+            for n in &needles {
+                assert!(!v.contains(n.as_str()), "{n:?} in {k}={v:?}");
+            }
+        }
+    }
+    assert!(
+        entries
+            .iter()
+            .any(|e| e.get("TARGET").is_some_and(|t| t.starts_with("ureq"))),
+        "no library trace entries: the test would prove nothing"
+    );
+    assert!(
+        entries.iter().any(|e| e.get("MESSAGE").map(String::as_str)
+            == Some("Using proxy HTTP_PROXY=http://pu:***@127.0.0.1:1")),
+        "the proxy was not used: the test would prove nothing"
+    );
+}

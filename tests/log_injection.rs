@@ -273,3 +273,183 @@ fn hostile_names_are_logged_escaped_in_journal_mode() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// Server text that reorders or breaks lines: a redirect Location
+// ---------------------------------------------------------------------------
+
+/// Redirect targets carrying Unicode that reorders or breaks lines, or
+/// hides text: bidi overrides and isolates, line and paragraph separators,
+/// zero-width and other format characters, tag characters.
+const HOSTILE_LOCATIONS: &[(&str, &str)] = &[
+    ("/inv\u{202e}nosj.exe", r"\u{202e}"),
+    (
+        "/a\u{2028}2025-01-01 00:00:00 - sd-updater - ERROR - forged",
+        r"\u{2028}",
+    ),
+    ("/p\u{2029}q", r"\u{2029}"),
+    ("/\u{2066}x\u{2069}\u{202a}\u{202d}", r"\u{2066}"),
+    ("/soft\u{ad}hy\u{200b}\u{200f}\u{61c}\u{180e}", r"\u{ad}"),
+    ("/\u{feff}\u{2060}\u{206f}\u{fff9}", r"\u{feff}"),
+    ("/tag\u{e0001}\u{e0041}\u{e007f}", r"\u{e0001}"),
+    (
+        "http://u:Loc-Secr3t@127.0.0.1:1/\u{202e}x",
+        r"u:***@127.0.0.1:1/\u{202e}x",
+    ),
+];
+
+/// Whether `s` holds a character that must have been escaped.
+fn has_unescaped(s: &str) -> Option<char> {
+    s.chars().find(|&c| {
+        c.is_control()
+            || matches!(
+                u32::from(c),
+                0xAD | 0x61C
+                    | 0x180E
+                    | 0x200B..=0x200F
+                    | 0x2028..=0x202E
+                    | 0x2060..=0x206F
+                    | 0xFEFF
+                    | 0xFFF9..=0xFFFB
+                    | 0xE0000..=0xE007F
+            )
+    })
+}
+
+#[test]
+fn hostile_locations_are_escaped_in_stderr_mode() {
+    for (location, escaped) in HOSTILE_LOCATIONS {
+        let dir = TmpDir::new("inject-loc");
+        let server = Server::start("redirect", Reply::Redirect(location.to_string()));
+        let (st, log) = Spawn::new(&dir, &server.url())
+            .arg("--once")
+            .env("LOG_LEVEL", "debug")
+            .run(T);
+        assert_eq!(st.and_then(|s| s.code()), Some(1), "{location:?}: {log}");
+        assert_clean_lines(log.as_bytes(), &format!("{location:?}"));
+        let failure = fetch_failure(&log).unwrap_or_else(|| panic!("no failure\n{log}"));
+        assert!(
+            failure.contains(escaped) && failure.contains("refused"),
+            "{location:?} should be shown escaped ({escaped}): {failure}"
+        );
+        assert!(!log.contains("Loc-Secr3t"), "{log}");
+    }
+}
+
+#[test]
+fn hostile_locations_are_escaped_in_status() {
+    let first = GoodList::numbered("first", 3);
+    let mut d = Daemon::start(
+        TmpDir::new("inject-loc-st"),
+        &first,
+        &[("LOG_LEVEL", "trace"), ("RETRY_ATTEMPTS", "0")],
+    );
+    for (location, escaped) in HOSTILE_LOCATIONS {
+        d.server
+            .set("redirect", Reply::Redirect(location.to_string()));
+        d.agent.signal(nix::sys::signal::Signal::SIGHUP);
+        // READY=1 after the cycle carries its STATUS=.
+        let status = d
+            .notify
+            .wait_for("READY=1", DAEMON_T)
+            .and_then(|m| field(&m, "STATUS").map(str::to_string))
+            .unwrap_or_else(|| panic!("no READY=1 with STATUS=: {}", d.notify.recent()));
+        let log = d.agent.log_new();
+        assert!(fetch_failure(&log).is_some(), "{location:?}: {log}");
+        assert!(status.contains("failing"), "{status}");
+        if let Some(c) = has_unescaped(&status) {
+            panic!("{location:?}: {c:?} reached STATUS= raw: {status:?}");
+        }
+        let prefix: String = escaped.chars().take(8).collect();
+        assert!(status.contains(&prefix), "{location:?}: {status:?}");
+        assert!(!status.contains("Loc-Secr3t"), "{status}");
+        assert_eq!(fs::read(&d.file).unwrap(), *first.rendered);
+    }
+    assert_clean_lines(&d.agent.log_bytes(), "Locations at LOG_LEVEL=trace");
+}
+
+#[test]
+#[ignore = "needs root"]
+fn hostile_locations_are_escaped_in_journal_mode() {
+    assert!(
+        is_root(),
+        "journal mode needs root for a private mount namespace"
+    );
+    for (location, escaped) in HOSTILE_LOCATIONS {
+        let dir = TmpDir::new("inject-loc-j");
+        let server = Server::start("redirect", Reply::Redirect(location.to_string()));
+        let jdir = dir.join("journal");
+        fs::create_dir(&jdir).unwrap();
+        let socket = UnixDatagram::bind(jdir.join("socket")).unwrap();
+        fs::set_permissions(jdir.join("socket"), fs::Permissions::from_mode(0o666)).unwrap();
+        let stderr_path = dir.join("stderr");
+        let stderr = File::create(&stderr_path).unwrap();
+        let meta = stderr.metadata().unwrap();
+        let script = format!(
+            "mount -t tmpfs tmpfs /run/systemd 2>/dev/null || {{ mkdir -p /run/systemd && \
+             mount -t tmpfs tmpfs /run/systemd; }} && mkdir /run/systemd/journal && \
+             mount --bind {} /run/systemd/journal && exec {BIN} --once",
+            jdir.display()
+        );
+        let mut child = Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
+            .env("RUN_AS_USER", "nobody")
+            .env("RETRY_ATTEMPTS", "0")
+            .env("LOG_LEVEL", "trace")
+            .env("INVENTORY_URL", server.url())
+            .env("TARGETS_FILE", dir.join("out/targets.json"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn unshare");
+        let mut entries = Vec::new();
+        let deadline = Instant::now() + T;
+        let mut buf = vec![0u8; 256 * 1024];
+        socket
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let status = loop {
+            if let Ok(n @ 1..) = socket.recv(&mut buf) {
+                entries.push(parse_entry(&buf[..n]));
+                continue;
+            }
+            if let Some(st) = child.try_wait().unwrap() {
+                while let Ok(n @ 1..) = socket.recv(&mut buf) {
+                    entries.push(parse_entry(&buf[..n]));
+                }
+                break st;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("--once in journal mode did not finish");
+            }
+        };
+        assert_eq!(status.code(), Some(1), "{location:?}");
+        let failed: Vec<&Entry> = entries
+            .iter()
+            .filter(|e| {
+                e.get("MESSAGE").is_some_and(|m| {
+                    String::from_utf8_lossy(m).contains("Failed to fetch inventory")
+                })
+            })
+            .collect();
+        assert_eq!(failed.len(), 1, "{location:?}");
+        for field in ["MESSAGE", "ERROR"] {
+            let v = String::from_utf8_lossy(&failed[0][field]).into_owned();
+            assert!(v.contains(escaped), "{location:?}: {field}={v:?}");
+        }
+        for e in &entries {
+            for (k, v) in e {
+                let v = String::from_utf8_lossy(v);
+                if let Some(c) = has_unescaped(&v) {
+                    panic!("{location:?}: {c:?} raw in field {k}={v:?}");
+                }
+                assert!(!v.contains("Loc-Secr3t"), "{k}={v}");
+            }
+        }
+    }
+}

@@ -6,6 +6,7 @@
 //! none. ureq tunnels plain HTTP through CONNECT too; an absolute-form GET
 //! is accepted as well. HTTPS through CONNECT is in tls.rs.
 
+mod common;
 mod reliability;
 
 use std::fs;
@@ -133,4 +134,174 @@ fn https_proxy_is_not_used_for_http() {
     let (code, log, _) = once(&inv.url(), &[("HTTPS_PROXY", &proxy.url())]);
     assert_eq!(code, Some(0), "{log}");
     assert!(proxy.requests().is_empty());
+}
+
+// ---------------------------------------------------------------------------
+// Unsupported schemes, scheme-less values, credentials at trace
+// ---------------------------------------------------------------------------
+
+/// Runs `mode` and returns (exit code, log, stdout, file content).
+fn run_mode(
+    url: &str,
+    mode: &str,
+    env: &[(&str, &str)],
+) -> (Option<i32>, String, String, Option<Vec<u8>>) {
+    let dir = TmpDir::new("proxy-m");
+    let mut spawn = Spawn::new(&dir, url).arg(mode).env("LOG_LEVEL", "debug");
+    for (k, v) in env {
+        spawn = spawn.env(k, v);
+    }
+    let mut p = spawn.spawn();
+    let st = p.wait_exit(T);
+    (
+        st.and_then(|s| s.code()),
+        p.log(),
+        p.stdout(),
+        fs::read(spawn.targets_file()).ok(),
+    )
+}
+
+#[test]
+fn socks_proxies_are_ignored_with_a_warning_never_a_panic() {
+    let list = GoodList::numbered("socks", 4);
+    let inv = Server::start("good", Reply::ok(&list.body));
+    let url = inv.url();
+    for var in ["HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"] {
+        for scheme in ["socks5h", "socks5", "socks4", "socks4a", "socks", "SOCKS5H"] {
+            let value = format!("{scheme}://pu:Sock-Secr3t@127.0.0.1:1080");
+            for mode in ["--once", "--print"] {
+                let what = format!("{mode} {var}={scheme}://...");
+                let (code, log, stdout, file) = run_mode(&url, mode, &[(var, &value)]);
+                assert_eq!(code, Some(0), "{what}: {log}");
+                if mode == "--once" {
+                    assert_eq!(file.as_deref(), Some(&list.rendered[..]), "{what}");
+                } else {
+                    assert_eq!(stdout.as_bytes(), &list.rendered[..], "{what}");
+                }
+                let warning = format!(
+                    "WARNING - Ignoring invalid proxy setting {var}={scheme}://pu:***@127.0.0.1:1080"
+                );
+                assert!(
+                    log.contains(&warning),
+                    "{what}: no warning naming it\n{log}"
+                );
+                assert!(
+                    !log.contains("Sock-Secr3t"),
+                    "{what}: password logged\n{log}"
+                );
+                assert!(!log.contains("panicked"), "{what}: {log}");
+            }
+        }
+    }
+    // The daemon's cycles succeed too (they used to fail with "the fetch panicked").
+    let dir = TmpDir::new("proxy-socks-d");
+    let notify = Notify::new(&dir);
+    let spawn = Spawn::new(&dir, &url)
+        .notify(&notify)
+        .env("ALL_PROXY", "socks5h://pu:Sock-Secr3t@127.0.0.1:1080");
+    let mut agent = spawn.spawn();
+    assert!(notify.wait_for("READY=1", T).is_some(), "{}", agent.log());
+    for _ in 0..2 {
+        agent.signal(nix::sys::signal::Signal::SIGHUP);
+        assert!(notify.wait_for("READY=1", T).is_some(), "{}", agent.log());
+    }
+    assert!(agent.alive());
+    assert_eq!(
+        fs::read(spawn.targets_file()).ok().as_deref(),
+        Some(&list.rendered[..]),
+        "{}",
+        agent.log()
+    );
+    let log = agent.log();
+    assert!(
+        !log.contains("panicked") && !log.contains("Failed"),
+        "{log}"
+    );
+    assert!(!log.contains("Sock-Secr3t"), "{log}");
+}
+
+#[test]
+fn a_proxy_without_a_scheme_is_an_http_proxy() {
+    let list = GoodList::numbered("noscheme", 2);
+    let inv = Server::start("good", Reply::ok(&list.body));
+    let proxy = Proxy::start(inv.addr());
+    let url = format!("http://127.0.0.2:{}/inventory", inv.port());
+    let value = proxy.url().replace("http://", "pu:Pw-Secr3t@");
+    let (code, log, file) = once(&url, &[("http_proxy", &value)]);
+    assert_eq!(code, Some(0), "{log}");
+    assert_eq!(file.as_deref(), Some(&list.rendered[..]));
+    let reqs = proxy.requests();
+    assert_eq!(reqs.len(), 1, "not proxied: {log}");
+    let auth = reqs[0]
+        .headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("proxy-authorization"))
+        .map(|(_, v)| v.clone());
+    assert_eq!(
+        auth,
+        Some(format!("Basic {}", common::base64(b"pu:Pw-Secr3t")))
+    );
+    assert!(!log.contains("Pw-Secr3t"), "{log}");
+
+    // A '/' in its password breaks the authority: ignored, named, redacted.
+    let port = proxy.url().rsplit(':').next().unwrap().to_string();
+    let bad = format!("pu:Pr/oxyPW@127.0.0.1:{port}");
+    let direct = inv.url();
+    let (code, log, file) = once(&direct, &[("http_proxy", &bad)]);
+    assert_eq!(code, Some(0), "{log}");
+    assert_eq!(file.as_deref(), Some(&list.rendered[..]));
+    assert!(
+        log.contains(&format!(
+            "WARNING - Ignoring invalid proxy setting http_proxy=pu:***@127.0.0.1:{port}"
+        )),
+        "{log}"
+    );
+    assert!(!log.contains("oxyPW"), "password logged:\n{log}");
+    assert_eq!(proxy.requests().len(), 1, "the invalid proxy was used");
+}
+
+#[test]
+fn proxy_and_inventory_credentials_never_show_at_trace() {
+    let list = GoodList::numbered("trace", 2);
+    let inv = Server::start("good", Reply::ok(&list.body));
+    let proxy = Proxy::start(inv.addr());
+    let url = format!("http://alice:s3cr%40t@127.0.0.2:{}/inventory", inv.port());
+    let proxy_url = proxy.url().replace("http://", "http://pu:s%2Fcr3t-PW@");
+    let dir = TmpDir::new("proxy-trace");
+    let spawn = Spawn::new(&dir, &url)
+        .arg("--once")
+        .env("LOG_LEVEL", "trace")
+        .env("HTTP_PROXY", &proxy_url);
+    let (st, log) = spawn.run(T);
+    assert_eq!(st.and_then(|s| s.code()), Some(0), "{log}");
+    let proxy_b64 = common::base64(b"pu:s/cr3t-PW");
+    let inv_b64 = common::base64(b"alice:s3cr@t");
+    // Both credentials were really sent, decoded.
+    let reqs = proxy.requests();
+    assert_eq!(
+        reqs[0]
+            .headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("proxy-authorization"))
+            .map(|(_, v)| v.as_str()),
+        Some(format!("Basic {proxy_b64}").as_str())
+    );
+    assert_eq!(
+        inv.served()[0].header("Authorization"),
+        Some(format!("Basic {inv_b64}").as_str())
+    );
+    let mut needles = vec![
+        "s%2Fcr3t-PW".to_string(),
+        "s/cr3t-PW".to_string(),
+        "s3cr%40t".to_string(),
+        "s3cr@t".to_string(),
+    ];
+    for b64 in [&proxy_b64, &inv_b64] {
+        let chars: Vec<char> = b64.trim_end_matches('=').chars().collect();
+        needles.extend(chars.windows(6).map(|w| w.iter().collect::<String>()));
+    }
+    for n in &needles {
+        assert!(!log.contains(n.as_str()), "{n:?} in the trace log:\n{log}");
+    }
+    assert!(log.contains(" - TRACE - "), "no trace output\n{log}");
 }

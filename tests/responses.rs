@@ -490,3 +490,266 @@ fn huge_retry_after_is_capped_not_a_panic() {
     assert_eq!(fs::read(s.agent.targets_file()).unwrap(), s.original);
     assert!(s.agent.is_alive(), "{log}");
 }
+
+// ---------------------------------------------------------------------------
+// Only 200 is a success; redirects keep credentials on their origin only
+// ---------------------------------------------------------------------------
+
+/// `--once` against `inv` with a seeded targets file; returns the run and
+/// whether the file is still the seed.
+fn once_keeps_seed(dir: &TestDir, url: &str, env: &[(&str, &str)]) -> (RunOutput, bool) {
+    let mut cmd = AgentCmd::new(dir)
+        .env("INVENTORY_URL", url)
+        .env("RETRY_ATTEMPTS", "2")
+        .env("RETRY_BACKOFF", "0.05")
+        .arg("--once");
+    for (k, v) in env {
+        cmd = cmd.env(k, v);
+    }
+    let file = cmd.targets_file();
+    fs::create_dir_all(file.parent().unwrap()).unwrap();
+    fs::write(&file, b"seed\n").unwrap();
+    let out = cmd.run(T);
+    let kept = fs::read(&file).unwrap() == b"seed\n";
+    (out, kept)
+}
+
+#[test]
+fn only_status_200_is_a_success_other_2xx_and_3xx_fail_without_retry() {
+    for status in [206u16, 226, 201, 203, 204, 299, 300, 304, 305] {
+        let dir = TestDir::new("r-non200");
+        // A good-looking body: only the status can make it fail.
+        let body = if matches!(status, 204 | 304) {
+            ""
+        } else {
+            r#"["sensor_new"]"#
+        };
+        let inv = FakeInventory::start(Behavior::respond(
+            status,
+            &[("Content-Type", "application/json")],
+            body,
+        ));
+        let (out, kept) = once_keeps_seed(&dir, &inv.url(), &[]);
+        assert_eq!(out.code(), Some(1), "{status}\n{}", out.describe());
+        assert!(kept, "{status}: the old file changed\n{}", out.describe());
+        assert_eq!(inv.request_count(), 1, "{status} was retried");
+        let failure = out
+            .stderr
+            .lines()
+            .find(|l| l.contains("Failed to fetch inventory"))
+            .unwrap_or_else(|| panic!("{status}: no failure line\n{}", out.describe()));
+        assert!(
+            failure.contains(&format!("HTTP {status}")),
+            "{status}: the failure does not name the status: {failure}"
+        );
+    }
+}
+
+#[test]
+fn status_206_keeps_file_in_the_daemon() {
+    bad_response_keeps_file(
+        "r-206",
+        Behavior::respond(
+            206,
+            &[
+                ("Content-Type", "application/json"),
+                ("Content-Range", "bytes 0-11/40"),
+            ],
+            r#"["sensor_7"]"#,
+        ),
+        FAST,
+        &["HTTP 206 Partial Content"],
+    );
+}
+
+fn basic(user_pass: &str) -> String {
+    format!("Basic {}", base64(user_pass.as_bytes()))
+}
+
+#[test]
+fn percent_encoded_credentials_are_sent_decoded() {
+    let dir = TestDir::new("r-auth-dec");
+    let inv = FakeInventory::start(Behavior::list(&["sensor_a"]));
+    let url = format!(
+        "http://al%69ce:s3cr%40t%2F%3A%25@127.0.0.1:{}/inventory",
+        inv.port()
+    );
+    let out = AgentCmd::new(&dir)
+        .env("INVENTORY_URL", &url)
+        .arg("--once")
+        .run(T);
+    assert_eq!(out.code(), Some(0), "{}", out.describe());
+    let r = inv.requests();
+    assert_eq!(r.len(), 1);
+    assert_eq!(
+        r[0].header("Authorization"),
+        Some(basic("alice:s3cr@t/:%").as_str()),
+        "the credentials must be percent-decoded before base64"
+    );
+    assert_eq!(r[0].path, "/inventory", "userinfo must not reach the path");
+}
+
+#[test]
+fn same_origin_redirect_keeps_the_credentials() {
+    let dir = TestDir::new("r-redir-same");
+    let inv = FakeInventory::start(Behavior::list(&["sensor_r"]));
+    // /sensors -> /sensors/ (relative), then an absolute one to the same origin
+    // spelled with the explicit port.
+    inv.push_once(Behavior::Redirect {
+        status: 301,
+        location: "/sensors/".into(),
+    });
+    inv.push_once(Behavior::Redirect {
+        status: 307,
+        location: format!("http://127.0.0.1:{}/sensors/v2?x=1", inv.port()),
+    });
+    let url = format!("http://alice:s3cret@127.0.0.1:{}/sensors", inv.port());
+    let out = AgentCmd::new(&dir)
+        .env("INVENTORY_URL", &url)
+        .arg("--once")
+        .run(T);
+    assert_eq!(out.code(), Some(0), "{}", out.describe());
+    let r = inv.requests();
+    let paths: Vec<&str> = r.iter().map(|q| q.path.as_str()).collect();
+    assert_eq!(paths, ["/sensors", "/sensors/", "/sensors/v2?x=1"]);
+    for q in &r {
+        assert_eq!(
+            q.header("Authorization"),
+            Some(basic("alice:s3cret").as_str()),
+            "{}: the same origin lost its credentials",
+            q.path
+        );
+    }
+    assert_eq!(
+        fs::read_to_string(cmd_targets(&dir)).unwrap(),
+        render_default(&["sensor_r:9100"])
+    );
+}
+
+fn cmd_targets(dir: &TestDir) -> std::path::PathBuf {
+    AgentCmd::new(dir).targets_file()
+}
+
+#[test]
+fn cross_origin_redirects_drop_the_credentials() {
+    let dir = TestDir::new("r-redir-cross");
+    let other = FakeInventory::start(Behavior::list(&["sensor_o"]));
+    let inv = FakeInventory::start(Behavior::list(&["sensor_i"]));
+    let url = format!("http://alice:s3cret@127.0.0.1:{}/inventory", inv.port());
+    let cases = [
+        // Another port on the same host is another origin.
+        format!("http://127.0.0.1:{}/inventory", other.port()),
+        // So is another host name for the same address and port.
+        format!("http://localhost:{}/elsewhere", inv.port()),
+    ];
+    for location in &cases {
+        let before_inv = inv.request_count();
+        let before_other = other.request_count();
+        inv.push_once(Behavior::redirect(location.clone()));
+        let out = AgentCmd::new(&dir)
+            .env("INVENTORY_URL", &url)
+            .arg("--once")
+            .run(T);
+        assert_eq!(out.code(), Some(0), "{location}\n{}", out.describe());
+        let first = &inv.requests()[before_inv];
+        assert_eq!(
+            first.header("Authorization"),
+            Some(basic("alice:s3cret").as_str())
+        );
+        let followed: Vec<Request> = inv.requests()[before_inv + 1..]
+            .iter()
+            .chain(other.requests()[before_other..].iter())
+            .cloned()
+            .collect();
+        assert_eq!(followed.len(), 1, "{location}: {followed:?}");
+        assert_eq!(
+            followed[0].header("Authorization"),
+            None,
+            "{location}: credentials sent to another origin"
+        );
+    }
+}
+
+#[test]
+fn redirect_limits_and_schemes_still_hold() {
+    // Ten redirects are followed; the eleventh is refused.
+    for (hops, code) in [(10usize, 0), (11, 1)] {
+        let dir = TestDir::new("r-redir-10");
+        let inv = FakeInventory::start(Behavior::list(&["sensor_h"]));
+        for i in 0..hops {
+            inv.push_once(Behavior::redirect(format!("/hop{i}")));
+        }
+        let (out, kept) = once_keeps_seed(&dir, &inv.url(), &[]);
+        assert_eq!(out.code(), Some(code), "{hops} hops\n{}", out.describe());
+        assert_eq!(kept, code == 1, "{hops} hops\n{}", out.describe());
+        if code == 1 {
+            assert!(
+                out.stderr.contains("too many redirects"),
+                "{}",
+                out.describe()
+            );
+            assert_eq!(inv.request_count(), 11, "a refused chain is not retried");
+        }
+    }
+    // Other schemes are refused, and the Location is shown without password.
+    for location in [
+        "file:///etc/passwd",
+        "ftp://u:Loc-Secr3t@127.0.0.1/x",
+        "gopher://127.0.0.1/",
+        "http://127.0.0.1:99999/x",
+        "http://127.0.0.1:0/x",
+    ] {
+        let dir = TestDir::new("r-redir-scheme");
+        let inv = FakeInventory::start(Behavior::redirect(location));
+        let (out, kept) = once_keeps_seed(&dir, &inv.url(), &[]);
+        assert_eq!(out.code(), Some(1), "{location}\n{}", out.describe());
+        assert!(kept, "{location}");
+        assert_eq!(inv.request_count(), 1, "{location}: retried or followed");
+        let line = out
+            .stderr
+            .lines()
+            .find(|l| l.contains("Failed to fetch inventory"))
+            .unwrap_or_else(|| panic!("{location}: no failure\n{}", out.describe()));
+        assert!(line.contains("refused") && line.contains("302"), "{line}");
+        assert!(!out.stderr.contains("Loc-Secr3t"), "{}", out.describe());
+    }
+    // A redirect without a Location fails and names the status.
+    let dir = TestDir::new("r-redir-noloc");
+    let inv = FakeInventory::start(Behavior::status(302));
+    let (out, kept) = once_keeps_seed(&dir, &inv.url(), &[]);
+    assert_eq!(out.code(), Some(1), "{}", out.describe());
+    assert!(kept);
+    assert!(
+        out.stderr.contains("HTTP 302 Found without a Location"),
+        "{}",
+        out.describe()
+    );
+}
+
+/// HTTP_TIMEOUT bounds the whole attempt, redirects included: ten slow
+/// redirects cannot stretch it ten times.
+#[test]
+fn redirects_share_one_http_timeout() {
+    let dir = TestDir::new("r-redir-slow");
+    let inv = FakeInventory::start(Behavior::Respond {
+        status: 302,
+        headers: vec![("Location".into(), "/inventory".into())],
+        body: std::sync::Arc::new(Vec::new()),
+        delay: Duration::from_millis(400),
+    });
+    let t0 = Instant::now();
+    let (out, kept) = once_keeps_seed(
+        &dir,
+        &inv.url(),
+        &[("HTTP_TIMEOUT", "1"), ("RETRY_ATTEMPTS", "0")],
+    );
+    let took = t0.elapsed();
+    assert_eq!(out.code(), Some(1), "{}", out.describe());
+    assert!(kept);
+    assert!(out.stderr.contains("timed out"), "{}", out.describe());
+    assert!(
+        took < Duration::from_millis(2500),
+        "one attempt took {took:?} with HTTP_TIMEOUT=1"
+    );
+    assert!(inv.request_count() <= 3, "{} requests", inv.request_count());
+}

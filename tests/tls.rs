@@ -550,3 +550,174 @@ fn https_through_a_connect_proxy() {
     assert_eq!(reqs[0].target, format!("127.0.0.2:{}", srv.addr.port()));
     assert!(srv.record().plaintext.is_empty());
 }
+
+// ---------------------------------------------------------------------------
+// Proxy schemes with https inventories
+// ---------------------------------------------------------------------------
+
+/// What the TLS proxy saw: `CONNECT target` and `Proxy-Authorization`.
+type Seen = Arc<Mutex<Vec<(String, Option<String>)>>>;
+
+/// A CONNECT proxy that speaks TLS to the agent (certificate `good`),
+/// records the CONNECT target and `Proxy-Authorization`, and tunnels to
+/// `upstream`, whatever the target names.
+struct TlsProxy {
+    addr: SocketAddr,
+    seen: Seen,
+    stop: Arc<AtomicBool>,
+    acceptor: Option<JoinHandle<()>>,
+}
+
+impl TlsProxy {
+    fn start(config: Arc<rustls::ServerConfig>, upstream: SocketAddr) -> TlsProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (seen2, stop2) = (seen.clone(), stop.clone());
+        let acceptor = thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stop2.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(tcp) = conn else { continue };
+                let (cfg, seen3, stop3) = (config.clone(), seen2.clone(), stop2.clone());
+                thread::spawn(move || tls_tunnel(tcp, cfg, upstream, &seen3, &stop3));
+            }
+        });
+        TlsProxy {
+            addr,
+            seen,
+            stop,
+            acceptor: Some(acceptor),
+        }
+    }
+}
+
+impl Drop for TlsProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_millis(200));
+        if let Some(h) = self.acceptor.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn tls_tunnel(
+    tcp: TcpStream,
+    config: Arc<rustls::ServerConfig>,
+    upstream: SocketAddr,
+    seen: &Mutex<Vec<(String, Option<String>)>>,
+    stop: &AtomicBool,
+) {
+    let _ = tcp.set_read_timeout(Some(Duration::from_millis(20)));
+    let conn = rustls::ServerConnection::new(config).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    let Some(head) = read_head(&mut tls, stop) else {
+        return;
+    };
+    let (method, target, headers) = parse_head(&head);
+    let auth = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("proxy-authorization"))
+        .map(|(_, v)| v.clone());
+    seen.lock()
+        .unwrap()
+        .push((format!("{method} {target}"), auth));
+    let Ok(mut up) = TcpStream::connect(upstream) else {
+        return;
+    };
+    let _ = up.set_read_timeout(Some(Duration::from_millis(20)));
+    if tls
+        .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        .and_then(|()| tls.flush())
+        .is_err()
+    {
+        return;
+    }
+    // One thread pumps both ways, polling with short read timeouts.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let mut buf = [0u8; 16 * 1024];
+    let timeout = |e: &std::io::Error| {
+        matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        )
+    };
+    while std::time::Instant::now() < deadline && !stop.load(Ordering::SeqCst) {
+        match tls.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                if up.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+            Err(e) if timeout(&e) => {}
+            Err(_) => break,
+        }
+        match up.read(&mut buf) {
+            Ok(0) => {
+                tls.conn.send_close_notify();
+                let _ = tls.flush();
+                break;
+            }
+            Ok(n) => {
+                if tls.write_all(&buf[..n]).and_then(|()| tls.flush()).is_err() {
+                    break;
+                }
+            }
+            Err(e) if timeout(&e) => {}
+            Err(_) => break,
+        }
+    }
+}
+
+/// `https://` proxies work (ureq speaks TLS to them with the same trust
+/// store), and their credentials are sent percent-decoded.
+#[test]
+fn an_https_proxy_is_used() {
+    let c = case("tls-hproxy");
+    let inv = Server::start("good", Reply::ok(&c.good.body));
+    let proxy = TlsProxy::start(c.pki.config("good"), inv.addr());
+    // Nothing listens on 127.0.0.2: only the proxy can reach the inventory.
+    let url = format!("http://127.0.0.2:{}/inventory", inv.port());
+    let proxy_url = format!("https://pu:s%2Fcr3t@127.0.0.1:{}", proxy.addr.port());
+    let (code, log, file) = once(&c, &url, &[("HTTP_PROXY", &proxy_url)]);
+    assert_eq!(code, Some(0), "{log}");
+    assert_eq!(file, *c.good.rendered, "{log}");
+    let seen = proxy.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].0, format!("CONNECT 127.0.0.2:{}", inv.port()));
+    assert_eq!(seen[0].1.as_deref(), Some("Basic cHU6cy9jcjN0"));
+    assert!(
+        !log.contains("s%2Fcr3t") && !log.contains("s/cr3t"),
+        "{log}"
+    );
+}
+
+#[test]
+fn socks_in_the_https_proxy_variables_is_ignored_with_a_warning() {
+    let c = case("tls-socks");
+    let srv = Https::start(
+        c.pki.config("good"),
+        http_response(200, "", &c.good.body),
+        c.trap.body.to_vec(),
+    );
+    for var in ["HTTPS_PROXY", "https_proxy"] {
+        let value = "socks5h://pu:Sock-Secr3t@127.0.0.1:1080";
+        let (code, log, file) = once(&c, &srv.url("127.0.0.1"), &[(var, value)]);
+        assert_eq!(code, Some(0), "{var}: {log}");
+        assert_eq!(file, *c.good.rendered, "{var}");
+        assert!(
+            log.contains(&format!(
+                "Ignoring invalid proxy setting {var}=socks5h://pu:***@127.0.0.1:1080"
+            )),
+            "{var}: {log}"
+        );
+        assert!(
+            !log.contains("Sock-Secr3t") && !log.contains("panicked"),
+            "{log}"
+        );
+    }
+}

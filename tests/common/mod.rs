@@ -117,6 +117,8 @@ pub enum Behavior {
     },
     /// 302 to the very same URL, forever.
     RedirectLoop,
+    /// A redirect (`status`, e.g. 301 or 307) to `location`, given verbatim.
+    Redirect { status: u16, location: String },
 }
 
 impl Behavior {
@@ -207,6 +209,14 @@ impl Behavior {
         Behavior::Truncated {
             body: Arc::new(body.into()),
             declared_len,
+        }
+    }
+
+    /// 302 to `location`.
+    pub fn redirect(location: impl Into<String>) -> Behavior {
+        Behavior::Redirect {
+            status: 302,
+            location: location.into(),
         }
     }
 }
@@ -597,6 +607,18 @@ fn respond(stream: &mut TcpStream, sh: &InvShared, b: Behavior, path: &str) -> i
             send(stream, sh, &out)?;
             let _ = stream.flush();
             let _ = stream.shutdown(Shutdown::Both);
+        }
+        Behavior::Redirect { status, location } => {
+            send(
+                stream,
+                sh,
+                &head(
+                    status,
+                    &[],
+                    &[("Location", location), ("Content-Length", "0".to_string())],
+                ),
+            )?;
+            finish(stream, sh);
         }
         Behavior::RedirectLoop => {
             send(
@@ -1120,6 +1142,26 @@ pub fn parse_targets(content: &[u8]) -> Result<Vec<String>, String> {
                 .ok_or_else(|| "target is not a string".to_string())
         })
         .collect()
+}
+
+/// Standard base64 with padding, to compute the `Basic` credential a test
+/// expects to see (or not to see).
+pub fn base64(data: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in data.chunks(3) {
+        let n = (c[0] as u32) << 16
+            | (*c.get(1).unwrap_or(&0) as u32) << 8
+            | *c.get(2).unwrap_or(&0) as u32;
+        for i in 0..4 {
+            out.push(if i <= c.len() {
+                A[(n >> (18 - 6 * i)) as usize & 63] as char
+            } else {
+                '='
+            });
+        }
+    }
+    out
 }
 
 /// Inode and mtime (ns) of a file, to prove it was not touched.
