@@ -99,11 +99,6 @@ mod tests {
         assert_eq!(ping_interval(Duration::from_micros(1)), MIN_WATCHDOG_PING);
         assert_eq!(ping_interval(Duration::from_millis(150)), MIN_WATCHDOG_PING);
     }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
 
     #[test]
     fn status_text_is_one_clean_line() {
