@@ -753,3 +753,18 @@ fn redirects_share_one_http_timeout() {
     );
     assert!(inv.request_count() <= 3, "{} requests", inv.request_count());
 }
+
+/// Deep nesting cannot exhaust the stack: serde_json's recursion limit
+/// refuses it, the old file stays and the agent lives on.
+#[test]
+fn deeply_nested_json_keeps_file() {
+    let depth = 100_000;
+    let mut body = "[".repeat(depth);
+    body.push_str(&"]".repeat(depth));
+    bad_response_keeps_file("r-nested", Behavior::json(body), FAST, &["recursion"]);
+    let mut inner = String::from("[\"sensor_7\", ");
+    inner.push_str(&"[".repeat(depth));
+    inner.push_str(&"]".repeat(depth));
+    inner.push(']');
+    bad_response_keeps_file("r-nested-el", Behavior::json(inner), FAST, &[]);
+}
