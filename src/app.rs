@@ -196,6 +196,8 @@ fn daemon(config: Config, mode: logging::Mode) -> i32 {
 
 /// One cycle in the foreground, for --once and --print.
 fn one_cycle(config: &Config) -> Option<cycle::Update> {
+    // Large buffers are mapped whole, and grow by remapping, not copying.
+    daemon::tune_allocator();
     let mut source = fetch::source_for(config);
     let deadline = Instant::now() + daemon::cycle_budget(config);
     match cycle::run(source.as_mut(), config, deadline, &mut |_| {}) {

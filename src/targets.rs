@@ -114,6 +114,8 @@ pub struct TargetList {
     spans: Vec<u64>,
     /// Some host has upper-case letters, so case variants may exist.
     mixed_case: bool,
+    /// Capacity at which the spans are next de-duplicated before growing.
+    compact_at: usize,
 }
 
 impl TargetList {
@@ -156,18 +158,26 @@ impl TargetList {
 
     /// Makes room for one more span. Duplicates are dropped first, and the
     /// list grows (doubling) only when that freed less than half of it: a
-    /// body of repeats keeps it small, and the sorting stays amortised.
+    /// body of repeats keeps it small. When de-duplicating finds little,
+    /// it waits for the list to grow eightfold, so that distinct targets
+    /// are not sorted over and over.
     fn make_room(&mut self) -> Result<(), std::collections::TryReserveError> {
         const COMPACT_FROM: usize = 4096;
         let cap = self.spans.capacity();
-        if cap >= COMPACT_FROM {
+        if cap >= COMPACT_FROM.max(self.compact_at) {
             let mut spans = std::mem::take(&mut self.spans);
             self.sort(&mut spans, false);
             spans.dedup_by(|a, b| self.compare(*a, *b, false) == Ordering::Equal);
             self.spans = spans;
-            if self.spans.len() <= cap / 2 {
+            let freed = cap - self.spans.len();
+            if freed >= cap / 2 {
                 return Ok(());
             }
+            self.compact_at = if freed >= cap / 8 {
+                cap.saturating_mul(2)
+            } else {
+                cap.saturating_mul(8)
+            };
         }
         self.spans.try_reserve(cap.max(16))
     }
@@ -187,15 +197,21 @@ impl TargetList {
     }
 
     /// Sorts spans by their text, folded to lower case when `fold` (and then
-    /// in byte order among equals). An in-place MSD radix sort: it needs no
-    /// memory beyond a short work list, and long common prefixes cost one
-    /// cheap pass each instead of making every comparison slow.
+    /// in byte order among equals). An in-place MSD radix sort: long common
+    /// prefixes cost one cheap pass each instead of making every comparison
+    /// slow. Each pass reads every host once (they are scattered, so that
+    /// read is what costs) and keeps its byte in `digits`, one byte a span.
     fn sort(&self, spans: &mut [u64], fold: bool) {
         const SMALL: usize = 16;
         const BUCKETS: usize = 257;
+        // A byte of UTF-8 text is never 0xFF, so byte + 1 fits in a u8.
+        let mut digits: Vec<u8> = vec![0; spans.len()];
         let mut work: Vec<(usize, usize, usize)> = vec![(0, spans.len(), 0)];
+        let mut count = [0usize; BUCKETS];
+        let mut start = [0usize; BUCKETS];
+        let mut next = [0usize; BUCKETS];
         while let Some((lo, hi, depth)) = work.pop() {
-            let Some(part) = spans.get_mut(lo..hi) else {
+            let (Some(part), Some(keys)) = (spans.get_mut(lo..hi), digits.get_mut(lo..hi)) else {
                 continue;
             };
             if part.len() <= SMALL {
@@ -205,30 +221,29 @@ impl TargetList {
                 });
                 continue;
             }
-            let mut count = [0usize; BUCKETS];
             let (mut first, mut last) = (BUCKETS, 0);
-            for &s in part.iter() {
+            for (&s, k) in part.iter().zip(keys.iter_mut()) {
                 let d = self.digit(s, depth, fold);
-                if let Some(c) = count.get_mut(d) {
+                *k = u8::try_from(d).unwrap_or(u8::MAX);
+                if let Some(c) = count.get_mut(usize::from(*k)) {
                     *c += 1;
-                    first = first.min(d);
-                    last = last.max(d);
                 }
+                first = first.min(usize::from(*k));
+                last = last.max(usize::from(*k));
             }
             let used = first..last.saturating_add(1);
-            let mut start = [0usize; BUCKETS];
             let mut sum = 0usize;
-            for (st, c) in start
-                .iter_mut()
-                .zip(count.iter())
-                .take(used.end)
-                .skip(used.start)
-            {
+            for b in used.clone() {
+                let (Some(st), Some(nx), Some(&c)) =
+                    (start.get_mut(b), next.get_mut(b), count.get(b))
+                else {
+                    continue;
+                };
                 *st = sum;
+                *nx = sum;
                 sum += c;
             }
             // American flag sort: every swap puts one span in its bucket.
-            let mut next = start;
             for b in used.clone() {
                 let (Some(&st), Some(&c)) = (start.get(b), count.get(b)) else {
                     continue;
@@ -239,7 +254,7 @@ impl TargetList {
                     if i >= end {
                         break;
                     }
-                    let k = part.get(i).map_or(b, |&s| self.digit(s, depth, fold));
+                    let k = keys.get(i).map_or(b, |&k| usize::from(k));
                     if k == b {
                         if let Some(n) = next.get_mut(b) {
                             *n += 1;
@@ -247,6 +262,7 @@ impl TargetList {
                     } else if let Some(n) = next.get_mut(k) {
                         if *n < part.len() {
                             part.swap(i, *n);
+                            keys.swap(i, *n);
                         }
                         *n += 1;
                     } else {
@@ -255,17 +271,24 @@ impl TargetList {
                 }
             }
             // Bucket 0 holds texts that end here: equal, or equal once folded.
-            let ended = count.first().copied().unwrap_or(0);
+            let ended = if used.contains(&0) {
+                count.first().copied().unwrap_or(0)
+            } else {
+                0
+            };
             if fold && ended > 1 {
                 if let Some(equal) = part.get_mut(..ended) {
                     equal.sort_unstable_by(|&a, &b| self.compare(a, b, false));
                 }
             }
-            let buckets = start.iter().zip(count.iter()).take(used.end);
-            for (&st, &c) in buckets.skip(used.start.max(1)) {
-                if c > 1 {
-                    work.push((lo + st, lo + st + c, depth + 1));
+            for b in used {
+                let (Some(&st), Some(c)) = (start.get(b), count.get_mut(b)) else {
+                    continue;
+                };
+                if b > 0 && *c > 1 {
+                    work.push((lo + st, lo + st + *c, depth + 1));
                 }
+                *c = 0;
             }
         }
     }
@@ -319,8 +342,7 @@ impl TargetList {
     fn compare(&self, a: u64, b: u64, fold: bool) -> Ordering {
         let (ha, hb) = (self.host(a), self.host(b));
         let n = ha.len().min(hb.len());
-        let (ha_head, ha_tail) = ha.split_at_checked(n).unwrap_or((ha, &[]));
-        let (hb_head, hb_tail) = hb.split_at_checked(n).unwrap_or((hb, &[]));
+        let (ha_head, hb_head) = (ha.get(..n).unwrap_or(ha), hb.get(..n).unwrap_or(hb));
         let head = if fold {
             cmp_folded(ha_head, hb_head)
         } else {
@@ -329,14 +351,14 @@ impl TargetList {
         if head != Ordering::Equal {
             return head;
         }
-        // The common prefix is equal: compare what follows it in full.
-        let ta = TargetText::new(ha_tail, span_port(a));
-        let tb = TargetText::new(hb_tail, span_port(b));
-        if fold {
-            cmp_folded(ta.as_bytes(), tb.as_bytes())
-        } else {
-            ta.as_bytes().cmp(tb.as_bytes())
+        // Equal so far: the rest is a few bytes (host end, ':', port).
+        for depth in n.. {
+            let (x, y) = (self.digit(a, depth, fold), self.digit(b, depth, fold));
+            if x != y || x == 0 {
+                return x.cmp(&y);
+            }
         }
+        Ordering::Equal
     }
 }
 
@@ -410,10 +432,26 @@ struct TargetsOut<'a>(&'a TargetList);
 impl Serialize for TargetsOut<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut seq = s.serialize_seq(Some(self.0.len()))?;
-        for t in self.0.iter() {
-            seq.serialize_element(t.as_str())?;
+        for &span in &self.0.spans {
+            seq.serialize_element(&TargetOut(self.0, span))?;
         }
         seq.end()
+    }
+}
+
+/// One target as a JSON string, written piece by piece.
+struct TargetOut<'a>(&'a TargetList, u64);
+
+impl fmt::Display for TargetOut<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let host = std::str::from_utf8(self.0.host(self.1)).map_err(|_| fmt::Error)?;
+        write!(f, "{host}:{}", span_port(self.1))
+    }
+}
+
+impl Serialize for TargetOut<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
     }
 }
 
