@@ -15,7 +15,7 @@ use crate::logging;
 use crate::privileges::{self, DropError};
 use crate::signals::Signals;
 use crate::state::State;
-use crate::targets;
+use crate::targets::{self, TargetGroup};
 use crate::worker::Worker;
 use crate::writer::{self, Outcome};
 
@@ -164,7 +164,9 @@ fn initial_state(config: &Config) -> State {
         writer::read_existing(path, EXISTING_FILE_LIMIT),
         std::fs::metadata(path),
     ) {
-        match targets::parse_targets(&content) {
+        let parsed = targets::TargetSet::from_document(&content);
+        drop(content);
+        match parsed {
             Some(t) => {
                 log::info!(
                     TARGET_COUNT = t.len(), TARGETS_FILE = path.display().to_string().as_str();
@@ -208,6 +210,8 @@ fn daemon(config: Config, mode: logging::Mode) -> i32 {
 
 /// One cycle in the foreground, for --once and --print.
 fn one_cycle(config: &Config) -> Option<cycle::Update> {
+    // Large buffers are mapped whole, and grow by remapping, not copying.
+    daemon::tune_allocator();
     let mut source = fetch::source_for(config);
     let deadline = Instant::now() + daemon::cycle_budget(config);
     match cycle::run(source.as_mut(), config, deadline, &mut |_| {}) {
@@ -229,18 +233,22 @@ fn once(config: &Config) -> i32 {
         return exit::FAILURE;
     };
     let shown = config.targets_file.display().to_string();
-    match writer::write_if_changed(&config.targets_file, &mut |w| w.write_all(&update.content)) {
+    let n = update.targets.len();
+    let groups = [TargetGroup::from_config(update.targets, config)];
+    match writer::write_if_changed(&config.targets_file, &mut |w| {
+        targets::render_to(w, &groups)
+    }) {
         Ok(Outcome::Written) => {
             log::info!(
-                TARGET_COUNT = update.targets.len(), CHANGED = true, TARGETS_FILE = shown.as_str();
-                "Successfully updated targets file: {shown} ({} targets)", update.targets.len()
+                TARGET_COUNT = n, CHANGED = true, TARGETS_FILE = shown.as_str();
+                "Successfully updated targets file: {shown} ({n} targets)"
             );
             exit::OK
         }
         Ok(Outcome::Unchanged) => {
             log::info!(
-                TARGET_COUNT = update.targets.len(), CHANGED = false, TARGETS_FILE = shown.as_str();
-                "Targets unchanged ({} targets); {shown} left as it is", update.targets.len()
+                TARGET_COUNT = n, CHANGED = false, TARGETS_FILE = shown.as_str();
+                "Targets unchanged ({n} targets); {shown} left as it is"
             );
             exit::OK
         }
@@ -255,8 +263,9 @@ fn print(config: &Config) -> i32 {
     let Some(update) = one_cycle(config) else {
         return exit::FAILURE;
     };
+    let groups = [TargetGroup::from_config(update.targets, config)];
     let mut out = std::io::stdout().lock();
-    match out.write_all(&update.content).and_then(|()| out.flush()) {
+    match targets::render_to(&mut out, &groups).and_then(|()| out.flush()) {
         Ok(()) => exit::OK,
         Err(e) => {
             log::error!("Cannot write to stdout: {e}");

@@ -6,22 +6,21 @@ use std::time::{Duration, Instant};
 use crate::clock;
 use crate::config::Config;
 use crate::fetch::{FetchError, Source};
-use crate::inventory;
+use crate::inventory::{self, Validated};
 use crate::retry;
-use crate::targets::{self, TargetGroup};
+use crate::targets::TargetList;
 
 /// At most this many dropped entries are logged one by one per cycle, so a
 /// broken inventory cannot flood the journal.
-const MAX_LOGGED_INVALID: usize = 100;
+const MAX_LOGGED_INVALID: usize = inventory::MAX_EXAMPLES;
 
-/// A good inventory, rendered and ready to write.
+/// A good inventory, ready to render and write.
 #[derive(Debug, Clone)]
 pub struct Update {
     pub sensor_count: usize,
     pub invalid_count: usize,
     /// Sorted and unique.
-    pub targets: Vec<String>,
-    pub content: Vec<u8>,
+    pub targets: TargetList,
     pub attempts: u32,
     pub duration: Duration,
 }
@@ -74,8 +73,11 @@ pub fn run(
         let error = match source.fetch(timeout) {
             Ok(body) => {
                 let elapsed = start.elapsed();
-                return match inventory::parse(&body) {
-                    Ok(entries) => accept(entries, config, attempt, elapsed),
+                let parsed = inventory::parse(&body, config.metrics_port);
+                // Only the compact targets go on from here.
+                drop(body);
+                return match parsed {
+                    Ok(v) => accept(v, config, attempt, elapsed),
                     Err(e) => Err(fail(format!("bad inventory from {url}: {e}"))),
                 };
             }
@@ -120,27 +122,27 @@ pub fn run(
 }
 
 fn accept(
-    entries: Vec<String>,
+    v: Validated,
     config: &Config,
     attempts: u32,
     duration: Duration,
 ) -> Result<Update, Failure> {
-    let v = inventory::validate(entries, config.metrics_port);
     log::info!(
         SENSOR_COUNT = v.sensor_count, DURATION_MS = duration.as_millis() as u64,
         ATTEMPT = attempts, INVENTORY_URL = config.inventory_url.to_string().as_str();
         "Successfully fetched {} sensors in {}", v.sensor_count, clock::human(duration)
     );
+    // Entries are escaped for the log already.
     for r in v.rejected.iter().take(MAX_LOGGED_INVALID) {
         log::warn!(
             ERROR = r.reason;
-            "Dropping invalid sensor entry \"{}\": {}", inventory::escape(&r.entry), r.reason
+            "Dropping invalid sensor entry \"{}\": {}", r.entry, r.reason
         );
     }
-    if v.rejected.len() > MAX_LOGGED_INVALID {
+    if v.invalid_count > MAX_LOGGED_INVALID {
         log::warn!(
-            INVALID_COUNT = v.rejected.len();
-            "... and {} more invalid entries not listed", v.rejected.len() - MAX_LOGGED_INVALID
+            INVALID_COUNT = v.invalid_count;
+            "... and {} more invalid entries not listed", v.invalid_count - MAX_LOGGED_INVALID
         );
     }
     if v.targets.is_empty() && !config.allow_empty {
@@ -148,21 +150,17 @@ fn accept(
             reason: format!(
                 "inventory has no valid sensors ({} entries, {} invalid); \
                  keeping the previous targets (ALLOW_EMPTY=true would write an empty list)",
-                v.sensor_count,
-                v.rejected.len()
+                v.sensor_count, v.invalid_count
             ),
             attempts,
             duration,
             retry_after: None,
         });
     }
-    let group = TargetGroup::from_config(v.targets.clone(), config);
-    let content = targets::render(&[group]);
     Ok(Update {
         sensor_count: v.sensor_count,
-        invalid_count: v.rejected.len(),
+        invalid_count: v.invalid_count,
         targets: v.targets,
-        content,
         attempts,
         duration,
     })
@@ -219,10 +217,7 @@ mod tests {
         let u = run(&mut s, &c, far(), &mut |r| retries.push(r.attempt)).unwrap();
         assert_eq!(u.attempts, 3);
         assert_eq!(retries, vec![1, 2]);
-        assert_eq!(u.targets, vec!["a:9100", "b:9100"]);
-        assert!(String::from_utf8(u.content)
-            .unwrap()
-            .contains("\"job\": \"sensors\""));
+        assert_eq!(u.targets.to_strings(), ["a:9100", "b:9100"]);
     }
 
     #[test]

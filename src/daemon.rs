@@ -11,7 +11,7 @@ use crate::cycle::{Failure, Update};
 use crate::notify;
 use crate::signals::Signals;
 use crate::state::State;
-use crate::targets;
+use crate::targets::{self, TargetGroup, TargetSet};
 use crate::worker::{Event, Worker};
 use crate::writer::{self, Outcome};
 
@@ -203,14 +203,19 @@ impl Daemon {
         let path = &self.config.targets_file;
         let shown = path.display().to_string();
         let now = SystemTime::now();
-        match writer::write_if_changed(path, &mut |w| w.write_all(&update.content)) {
+        let group = TargetGroup::from_config(update.targets, &self.config);
+        let groups = std::slice::from_ref(&group);
+        match writer::write_if_changed(path, &mut |w| targets::render_to(w, groups)) {
             Ok(outcome) => {
                 let changed = outcome == Outcome::Written;
-                let (added, removed) = match &self.state.targets {
-                    Some(old) => targets::diff(old, &update.targets),
-                    None => (update.targets.len(), 0),
+                let n = group.targets.len();
+                // The old set goes before the new one is built: only one
+                // is held at a time.
+                let (added, removed) = match self.state.targets.take() {
+                    Some(old) if changed => old.diff(&group.targets),
+                    Some(_) => (0, 0),
+                    None => (n, 0),
                 };
-                let n = update.targets.len();
                 let (attempt, ms) = (update.attempts, update.duration.as_millis() as u64);
                 if changed {
                     log::info!(
@@ -227,7 +232,9 @@ impl Daemon {
                         "Targets unchanged ({n} targets); {shown} left as it is"
                     );
                 }
-                self.state.succeeded(update.targets, changed, now);
+                let set = TargetSet::of(&group.targets);
+                drop(group);
+                self.state.succeeded(set, changed, now);
             }
             Err(e) => {
                 let reason = e.to_string();

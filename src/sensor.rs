@@ -1,39 +1,139 @@
 //! One inventory entry: validated and turned into a Prometheus target
 //! address (`host:port`, IPv6 bracketed).
 
+use std::fmt::{self, Write as _};
 use std::net::{Ipv4Addr, Ipv6Addr};
+
+/// A bracketed IPv6 address in its canonical text form, held inline so that
+/// validating an entry allocates nothing.
+#[derive(Clone, Copy)]
+pub struct Bracketed {
+    buf: [u8; 48],
+    len: usize,
+}
+
+impl Bracketed {
+    fn of(ip: Ipv6Addr) -> Result<Bracketed, &'static str> {
+        let mut b = Bracketed {
+            buf: [0; 48],
+            len: 0,
+        };
+        write!(b, "[{ip}]").map_err(|_| "not a valid IPv6 address")?;
+        Ok(b)
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.buf
+            .get(..self.len)
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .unwrap_or("")
+    }
+}
+
+impl fmt::Write for Bracketed {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let end = self.len.checked_add(s.len()).ok_or(fmt::Error)?;
+        self.buf
+            .get_mut(self.len..end)
+            .ok_or(fmt::Error)?
+            .copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
+/// The host part of a target: a name or IPv4 address as written, or a
+/// normalised IPv6 address in brackets.
+#[derive(Clone, Copy)]
+pub enum Host<'a> {
+    Written(&'a str),
+    Ipv6(Bracketed),
+}
+
+/// A valid entry: what the target file will hold for it.
+#[derive(Clone, Copy)]
+pub struct Target<'a> {
+    host: Host<'a>,
+    port: u16,
+}
+
+impl Target<'_> {
+    pub fn host(&self) -> &str {
+        match &self.host {
+            Host::Written(h) => h,
+            Host::Ipv6(b) => b.as_str(),
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+impl fmt::Display for Target<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.host(), self.port)
+    }
+}
 
 /// Validates `entry` and returns its target address, or why it was refused.
 pub fn target_address(entry: &str, default_port: u16) -> Result<String, &'static str> {
-    if entry.is_empty() {
-        return Err("empty name");
+    parse(entry, default_port).map(|t| t.to_string())
+}
+
+/// Validates `entry` without allocating: the target it stands for, or why
+/// it was refused.
+pub fn parse(entry: &str, default_port: u16) -> Result<Target<'_>, &'static str> {
+    let bytes = entry.as_bytes();
+    let first = *bytes.first().ok_or("empty name")?;
+    // One pass for the checks that apply to the whole entry.
+    let (mut non_ascii, mut control, mut space, mut colons) = (false, false, false, 0usize);
+    for &b in bytes {
+        non_ascii |= !b.is_ascii();
+        control |= b.is_ascii_control();
+        space |= b.is_ascii_whitespace();
+        colons += usize::from(b == b':');
     }
-    if !entry.is_ascii() {
+    if non_ascii {
         return Err("non-ASCII characters");
     }
-    if entry.bytes().any(|b| b.is_ascii_control()) {
+    if control {
         return Err("control characters");
     }
-    if entry.bytes().any(|b| b.is_ascii_whitespace()) {
+    if space {
         return Err("whitespace");
     }
-    if let Some(rest) = entry.strip_prefix('[') {
+    let v6 = |ip: Ipv6Addr, port: u16| {
+        Ok(Target {
+            host: Host::Ipv6(Bracketed::of(ip)?),
+            port,
+        })
+    };
+    if first == b'[' {
+        let rest = entry.get(1..).unwrap_or_default();
         let (inner, after) = rest.split_once(']').ok_or("unclosed [")?;
         let ip = parse_ipv6(inner)?;
         let port = match after {
             "" => default_port,
             p => parse_port(p.strip_prefix(':').ok_or("junk after ]")?)?,
         };
-        return Ok(format!("[{ip}]:{port}"));
+        return v6(ip, port);
     }
-    match entry.matches(':').count() {
-        0 => host(entry).map(|h| format!("{h}:{default_port}")),
+    match colons {
+        0 => Ok(Target {
+            host: Host::Written(host(entry)?),
+            port: default_port,
+        }),
         1 => {
             let (h, p) = entry.split_once(':').ok_or("bad port")?;
-            Ok(format!("{}:{}", host(h)?, parse_port(p)?))
+            let h = host(h)?;
+            Ok(Target {
+                host: Host::Written(h),
+                port: parse_port(p)?,
+            })
         }
         // Bare IPv6 cannot carry a port: the last group would be ambiguous.
-        _ => parse_ipv6(entry).map(|ip| format!("[{ip}]:{default_port}")),
+        _ => v6(parse_ipv6(entry)?, default_port),
     }
 }
 
@@ -41,8 +141,33 @@ fn parse_ipv6(s: &str) -> Result<Ipv6Addr, &'static str> {
     if s.contains('%') {
         return Err("IPv6 zone identifiers are not supported");
     }
-    s.parse::<Ipv6Addr>()
-        .map_err(|_| "not a valid IPv6 address")
+    let ip = s
+        .parse::<Ipv6Addr>()
+        .map_err(|_| "not a valid IPv6 address")?;
+    if ip.is_unspecified() {
+        return Err(UNSPECIFIED);
+    }
+    // ::ffff:a.b.c.d is the IPv4 address a.b.c.d.
+    match ip.to_ipv4_mapped() {
+        Some(v4) => never_a_target(v4).map(|()| ip),
+        None => Ok(ip),
+    }
+}
+
+const UNSPECIFIED: &str = "unspecified address (0.0.0.0 or ::), not a scrape target";
+const BROADCAST: &str = "broadcast address 255.255.255.255, not a scrape target";
+const NON_CANONICAL: &str =
+    "IPv4 address in a non-canonical form (hex, octal, leading zeros or fewer than 4 parts)";
+
+/// Addresses nothing can be scraped at.
+fn never_a_target(ip: Ipv4Addr) -> Result<(), &'static str> {
+    if ip.is_unspecified() {
+        Err(UNSPECIFIED)
+    } else if ip.is_broadcast() {
+        Err(BROADCAST)
+    } else {
+        Ok(())
+    }
 }
 
 fn parse_port(p: &str) -> Result<u16, &'static str> {
@@ -50,7 +175,7 @@ fn parse_port(p: &str) -> Result<u16, &'static str> {
         return Err("port is not a number");
     }
     match p.parse::<u32>() {
-        Ok(n @ 1..=65535) => Ok(n as u16),
+        Ok(n @ 1..=65535) => u16::try_from(n).map_err(|_| "port out of range 1-65535"),
         _ => Err("port out of range 1-65535"),
     }
 }
@@ -60,33 +185,141 @@ fn host(h: &str) -> Result<&str, &'static str> {
     if h.is_empty() {
         return Err("empty host");
     }
-    if h.len() > 253 {
+    if h.len() > MAX_NAME_LEN {
         return Err("name longer than 253 characters");
     }
-    let mut all_numeric = true;
-    for label in h.split('.') {
-        if label.is_empty() {
-            return Err("empty label (leading, trailing or double dot)");
+    // Every label all digits; every label starting with a digit.
+    let (mut numeric, mut digit_led) = (true, true);
+    let mut label = Label::default();
+    for &b in h.as_bytes() {
+        if b == b'.' {
+            label.check()?;
+            numeric &= label.digits;
+            digit_led &= label.first.is_ascii_digit();
+            label = Label::default();
+        } else {
+            label.add(b);
         }
-        if label.len() > 63 {
-            return Err("label longer than 63 characters");
+    }
+    label.check()?;
+    numeric &= label.digits;
+    digit_led &= label.first.is_ascii_digit();
+    // Only names made of digit-led labels can be addresses.
+    if digit_led {
+        if let Ok(ip) = h.parse::<Ipv4Addr>() {
+            never_a_target(ip)?;
+            return Ok(h);
         }
-        if !label
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-        {
-            return Err("characters other than letters, digits, '_', '-' and '.'");
+        // What the C resolver reads as an address never reaches DNS: `127.1`,
+        // `0x7f.1` or `2130706433` would be scraped at 127.0.0.1.
+        if inet_aton(h).is_some() {
+            return Err(NON_CANONICAL);
         }
-        if label.starts_with('-') || label.ends_with('-') {
-            return Err("label starts or ends with '-'");
-        }
-        all_numeric &= label.bytes().all(|b| b.is_ascii_digit());
     }
     // An all-numeric name is an IPv4 address or nothing: never a DNS name.
-    if all_numeric && h.parse::<Ipv4Addr>().is_err() {
+    if numeric {
         return Err("not a valid IPv4 address");
     }
     Ok(h)
+}
+
+/// One label of a host name, as its bytes go by.
+struct Label {
+    len: usize,
+    first: u8,
+    last: u8,
+    bad: bool,
+    digits: bool,
+}
+
+impl Default for Label {
+    fn default() -> Label {
+        Label {
+            len: 0,
+            first: 0,
+            last: 0,
+            bad: false,
+            digits: true,
+        }
+    }
+}
+
+impl Label {
+    fn add(&mut self, b: u8) {
+        if self.len == 0 {
+            self.first = b;
+        }
+        self.last = b;
+        self.len += 1;
+        self.bad |= !(b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        self.digits &= b.is_ascii_digit();
+    }
+
+    fn check(&self) -> Result<(), &'static str> {
+        if self.len == 0 {
+            return Err("empty label (leading, trailing or double dot)");
+        }
+        if self.len > 63 {
+            return Err("label longer than 63 characters");
+        }
+        if self.bad {
+            return Err("characters other than letters, digits, '_', '-' and '.'");
+        }
+        if self.first == b'-' || self.last == b'-' {
+            return Err("label starts or ends with '-'");
+        }
+        Ok(())
+    }
+}
+
+/// Longest host name, in characters.
+const MAX_NAME_LEN: usize = 253;
+
+/// The IPv4 address glibc's `inet_aton` reads in `s`, if any: one to four
+/// dot-separated numbers, each decimal, octal (leading `0`) or hex (`0x`);
+/// all but the last are one byte, the last fills the remaining bytes.
+pub fn inet_aton(s: &str) -> Option<Ipv4Addr> {
+    let mut value: u32 = 0;
+    let mut parts = s.split('.').peekable();
+    let mut count = 0u32;
+    while let Some(part) = parts.next() {
+        count += 1;
+        let n = aton_number(part)?;
+        if parts.peek().is_some() {
+            if count >= 4 || n > 0xff {
+                return None;
+            }
+            value |= n << (8 * (4 - count));
+        } else {
+            // The last part fills the bytes the others left.
+            let bits = 8 * (5 - count);
+            if bits < 32 && n >> bits != 0 {
+                return None;
+            }
+            value |= n;
+        }
+    }
+    Some(Ipv4Addr::from(value))
+}
+
+/// One number of `inet_aton`'s syntax (what C's `strtoul(s, _, 0)` reads,
+/// starting with a digit), at most 32 bits.
+fn aton_number(part: &str) -> Option<u32> {
+    if !part.as_bytes().first()?.is_ascii_digit() {
+        return None;
+    }
+    let (digits, radix) =
+        if let Some(hex) = part.strip_prefix("0x").or_else(|| part.strip_prefix("0X")) {
+            (hex, 16)
+        } else if part.len() > 1 && part.starts_with('0') {
+            (part.get(1..)?, 8)
+        } else {
+            (part, 10)
+        };
+    if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
+        return None;
+    }
+    u32::from_str_radix(digits, radix).ok()
 }
 
 #[cfg(test)]
@@ -123,6 +356,23 @@ mod tests {
         assert_eq!(max.len(), 253);
         assert_eq!(ok(&max), format!("{max}:9100"));
         assert_eq!(target_address("h", 1).unwrap(), "h:1");
+        // Canonical dotted quads, and names that only look numeric.
+        for good in [
+            "0.0.0.1",
+            "255.255.255.254",
+            "127.0.0.1",
+            "1.2.3.4",
+            "0x",
+            "0x7g",
+            "0x7f.example",
+            "1e100.net",
+            "08.example",
+            "0x1.0x2.0x3.0x4.0x5",
+        ] {
+            assert_eq!(ok(good), format!("{good}:9100"));
+        }
+        let longest = "[1111:2222:3333:4444:5555:6666:7777:8888]";
+        assert_eq!(ok(longest), format!("{longest}:9100"));
     }
 
     #[test]
@@ -180,6 +430,77 @@ mod tests {
             "a,b",
         ] {
             assert!(target_address(bad, 9100).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn addresses_that_are_never_targets() {
+        for (bad, why) in [
+            ("0.0.0.0", UNSPECIFIED),
+            ("0.0.0.0:80", UNSPECIFIED),
+            ("255.255.255.255", BROADCAST),
+            ("255.255.255.255:80", BROADCAST),
+            ("::", UNSPECIFIED),
+            ("[::]", UNSPECIFIED),
+            ("[::]:80", UNSPECIFIED),
+            ("0:0:0:0:0:0:0:0", UNSPECIFIED),
+            ("::ffff:0.0.0.0", UNSPECIFIED),
+            ("[::ffff:255.255.255.255]:80", BROADCAST),
+            ("0x7f.1", NON_CANONICAL),
+            ("0x7f.1:80", NON_CANONICAL),
+            ("0X7F.0.0.1", NON_CANONICAL),
+            ("0177.0.0.1", NON_CANONICAL),
+            ("0177.0.0.1:80", NON_CANONICAL),
+            ("127.1", NON_CANONICAL),
+            ("127.1:80", NON_CANONICAL),
+            ("127.0.1", NON_CANONICAL),
+            ("0x7f000001", NON_CANONICAL),
+            ("0x7f000001:80", NON_CANONICAL),
+            ("2130706433", NON_CANONICAL),
+            ("2130706433:80", NON_CANONICAL),
+            ("1.2.3.04", NON_CANONICAL),
+            ("01.2.3.4", NON_CANONICAL),
+            ("0", NON_CANONICAL),
+            ("0xffffffff", NON_CANONICAL),
+            ("256.1.1.1", "not a valid IPv4 address"),
+            ("1.2.3.4.5", "not a valid IPv4 address"),
+            ("1.2.3.256", "not a valid IPv4 address"),
+            ("4294967296", "not a valid IPv4 address"),
+            ("09.1.1.1", "not a valid IPv4 address"),
+        ] {
+            assert_eq!(target_address(bad, 9100), Err(why), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn inet_aton_reads_what_glibc_reads() {
+        let ip = |s: &str| inet_aton(s).map(|a| a.to_string());
+        assert_eq!(ip("127.1").as_deref(), Some("127.0.0.1"));
+        assert_eq!(ip("127.0.1").as_deref(), Some("127.0.0.1"));
+        assert_eq!(ip("0x7f.1").as_deref(), Some("127.0.0.1"));
+        assert_eq!(ip("0177.0.0.1").as_deref(), Some("127.0.0.1"));
+        assert_eq!(ip("0x7f000001").as_deref(), Some("127.0.0.1"));
+        assert_eq!(ip("2130706433").as_deref(), Some("127.0.0.1"));
+        assert_eq!(ip("1.2.65535").as_deref(), Some("1.2.255.255"));
+        assert_eq!(ip("1.16777215").as_deref(), Some("1.255.255.255"));
+        assert_eq!(ip("00").as_deref(), Some("0.0.0.0"));
+        for none in [
+            "",
+            "0x",
+            "0x.1",
+            "08",
+            "1.2.65536",
+            "1.16777216",
+            "256.1",
+            "1.2.3.4.5",
+            "1..2",
+            "+1",
+            "0x+1",
+            "a",
+            "1.2.3.4x",
+            "4294967296",
+        ] {
+            assert_eq!(ip(none), None, "{none:?}");
         }
     }
 }

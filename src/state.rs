@@ -4,11 +4,12 @@
 use std::time::SystemTime;
 
 use crate::clock;
+use crate::targets::TargetSet;
 
 #[derive(Debug, Default, Clone)]
 pub struct State {
-    /// Targets the file holds, when known (sorted).
-    pub targets: Option<Vec<String>>,
+    /// Targets the file holds, when known.
+    pub targets: Option<TargetSet>,
     /// When the file's content last changed (or its mtime at start-up).
     pub changed_at: Option<SystemTime>,
     /// When a cycle last succeeded.
@@ -34,7 +35,7 @@ fn at(t: SystemTime) -> String {
 }
 
 impl State {
-    pub fn succeeded(&mut self, targets: Vec<String>, changed: bool, now: SystemTime) {
+    pub fn succeeded(&mut self, targets: TargetSet, changed: bool, now: SystemTime) {
         if changed || self.changed_at.is_none() {
             self.changed_at = Some(now);
         }
@@ -91,6 +92,11 @@ mod tests {
     use super::*;
     use std::time::{Duration, UNIX_EPOCH};
 
+    fn set(n: usize) -> TargetSet {
+        let names: Vec<String> = (0..n).map(|i| format!("s{i}:1")).collect();
+        TargetSet::from_strings(names.iter().map(String::as_str))
+    }
+
     fn t(s: u64) -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(1_735_992_000 + s) // 2025-01-04 12:00:00
     }
@@ -102,8 +108,8 @@ mod tests {
             s.status(),
             "starting: first fetch under way; no targets written yet"
         );
-        s.succeeded(vec!["a:1".into(); 100], true, t(0));
-        s.succeeded(vec!["a:1".into(); 100], false, t(30));
+        s.succeeded(set(100), true, t(0));
+        s.succeeded(set(100), false, t(30));
         assert_eq!(
             s.status(),
             "100 targets, updated 12:00:30 UTC (last change 12:00:00 UTC)"
@@ -116,7 +122,7 @@ mod tests {
             "update failing since 12:00:33 UTC (3 failures, last: connection refused); \
              keeping 100 targets from 12:00:00 UTC"
         );
-        s.succeeded(vec!["b:1".into()], true, t(120));
+        s.succeeded(set(1), true, t(120));
         assert_eq!(s.failures, 0);
         assert!(s.status().starts_with("1 targets, updated 12:02:00"));
     }

@@ -1,14 +1,401 @@
-//! The Prometheus `file_sd` document: target groups rendered to JSON.
+//! The Prometheus `file_sd` document: target groups rendered to JSON, and
+//! the compact forms targets are held in.
 
-use serde::Serialize;
+use std::cmp::Ordering;
+use std::collections::hash_map::RandomState;
+use std::fmt;
+use std::hash::BuildHasher;
+use std::io::{self, BufWriter, Write};
+use std::sync::OnceLock;
+
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::ser::SerializeSeq;
+use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
+
+/// Longest `host:port` text: a host of at most 255 bytes (its length is
+/// kept in one byte), `:` and five digits.
+const MAX_TARGET_LEN: usize = 255 + 6;
+
+const LEN_BITS: u32 = 8;
+const PORT_BITS: u32 = 16;
+const OFFSET_BITS: u32 = 64 - LEN_BITS - PORT_BITS;
+
+/// Why a target could not be added.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CapacityError(pub String);
+
+impl fmt::Display for CapacityError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// `host:port` of one target, in a stack buffer.
+pub struct TargetText {
+    buf: [u8; MAX_TARGET_LEN],
+    len: usize,
+}
+
+impl TargetText {
+    fn new(host: &[u8], port: u16) -> TargetText {
+        let mut t = TargetText {
+            buf: [0; MAX_TARGET_LEN],
+            len: 0,
+        };
+        t.push(host);
+        t.push(b":");
+        let mut digits = [0u8; 5];
+        t.push(port_digits(port, &mut digits));
+        t
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        let end = self.len.saturating_add(bytes.len());
+        if let Some(dst) = self.buf.get_mut(self.len..end) {
+            dst.copy_from_slice(bytes);
+            self.len = end;
+        }
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        self.buf.get(..self.len).unwrap_or_default()
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(self.as_bytes()).unwrap_or("")
+    }
+}
+
+impl fmt::Display for TargetText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Digit `k` (from the left) of `port` in decimal, as ASCII.
+fn port_digit(port: u16, k: usize) -> Option<u8> {
+    let width = match port {
+        0..=9 => 1,
+        10..=99 => 2,
+        100..=999 => 3,
+        1000..=9999 => 4,
+        _ => 5,
+    };
+    let shift = u32::try_from(width - 1 - k.min(width - 1)).unwrap_or(0);
+    (k < width).then(|| b'0' + (port / 10u16.pow(shift) % 10) as u8)
+}
+
+/// The decimal digits of `port`, without leading zeros.
+fn port_digits(port: u16, buf: &mut [u8; 5]) -> &[u8] {
+    let mut n = port;
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        if let Some(d) = buf.get_mut(i) {
+            *d = b'0' + (n % 10) as u8;
+        }
+        n /= 10;
+        if n == 0 || i == 0 {
+            break;
+        }
+    }
+    buf.get(i..).unwrap_or_default()
+}
+
+/// Valid targets, held compactly: the host text of every target in one
+/// buffer, and one packed `u64` per target (offset of its host in that
+/// buffer, host length, port) instead of a `String` each. After
+/// [`TargetList::finish`] they are unique and in byte order of `host:port`.
+#[derive(Debug, Clone, Default)]
+pub struct TargetList {
+    hosts: Vec<u8>,
+    spans: Vec<u64>,
+    /// Some host has upper-case letters, so case variants may exist.
+    mixed_case: bool,
+    /// Capacity at which the spans are next de-duplicated before growing.
+    compact_at: usize,
+}
+
+impl TargetList {
+    pub fn new() -> TargetList {
+        TargetList::default()
+    }
+
+    /// Adds one target. A repeat of the target added just before is skipped
+    /// at once; other duplicates go in [`TargetList::finish`].
+    pub fn push(&mut self, host: &str, port: u16) -> Result<(), CapacityError> {
+        let bytes = host.as_bytes();
+        if let Some(&last) = self.spans.last() {
+            if self.host(last) == bytes && span_port(last) == port {
+                return Ok(());
+            }
+        }
+        let len = u64::try_from(bytes.len())
+            .ok()
+            .filter(|&l| l < 1 << LEN_BITS)
+            .ok_or_else(|| CapacityError(format!("host of {} bytes is too long", bytes.len())))?;
+        let offset = u64::try_from(self.hosts.len())
+            .ok()
+            .filter(|&o| o < 1 << OFFSET_BITS)
+            .ok_or_else(|| CapacityError("too many targets to hold".into()))?;
+        let count = self.spans.len();
+        let no_memory =
+            |what: &str| CapacityError(format!("out of memory for {what} after {count} targets"));
+        self.hosts
+            .try_reserve(bytes.len())
+            .map_err(|_| no_memory("host names"))?;
+        if self.spans.len() == self.spans.capacity() {
+            self.make_room().map_err(|_| no_memory("targets"))?;
+        }
+        self.hosts.extend_from_slice(bytes);
+        self.spans
+            .push(offset << (LEN_BITS + PORT_BITS) | len << PORT_BITS | u64::from(port));
+        self.mixed_case |= bytes.iter().any(u8::is_ascii_uppercase);
+        Ok(())
+    }
+
+    /// Makes room for one more span. Duplicates are dropped first, and the
+    /// list grows (doubling) only when that freed less than half of it: a
+    /// body of repeats keeps it small. When de-duplicating finds little,
+    /// it waits for the list to grow eightfold, so that distinct targets
+    /// are not sorted over and over.
+    fn make_room(&mut self) -> Result<(), std::collections::TryReserveError> {
+        const COMPACT_FROM: usize = 4096;
+        let cap = self.spans.capacity();
+        if cap >= COMPACT_FROM.max(self.compact_at) {
+            let mut spans = std::mem::take(&mut self.spans);
+            self.sort(&mut spans, false);
+            spans.dedup_by(|a, b| self.compare(*a, *b, false) == Ordering::Equal);
+            self.spans = spans;
+            let freed = cap - self.spans.len();
+            if freed >= cap / 2 {
+                return Ok(());
+            }
+            self.compact_at = if freed >= cap / 8 {
+                cap.saturating_mul(2)
+            } else {
+                cap.saturating_mul(8)
+            };
+        }
+        self.spans.try_reserve(cap.max(16))
+    }
+
+    /// Sorts and de-duplicates. Names that differ only in letter case are
+    /// one host: the first of them in byte order stays, as written.
+    pub fn finish(&mut self) {
+        let mut spans = std::mem::take(&mut self.spans);
+        if self.mixed_case {
+            self.sort(&mut spans, true);
+            spans.dedup_by(|a, b| self.compare(*a, *b, true) == Ordering::Equal);
+        }
+        self.sort(&mut spans, false);
+        spans.dedup_by(|a, b| self.compare(*a, *b, false) == Ordering::Equal);
+        spans.shrink_to_fit();
+        self.spans = spans;
+    }
+
+    /// Sorts spans by their text, folded to lower case when `fold` (and then
+    /// in byte order among equals). An in-place MSD radix sort: long common
+    /// prefixes cost one cheap pass each instead of making every comparison
+    /// slow. Each pass reads every host once (they are scattered, so that
+    /// read is what costs) and keeps its byte in `digits`, one byte a span.
+    fn sort(&self, spans: &mut [u64], fold: bool) {
+        const SMALL: usize = 16;
+        const BUCKETS: usize = 257;
+        // A byte of UTF-8 text is never 0xFF, so byte + 1 fits in a u8.
+        let mut digits: Vec<u8> = vec![0; spans.len()];
+        let mut work: Vec<(usize, usize, usize)> = vec![(0, spans.len(), 0)];
+        let mut count = [0usize; BUCKETS];
+        let mut start = [0usize; BUCKETS];
+        let mut next = [0usize; BUCKETS];
+        while let Some((lo, hi, depth)) = work.pop() {
+            let (Some(part), Some(keys)) = (spans.get_mut(lo..hi), digits.get_mut(lo..hi)) else {
+                continue;
+            };
+            if part.len() <= SMALL {
+                part.sort_unstable_by(|&a, &b| match self.compare(a, b, fold) {
+                    Ordering::Equal if fold => self.compare(a, b, false),
+                    o => o,
+                });
+                continue;
+            }
+            let (mut first, mut last) = (BUCKETS, 0);
+            for (&s, k) in part.iter().zip(keys.iter_mut()) {
+                let d = self.digit(s, depth, fold);
+                *k = u8::try_from(d).unwrap_or(u8::MAX);
+                if let Some(c) = count.get_mut(usize::from(*k)) {
+                    *c += 1;
+                }
+                first = first.min(usize::from(*k));
+                last = last.max(usize::from(*k));
+            }
+            let used = first..last.saturating_add(1);
+            let mut sum = 0usize;
+            for b in used.clone() {
+                let (Some(st), Some(nx), Some(&c)) =
+                    (start.get_mut(b), next.get_mut(b), count.get(b))
+                else {
+                    continue;
+                };
+                *st = sum;
+                *nx = sum;
+                sum += c;
+            }
+            // American flag sort: every swap puts one span in its bucket.
+            for b in used.clone() {
+                let (Some(&st), Some(&c)) = (start.get(b), count.get(b)) else {
+                    continue;
+                };
+                let end = st + c;
+                loop {
+                    let i = next.get(b).copied().unwrap_or(end);
+                    if i >= end {
+                        break;
+                    }
+                    let k = keys.get(i).map_or(b, |&k| usize::from(k));
+                    if k == b {
+                        if let Some(n) = next.get_mut(b) {
+                            *n += 1;
+                        }
+                    } else if let Some(n) = next.get_mut(k) {
+                        if *n < part.len() {
+                            part.swap(i, *n);
+                            keys.swap(i, *n);
+                        }
+                        *n += 1;
+                    } else {
+                        break;
+                    }
+                }
+            }
+            // Bucket 0 holds texts that end here: equal, or equal once folded.
+            let ended = if used.contains(&0) {
+                count.first().copied().unwrap_or(0)
+            } else {
+                0
+            };
+            if fold && ended > 1 {
+                if let Some(equal) = part.get_mut(..ended) {
+                    equal.sort_unstable_by(|&a, &b| self.compare(a, b, false));
+                }
+            }
+            for b in used {
+                let (Some(&st), Some(c)) = (start.get(b), count.get_mut(b)) else {
+                    continue;
+                };
+                if b > 0 && *c > 1 {
+                    work.push((lo + st, lo + st + *c, depth + 1));
+                }
+                *c = 0;
+            }
+        }
+    }
+
+    /// Byte `depth` of a target's text as a bucket: 0 past the end, else
+    /// 1 + the byte (folded to lower case when `fold`).
+    fn digit(&self, span: u64, depth: usize, fold: bool) -> usize {
+        let host = self.host(span);
+        let byte = match depth.checked_sub(host.len()) {
+            None => host.get(depth).copied(),
+            Some(0) => Some(b':'),
+            Some(k) => port_digit(span_port(span), k - 1),
+        };
+        match byte {
+            Some(b) if fold => 1 + usize::from(b.to_ascii_lowercase()),
+            Some(b) => 1 + usize::from(b),
+            None => 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// The targets as `host:port` text, in their current order.
+    pub fn iter(&self) -> impl Iterator<Item = TargetText> + '_ {
+        self.spans
+            .iter()
+            .map(|&s| TargetText::new(self.host(s), span_port(s)))
+    }
+
+    /// The targets as strings, for tests and diagnostics.
+    pub fn to_strings(&self) -> Vec<String> {
+        self.iter().map(|t| t.as_str().to_string()).collect()
+    }
+
+    fn host(&self, span: u64) -> &[u8] {
+        let offset = usize::try_from(span >> (LEN_BITS + PORT_BITS)).unwrap_or(usize::MAX);
+        let len = ((span >> PORT_BITS) & ((1 << LEN_BITS) - 1)) as usize;
+        self.hosts
+            .get(offset..offset.saturating_add(len))
+            .unwrap_or_default()
+    }
+
+    /// Compares two targets as their `host:port` texts would compare, with
+    /// letters folded to lower case when `fold` is set.
+    fn compare(&self, a: u64, b: u64, fold: bool) -> Ordering {
+        let (ha, hb) = (self.host(a), self.host(b));
+        let n = ha.len().min(hb.len());
+        let (ha_head, hb_head) = (ha.get(..n).unwrap_or(ha), hb.get(..n).unwrap_or(hb));
+        let head = if fold {
+            cmp_folded(ha_head, hb_head)
+        } else {
+            ha_head.cmp(hb_head)
+        };
+        if head != Ordering::Equal {
+            return head;
+        }
+        // Equal so far: the rest is a few bytes (host end, ':', port).
+        for depth in n.. {
+            let (x, y) = (self.digit(a, depth, fold), self.digit(b, depth, fold));
+            if x != y || x == 0 {
+                return x.cmp(&y);
+            }
+        }
+        Ordering::Equal
+    }
+}
+
+/// The same targets in the same order, however they are stored.
+impl PartialEq for TargetList {
+    fn eq(&self, other: &TargetList) -> bool {
+        self.len() == other.len()
+            && self
+                .iter()
+                .zip(other.iter())
+                .all(|(a, b)| a.as_bytes() == b.as_bytes())
+    }
+}
+
+impl Eq for TargetList {}
+
+fn span_port(span: u64) -> u16 {
+    (span & ((1 << PORT_BITS) - 1)) as u16
+}
+
+fn cmp_folded(a: &[u8], b: &[u8]) -> Ordering {
+    for (x, y) in a.iter().zip(b) {
+        if x != y {
+            let (x, y) = (x.to_ascii_lowercase(), y.to_ascii_lowercase());
+            if x != y {
+                return x.cmp(&y);
+            }
+        }
+    }
+    a.len().cmp(&b.len())
+}
 
 /// One `file_sd` target group. Several groups with their own labels are how
 /// per-target labels or more inventory sources will be expressed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TargetGroup {
-    pub targets: Vec<String>,
+    pub targets: TargetList,
     /// In output order; names are unique.
     pub labels: Vec<(String, String)>,
 }
@@ -16,7 +403,7 @@ pub struct TargetGroup {
 impl TargetGroup {
     /// The single group of the seed: every target with `__metrics_path__`
     /// and the configured labels.
-    pub fn from_config(targets: Vec<String>, config: &Config) -> TargetGroup {
+    pub fn from_config(targets: TargetList, config: &Config) -> TargetGroup {
         let mut labels = Vec::with_capacity(config.target_labels.len() + 1);
         labels.push(("__metrics_path__".to_string(), config.metrics_path.clone()));
         labels.extend(config.target_labels.iter().cloned());
@@ -39,39 +426,71 @@ impl Serialize for OrderedLabels<'_> {
     }
 }
 
+/// The targets as a JSON array of strings, produced one at a time.
+struct TargetsOut<'a>(&'a TargetList);
+
+impl Serialize for TargetsOut<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        for &span in &self.0.spans {
+            seq.serialize_element(&TargetOut(self.0, span))?;
+        }
+        seq.end()
+    }
+}
+
+/// One target as a JSON string, written piece by piece.
+struct TargetOut<'a>(&'a TargetList, u64);
+
+impl fmt::Display for TargetOut<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let host = std::str::from_utf8(self.0.host(self.1)).map_err(|_| fmt::Error)?;
+        write!(f, "{host}:{}", span_port(self.1))
+    }
+}
+
+impl Serialize for TargetOut<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 #[derive(Serialize)]
 struct GroupOut<'a> {
-    targets: &'a [String],
+    targets: TargetsOut<'a>,
     labels: OrderedLabels<'a>,
 }
 
-/// Renders groups as the seed did: pretty JSON, two-space indent, with a
-/// trailing newline.
-pub fn render(groups: &[TargetGroup]) -> Vec<u8> {
+/// Writes groups as the seed did (pretty JSON, two-space indent, with a
+/// trailing newline), straight into `w`: the document is never held whole.
+pub fn render_to(w: &mut dyn Write, groups: &[TargetGroup]) -> io::Result<()> {
     let out: Vec<GroupOut> = groups
         .iter()
         .map(|g| GroupOut {
-            targets: &g.targets,
+            targets: TargetsOut(&g.targets),
             labels: OrderedLabels(&g.labels),
         })
         .collect();
-    let size: usize = groups
-        .iter()
-        .flat_map(|g| &g.targets)
-        .map(|t| t.len() + 8)
-        .sum();
-    let mut buf = Vec::with_capacity(size + 256);
-    // Strings and maps of strings cannot fail to serialize.
-    if serde_json::to_writer_pretty(&mut buf, &out).is_err() {
+    // serde_json writes a token at a time; batch them into large writes.
+    let mut buf = BufWriter::with_capacity(64 * 1024, w);
+    serde_json::to_writer_pretty(&mut buf, &out).map_err(io::Error::from)?;
+    buf.write_all(b"\n")?;
+    buf.flush()
+}
+
+/// The rendered document in memory, for tests and small documents.
+pub fn render(groups: &[TargetGroup]) -> Vec<u8> {
+    let mut buf = Vec::new();
+    // Writing to a Vec cannot fail.
+    if render_to(&mut buf, groups).is_err() {
         buf.clear();
-        buf.extend_from_slice(b"[]");
+        buf.extend_from_slice(b"[]\n");
     }
-    buf.push(b'\n');
     buf
 }
 
-/// Reads back the target addresses of a `file_sd` document, for the start-up
-/// summary and for counting what a change added and removed.
+/// Reads back the target addresses of a `file_sd` document, sorted and
+/// unique.
 pub fn parse_targets(content: &[u8]) -> Option<Vec<String>> {
     #[derive(serde::Deserialize)]
     struct GroupIn {
@@ -84,36 +503,144 @@ pub fn parse_targets(content: &[u8]) -> Option<Vec<String>> {
     Some(all)
 }
 
-/// How many entries of sorted `new` are missing from sorted `old`, and the
-/// other way round.
-pub fn diff(old: &[String], new: &[String]) -> (usize, usize) {
-    let (mut i, mut j, mut added, mut removed) = (0, 0, 0, 0);
-    while i < old.len() && j < new.len() {
-        match old[i].cmp(&new[j]) {
-            std::cmp::Ordering::Less => {
-                removed += 1;
-                i += 1;
+/// The hash a target is known by between cycles. The keys are random per
+/// process, so no inventory can be built to make its targets collide.
+fn target_hash(text: &[u8]) -> u64 {
+    static KEYS: OnceLock<RandomState> = OnceLock::new();
+    KEYS.get_or_init(RandomState::new).hash_one(text)
+}
+
+/// The set of targets the file holds, as a sorted list of 64-bit hashes of
+/// their `host:port` text: 8 bytes a target, enough to count what a change
+/// added and removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TargetSet {
+    hashes: Vec<u64>,
+}
+
+impl TargetSet {
+    pub fn of(list: &TargetList) -> TargetSet {
+        let mut hashes = Vec::with_capacity(list.len());
+        hashes.extend(list.iter().map(|t| target_hash(t.as_bytes())));
+        TargetSet::from_hashes(hashes)
+    }
+
+    /// The set of the given `host:port` strings.
+    pub fn from_strings<'a>(targets: impl IntoIterator<Item = &'a str>) -> TargetSet {
+        TargetSet::from_hashes(
+            targets
+                .into_iter()
+                .map(|t| target_hash(t.as_bytes()))
+                .collect(),
+        )
+    }
+
+    fn from_hashes(mut hashes: Vec<u64>) -> TargetSet {
+        hashes.sort_unstable();
+        hashes.dedup();
+        hashes.shrink_to_fit();
+        TargetSet { hashes }
+    }
+
+    /// The targets of a `file_sd` document, read without keeping a string
+    /// per target; `None` when it is not one.
+    pub fn from_document(content: &[u8]) -> Option<TargetSet> {
+        #[derive(serde::Deserialize)]
+        struct GroupIn {
+            targets: Hashes,
+        }
+        let groups: Vec<GroupIn> = serde_json::from_slice(content).ok()?;
+        let mut all = Vec::new();
+        for g in groups {
+            all.extend_from_slice(&g.targets.0);
+        }
+        Some(TargetSet::from_hashes(all))
+    }
+
+    pub fn len(&self) -> usize {
+        self.hashes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.hashes.is_empty()
+    }
+
+    /// How many targets of `new` (sorted, unique) are not in this set, and
+    /// how many of this set are not in `new`.
+    pub fn diff(&self, new: &TargetList) -> (usize, usize) {
+        let common = new
+            .iter()
+            .filter(|t| {
+                self.hashes
+                    .binary_search(&target_hash(t.as_bytes()))
+                    .is_ok()
+            })
+            .count();
+        (
+            new.len().saturating_sub(common),
+            self.hashes.len().saturating_sub(common),
+        )
+    }
+}
+
+/// A JSON array of strings, read as their hashes.
+struct Hashes(Vec<u64>);
+
+impl<'de> Deserialize<'de> for Hashes {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Hashes, D::Error> {
+        struct Each;
+        impl<'de> Visitor<'de> for Each {
+            type Value = Hashes;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an array of target strings")
             }
-            std::cmp::Ordering::Greater => {
-                added += 1;
-                j += 1;
-            }
-            std::cmp::Ordering::Equal => {
-                i += 1;
-                j += 1;
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Hashes, A::Error> {
+                let mut out = Vec::new();
+                while let Some(h) = seq.next_element::<OneHash>()? {
+                    out.push(h.0);
+                }
+                Ok(Hashes(out))
             }
         }
+        d.deserialize_seq(Each)
     }
-    (added + new.len() - j, removed + old.len() - i)
+}
+
+/// One JSON string, read as its hash.
+struct OneHash(u64);
+
+impl<'de> Deserialize<'de> for OneHash {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<OneHash, D::Error> {
+        struct Str;
+        impl Visitor<'_> for Str {
+            type Value = OneHash;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a target string")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<OneHash, E> {
+                Ok(OneHash(target_hash(s.as_bytes())))
+            }
+        }
+        d.deserialize_str(Str)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn group(targets: &[&str]) -> TargetGroup {
+    fn list(targets: &[(&str, u16)]) -> TargetList {
+        let mut l = TargetList::new();
+        for (h, p) in targets {
+            l.push(h, *p).unwrap();
+        }
+        l.finish();
+        l
+    }
+
+    fn group(targets: &[(&str, u16)]) -> TargetGroup {
         TargetGroup {
-            targets: targets.iter().map(|s| s.to_string()).collect(),
+            targets: list(targets),
             labels: vec![
                 ("__metrics_path__".into(), "/metrics".into()),
                 ("job".into(), "sensors".into()),
@@ -124,7 +651,7 @@ mod tests {
 
     #[test]
     fn renders_the_seed_format_exactly() {
-        let out = render(&[group(&["sensor_0:9100", "sensor_1:9100"])]);
+        let out = render(&[group(&[("sensor_1", 9100), ("sensor_0", 9100)])]);
         let expected = r#"[
   {
     "targets": [
@@ -152,22 +679,162 @@ mod tests {
         assert_eq!(v[0]["targets"], serde_json::json!([]));
         assert_eq!(v[0]["labels"]["note"], "a \"quoted\" \\ value");
         assert_eq!(parse_targets(&out), Some(vec![]));
+        assert_eq!(render(&[]), b"[]\n");
+    }
+
+    #[test]
+    fn renders_like_serde_json_of_strings() {
+        let g = group(&[("b", 1), ("[::1]", 65535), ("a", 80), ("a-b", 1)]);
+        #[derive(Serialize)]
+        struct Plain<'a> {
+            targets: Vec<String>,
+            labels: OrderedLabels<'a>,
+        }
+        let two = [g.clone(), g.clone()];
+        let plain: Vec<Plain> = two
+            .iter()
+            .map(|g| Plain {
+                targets: g.targets.to_strings(),
+                labels: OrderedLabels(&g.labels),
+            })
+            .collect();
+        let mut want = serde_json::to_vec_pretty(&plain).unwrap();
+        want.push(b'\n');
+        assert_eq!(render(&two), want);
     }
 
     #[test]
     fn reads_back_what_it_writes() {
-        let out = render(&[group(&["b:1", "a:1"])]);
+        let out = render(&[group(&[("b", 1), ("a", 1)])]);
         assert_eq!(parse_targets(&out), Some(vec!["a:1".into(), "b:1".into()]));
         assert_eq!(parse_targets(b"{}"), None);
         assert_eq!(parse_targets(b"[{\"targets\": [\"x"), None);
+        let set = TargetSet::from_document(&out).unwrap();
+        assert_eq!(set, TargetSet::from_strings(["b:1", "a:1", "a:1"]));
+        assert_eq!(set.len(), 2);
+        assert_eq!(TargetSet::from_document(b"{}"), None);
+        assert_eq!(TargetSet::from_document(b"[{\"targets\": [1]}]"), None);
+        assert_eq!(TargetSet::from_document(b"[{\"targets\": [\"x"), None);
+        assert_eq!(TargetSet::from_document(b"[]"), Some(TargetSet::default()));
+    }
+
+    #[test]
+    fn sorted_in_byte_order_of_the_text() {
+        let l = list(&[
+            ("sensor_2", 9100),
+            ("sensor_10", 9100),
+            ("a", 9),
+            ("a", 10),
+            ("a-b", 1),
+            ("a", 1),
+            ("[::1]", 1),
+            ("B", 1),
+            ("a", 9),
+        ]);
+        let mut want = l.to_strings();
+        want.sort();
+        want.dedup();
+        assert_eq!(l.to_strings(), want);
+        assert_eq!(
+            l.to_strings(),
+            [
+                "B:1",
+                "[::1]:1",
+                "a-b:1",
+                "a:1",
+                "a:10",
+                "a:9",
+                "sensor_10:9100",
+                "sensor_2:9100"
+            ]
+        );
+    }
+
+    #[test]
+    fn case_variants_are_one_target() {
+        let l = list(&[
+            ("ok", 1),
+            ("OK", 1),
+            ("Ok", 1),
+            ("ok", 2),
+            ("Sensor.Example", 1),
+            ("sensor.example", 1),
+            ("b", 1),
+            ("B", 2),
+        ]);
+        assert_eq!(
+            l.to_strings(),
+            ["B:2", "OK:1", "Sensor.Example:1", "b:1", "ok:2"]
+        );
+    }
+
+    /// Many targets, so that the radix passes run, against a plain model:
+    /// strings grouped by their lower-case form, the least of each group
+    /// kept, in byte order.
+    #[test]
+    fn large_lists_match_a_simple_model() {
+        let mut seed: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let alphabet = b"aAbBzZ09_-.";
+        let mut l = TargetList::new();
+        let mut model: Vec<String> = Vec::new();
+        for _ in 0..20_000 {
+            let prefix = ["", "sensor-", "sensor-00", "s"][next(4) as usize];
+            let len = 1 + next(6) as usize;
+            let tail: String = (0..len)
+                .map(|_| alphabet[next(alphabet.len() as u64) as usize] as char)
+                .collect();
+            let host = format!("{prefix}{tail}");
+            let port = [1, 9, 10, 80, 9100, 65535][next(6) as usize];
+            l.push(&host, port).unwrap();
+            model.push(format!("{host}:{port}"));
+        }
+        l.finish();
+        model.sort();
+        let mut want: Vec<String> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for t in model {
+            if seen.insert(t.to_ascii_lowercase()) {
+                want.push(t);
+            }
+        }
+        assert!(want.len() > 5_000, "{}", want.len());
+        assert_eq!(l.to_strings(), want);
     }
 
     #[test]
     fn diff_counts() {
-        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-        assert_eq!(diff(&s(&[]), &s(&["a"])), (1, 0));
-        assert_eq!(diff(&s(&["a", "b", "c"]), &s(&["b", "d"])), (1, 2));
-        assert_eq!(diff(&s(&["a"]), &s(&["a"])), (0, 0));
-        assert_eq!(diff(&s(&["a", "b"]), &s(&[])), (0, 2));
+        let s = |v: &[&str]| TargetSet::from_strings(v.iter().copied());
+        let l = |v: &[(&str, u16)]| list(v);
+        assert_eq!(s(&[]).diff(&l(&[("a", 1)])), (1, 0));
+        assert_eq!(
+            s(&["a:1", "b:1", "c:1"]).diff(&l(&[("b", 1), ("d", 1)])),
+            (1, 2)
+        );
+        assert_eq!(s(&["a:1"]).diff(&l(&[("a", 1)])), (0, 0));
+        assert_eq!(s(&["a:1", "b:1"]).diff(&l(&[])), (0, 2));
+        assert_eq!(TargetSet::of(&l(&[("b", 1), ("a", 1)])), s(&["a:1", "b:1"]));
+    }
+
+    #[test]
+    fn ports_and_long_hosts_survive_packing() {
+        let long = "h".repeat(255);
+        let l = list(&[(&long, 65535), ("x", 1)]);
+        assert_eq!(l.to_strings(), [format!("{long}:65535"), "x:1".to_string()]);
+        let mut l = TargetList::new();
+        assert!(l.push(&"h".repeat(256), 1).is_err());
+        let mut d = [0u8; 5];
+        for p in [1u16, 9, 10, 99, 100, 9100, 10000, 65535, 0] {
+            let text = p.to_string();
+            assert_eq!(port_digits(p, &mut d), text.as_bytes());
+            for k in 0..6 {
+                assert_eq!(port_digit(p, k), text.as_bytes().get(k).copied(), "{p} {k}");
+            }
+        }
     }
 }

@@ -328,3 +328,170 @@ fn plain_log_lines_look_like_the_seed() {
         "start-up configuration (INVENTORY_URL) not logged:\n{log}"
     );
 }
+
+/// Addresses nothing can be scraped at, and names the C resolver reads as
+/// IPv4 in a non-canonical form, are dropped with a reason, with or
+/// without a port. Canonical dotted quads stay.
+#[test]
+fn unscrapeable_and_non_canonical_addresses_are_dropped() {
+    let dir = TestDir::new("o-addr");
+    let refused = [
+        ("0.0.0.0", "unspecified address"),
+        ("0.0.0.0:9100", "unspecified address"),
+        ("255.255.255.255", "broadcast address"),
+        ("255.255.255.255:80", "broadcast address"),
+        ("[::]", "unspecified address"),
+        ("[::]:80", "unspecified address"),
+        ("::", "unspecified address"),
+        ("::ffff:0.0.0.0", "unspecified address"),
+        ("0x7f.1", "non-canonical"),
+        ("0x7f.1:80", "non-canonical"),
+        ("0177.0.0.1", "non-canonical"),
+        ("127.1", "non-canonical"),
+        ("127.1:9100", "non-canonical"),
+        ("0x7f000001", "non-canonical"),
+        ("0x7f000001:80", "non-canonical"),
+        ("2130706433", "non-canonical"),
+        ("2130706433:80", "non-canonical"),
+        ("10.0.0.010", "non-canonical"),
+    ];
+    let mut list: Vec<&str> = refused.iter().map(|(e, _)| *e).collect();
+    list.extend(["127.0.0.1", "10.0.0.10:80", "0x7f.example", "::1"]);
+    let inv = FakeInventory::start(Behavior::list(&list));
+    let cmd = AgentCmd::new(&dir).inventory(&inv).arg("--once");
+    let out = cmd.run(T);
+    assert_eq!(out.code(), Some(0), "{}", out.describe());
+    assert_eq!(
+        fs::read_to_string(cmd.targets_file()).unwrap(),
+        render_default(&[
+            "0x7f.example:9100",
+            "10.0.0.10:80",
+            "127.0.0.1:9100",
+            "[::1]:9100"
+        ])
+    );
+    for (entry, why) in refused {
+        let line = format!("Dropping invalid sensor entry \"{entry}\": ");
+        let logged = out
+            .stderr
+            .lines()
+            .find(|l| l.contains(&line))
+            .unwrap_or_else(|| panic!("{entry:?} not dropped\n{}", out.describe()));
+        assert!(logged.contains(why), "{entry:?}: {logged}");
+    }
+}
+
+/// Names that differ only in letter case are one host, scraped once: the
+/// first spelling in byte order is written, as it was written; the others
+/// are duplicates, not invalid entries.
+#[test]
+fn case_variants_are_one_target() {
+    let dir = TestDir::new("o-case");
+    let notify = NotifySocket::new(&dir);
+    let inv = FakeInventory::start(Behavior::list(&[
+        "ok",
+        "sensor.example",
+        "OK",
+        "Sensor.Example:9100",
+        "Ok",
+        "ok:9200",
+        "[2001:DB8::1]",
+        "2001:db8::1",
+    ]));
+    let agent = daemon(&dir, &inv, &notify).spawn();
+    let want = render_default(&[
+        "OK:9100",
+        "Sensor.Example:9100",
+        "[2001:db8::1]:9100",
+        "ok:9200",
+    ]);
+    assert!(
+        wait_for(T, || fs::read_to_string(agent.targets_file())
+            .ok()
+            .as_deref()
+            == Some(want.as_str())),
+        "{}",
+        agent.stderr()
+    );
+    let log = agent.stderr();
+    assert!(log.contains("Successfully fetched 8 sensors"), "{log}");
+    assert!(!log.contains("Dropping invalid"), "{log}");
+    assert!(log.contains("(4 targets, 4 added, 0 removed)"), "{log}");
+    // A lower-case spelling alone is the same host: the file changes to
+    // it, one target added and one removed, no more.
+    inv.set(Behavior::list(&["ok", "sensor.example", "ok:9200", "::1"]));
+    agent.signal(Signal::SIGHUP);
+    let want = render_default(&["[::1]:9100", "ok:9100", "ok:9200", "sensor.example:9100"]);
+    assert!(
+        wait_for(T, || fs::read_to_string(agent.targets_file())
+            .ok()
+            .as_deref()
+            == Some(want.as_str())),
+        "{}",
+        agent.stderr()
+    );
+    assert!(
+        wait_for(T, || agent
+            .stderr()
+            .contains("(4 targets, 3 added, 3 removed)")),
+        "{}",
+        agent.stderr()
+    );
+}
+
+/// The targets file found at start-up counts for ADDED/REMOVED of the
+/// first write.
+#[test]
+fn added_and_removed_count_from_the_file_found_at_start() {
+    let dir = TestDir::new("o-found");
+    let notify = NotifySocket::new(&dir);
+    let inv = FakeInventory::start(Behavior::list(&["b", "c", "d", "c"]));
+    let cmd = daemon(&dir, &inv, &notify);
+    fs::create_dir_all(cmd.targets_file().parent().unwrap()).unwrap();
+    fs::write(
+        cmd.targets_file(),
+        render_default(&["a:9100", "b:9100", "c:9100", "c:9100"]),
+    )
+    .unwrap();
+    let mut agent = cmd.spawn();
+    assert!(
+        wait_for(T, || agent
+            .stderr()
+            .contains("(3 targets, 1 added, 1 removed)")),
+        "{}",
+        agent.stderr()
+    );
+    assert!(
+        agent.stderr().contains("with 3 targets"),
+        "{}",
+        agent.stderr()
+    );
+    agent.signal(Signal::SIGTERM);
+    agent.wait_exit(T);
+}
+
+/// Windows tools start UTF-8 files with a byte-order mark: it is skipped,
+/// over HTTP and from a file.
+#[test]
+fn a_byte_order_mark_is_skipped() {
+    let dir = TestDir::new("o-bom");
+    let body = b"\xEF\xBB\xBF[\"sensor_1\", \"sensor_0\"]\r\n".to_vec();
+    let want = render_default(&["sensor_0:9100", "sensor_1:9100"]);
+    let inv = FakeInventory::start(Behavior::json(body.clone()));
+    let out = AgentCmd::new(&dir).inventory(&inv).arg("--print").run(T);
+    assert_eq!(out.code(), Some(0), "{}", out.describe());
+    assert_eq!(out.stdout, want);
+    let path = dir.join("inventory.json");
+    fs::write(&path, &body).unwrap();
+    let out = AgentCmd::new(&dir)
+        .env("INVENTORY_URL", format!("file://{}", path.display()))
+        .arg("--print")
+        .run(T);
+    assert_eq!(out.code(), Some(0), "{}", out.describe());
+    assert_eq!(out.stdout, want);
+    // Only at the start: one after whitespace is still invalid JSON.
+    let inv = FakeInventory::start(Behavior::json(b" \xEF\xBB\xBF[\"a\"]".to_vec()));
+    let out = AgentCmd::new(&dir).inventory(&inv).arg("--print").run(T);
+    assert_eq!(out.code(), Some(1), "{}", out.describe());
+    assert!(out.stderr.contains("invalid JSON"), "{}", out.describe());
+}

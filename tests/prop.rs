@@ -12,7 +12,7 @@ use proptest::test_runner::Config;
 use sd_updater::inventory::{self, escape};
 use sd_updater::logging::one_line;
 use sd_updater::sensor::target_address;
-use sd_updater::targets::{parse_targets, render, TargetGroup};
+use sd_updater::targets::{parse_targets, render, TargetGroup, TargetList};
 use serde_json::Value;
 
 fn config() -> Config {
@@ -206,7 +206,7 @@ proptest! {
     /// Arbitrary bytes never make the parser panic.
     #[test]
     fn parse_never_panics_on_bytes(body in prop::collection::vec(any::<u8>(), 0..512)) {
-        let _ = inventory::parse(&body);
+        let _ = inventory::parse(&body, 9100);
     }
 
     /// Arbitrary JSON values: accepted exactly when they are a list of
@@ -221,7 +221,15 @@ proptest! {
         let expected: Option<Vec<String>> = v.as_array().and_then(|items| {
             items.iter().map(|i| i.as_str().map(str::to_string)).collect()
         });
-        match (inventory::parse(&body), expected) {
+        let mut got = Vec::new();
+        let parsed = inventory::for_each_entry(&body, &mut |e| {
+            got.push(e.to_string());
+            Ok(())
+        })
+        .map(|()| got);
+        // The validating parse accepts the same bodies.
+        prop_assert_eq!(inventory::parse(&body, 9100).is_ok(), parsed.is_ok());
+        match (parsed, expected) {
             (Ok(got), Some(want)) => prop_assert_eq!(got, want),
             (Err(_), None) => {}
             (got, want) => prop_assert!(false, "parse gave {:?}, expected {:?}", got, want),
@@ -255,21 +263,77 @@ proptest! {
     }
 
     /// validate(): sorted, unique, every input either accepted or
-    /// rejected, and accepted ones are what target_address says.
+    /// rejected, and accepted ones are what target_address says, one per
+    /// host and port whatever the letter case (the least in byte order).
     #[test]
     fn validate_partitions_and_sorts(entries in prop::collection::vec(entry(), 0..40)) {
-        let v = inventory::validate(entries.clone(), 9100);
+        let v = inventory::validate(entries.iter().map(String::as_str), 9100);
         prop_assert_eq!(v.sensor_count, entries.len());
         let accepted: Vec<String> = entries
             .iter()
             .filter_map(|e| target_address(e, 9100).ok())
             .collect();
-        prop_assert_eq!(accepted.len() + v.rejected.len(), entries.len());
-        let mut want = accepted;
-        want.sort();
-        want.dedup();
-        prop_assert_eq!(&v.targets, &want);
-        prop_assert!(v.targets.windows(2).all(|w| w[0] < w[1]));
+        prop_assert_eq!(accepted.len() + v.invalid_count, entries.len());
+        prop_assert_eq!(v.rejected.len(), v.invalid_count.min(inventory::MAX_EXAMPLES));
+        let want = fold_model(accepted);
+        let got = v.targets.to_strings();
+        prop_assert_eq!(&got, &want);
+        prop_assert!(got.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    /// Names that differ only in letter case are one target: any mix of
+    /// case variants, in any order, gives the least of them in byte order.
+    #[test]
+    fn case_variants_dedupe_to_one(
+        hosts in prop::collection::vec(hostname(), 1..12),
+        flips in prop::collection::vec(any::<u64>(), 1..40),
+        port in prop::option::of(1u16..),
+    ) {
+        let with_port = |h: String| match port {
+            Some(p) => format!("{h}:{p}"),
+            None => h,
+        };
+        let mut entries = Vec::new();
+        for (i, f) in flips.iter().enumerate() {
+            let h = &hosts[i % hosts.len()];
+            let variant: String = h
+                .chars()
+                .enumerate()
+                .map(|(k, c)| if f >> (k % 64) & 1 == 1 { c.to_ascii_uppercase() } else { c.to_ascii_lowercase() })
+                .collect();
+            entries.push(with_port(variant));
+        }
+        let v = inventory::validate(entries.iter().map(String::as_str), 9100);
+        let valid: Vec<String> = entries
+            .iter()
+            .filter_map(|e| target_address(e, 9100).ok())
+            .collect();
+        let mut classes: Vec<String> = valid.iter().map(|e| e.to_ascii_lowercase()).collect();
+        classes.sort();
+        classes.dedup();
+        prop_assert_eq!(v.targets.len(), classes.len());
+        prop_assert_eq!(v.invalid_count, entries.len() - valid.len());
+        prop_assert_eq!(v.sensor_count, entries.len());
+        prop_assert_eq!(v.targets.to_strings(), fold_model(valid));
+        let mut reversed = entries.clone();
+        reversed.reverse();
+        let w = inventory::validate(reversed.iter().map(String::as_str), 9100);
+        prop_assert_eq!(w.targets, v.targets);
+    }
+
+    /// What the C resolver reads as an IPv4 address is exactly what
+    /// `inet_aton` reads, and only canonical dotted quads are accepted.
+    #[test]
+    fn inet_aton_agrees_with_glibc(s in "(0[xX][0-9a-fA-F]{0,9}|[0-9]{1,11})(\\.(0[xX][0-9a-fA-F]{0,3}|[0-9]{1,4})){0,4}") {
+        let ours = sd_updater::sensor::inet_aton(&s).map(u32::from);
+        prop_assert_eq!(ours, libc_inet_aton(&s), "{}", s);
+        if ours.is_some() {
+            let accepted = target_address(&s, 9100).is_ok();
+            let canonical = s
+                .parse::<std::net::Ipv4Addr>()
+                .is_ok_and(|ip| !ip.is_unspecified() && !ip.is_broadcast());
+            prop_assert_eq!(accepted, canonical, "{}", s);
+        }
     }
 
     /// Rendered output parses back as a file_sd list with valid label
@@ -279,8 +343,9 @@ proptest! {
         entries in prop::collection::vec(entry(), 0..40),
         labels in labels(),
     ) {
-        let targets = inventory::validate(entries, 9100).targets;
-        let out = render(&[TargetGroup { targets: targets.clone(), labels: labels.clone() }]);
+        let list = inventory::validate(entries.iter().map(String::as_str), 9100).targets;
+        let targets = list.to_strings();
+        let out = render(&[TargetGroup { targets: list, labels: labels.clone() }]);
         prop_assert!(out.ends_with(b"\n"));
         let groups = parse_file_sd(&out).map_err(|e| TestCaseError::fail(format!(
             "{e}: {}", String::from_utf8_lossy(&out))))?;
@@ -300,7 +365,11 @@ proptest! {
             .map(|(k, _)| text[from..].find(&format!("\"{k}\": ")).unwrap_or(usize::MAX))
             .collect();
         prop_assert!(positions.windows(2).all(|w| w[0] < w[1]), "label order: {}", text);
-        prop_assert_eq!(parse_targets(&out), Some(targets));
+        prop_assert_eq!(parse_targets(&out), Some(targets.clone()));
+        // The same bytes as the former renderer: serde_json over strings.
+        let mut old = serde_json::to_vec_pretty(&[OldGroup { targets: &targets, labels: &labels }]).unwrap();
+        old.push(b'\n');
+        prop_assert_eq!(String::from_utf8_lossy(&out), String::from_utf8_lossy(&old));
     }
 
     /// The same inventory in any order, with any entries repeated, renders
@@ -311,34 +380,27 @@ proptest! {
         perm_seed in any::<u64>(),
         dups in prop::collection::vec(any::<prop::sample::Index>(), 0..20),
     ) {
-        let render_of = |e: Vec<String>| {
-            let t = inventory::validate(e, 9100).targets;
-            render(&[TargetGroup {
-                targets: t,
-                labels: vec![
-                    ("__metrics_path__".into(), "/metrics".into()),
-                    ("job".into(), "sensors".into()),
-                ],
-            }])
-        };
-        let base = render_of(entries.clone());
+        let base = render_of(&entries);
         let mut other = entries.clone();
         if !entries.is_empty() {
             for d in &dups {
                 other.push(entries[d.index(entries.len())].clone());
             }
         }
-        // Fisher-Yates with a splitmix64 stream.
-        let mut s = perm_seed;
-        for i in (1..other.len()).rev() {
-            s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = s;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^= z >> 31;
-            other.swap(i, (z % (i as u64 + 1)) as usize);
-        }
-        prop_assert_eq!(render_of(other), base);
+        shuffle(&mut other, perm_seed);
+        prop_assert_eq!(render_of(&other), base);
+    }
+
+    /// Any permutation of an inventory (no entry added or dropped) renders
+    /// the same bytes, also past the sizes where sorting switches method.
+    #[test]
+    fn any_permutation_renders_the_same(
+        entries in prop::collection::vec(entry(), 0..64),
+        perm_seed in any::<u64>(),
+    ) {
+        let mut other = entries.clone();
+        shuffle(&mut other, perm_seed);
+        prop_assert_eq!(render_of(&other), render_of(&entries));
     }
 
     /// What goes into a log line is one line of printable ASCII, whatever
@@ -351,6 +413,82 @@ proptest! {
         let l = one_line(&format!("Dropping invalid sensor entry \"{e}\" / raw {s}"));
         prop_assert!(!l.chars().any(char::is_control), "{:?}", l);
     }
+}
+
+/// One target group as the renderer wrote it before targets were held
+/// compactly: serde_json, pretty, over a list of strings.
+struct OldGroup<'a> {
+    targets: &'a [String],
+    labels: &'a [(String, String)],
+}
+
+impl serde::Serialize for OldGroup<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeStruct};
+        struct Labels<'a>(&'a [(String, String)]);
+        impl serde::Serialize for Labels<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut m = s.serialize_map(Some(self.0.len()))?;
+                for (k, v) in self.0 {
+                    m.serialize_entry(k, v)?;
+                }
+                m.end()
+            }
+        }
+        let mut st = s.serialize_struct("GroupOut", 2)?;
+        st.serialize_field("targets", self.targets)?;
+        st.serialize_field("labels", &Labels(self.labels))?;
+        st.end()
+    }
+}
+
+/// The rendered file for `entries`, with fixed labels.
+fn render_of(entries: &[String]) -> Vec<u8> {
+    let t: TargetList = inventory::validate(entries.iter().map(String::as_str), 9100).targets;
+    render(&[TargetGroup {
+        targets: t,
+        labels: vec![
+            ("__metrics_path__".into(), "/metrics".into()),
+            ("job".into(), "sensors".into()),
+        ],
+    }])
+}
+
+/// Fisher-Yates with a splitmix64 stream.
+fn shuffle(v: &mut [String], seed: u64) {
+    let mut s = seed;
+    for i in (1..v.len()).rev() {
+        s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = s;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        v.swap(i, (z % (i as u64 + 1)) as usize);
+    }
+}
+
+/// Targets as the agent must keep them: one per lower-case form, the
+/// least in byte order, all in byte order.
+fn fold_model(mut targets: Vec<String>) -> Vec<String> {
+    targets.sort();
+    let mut seen = std::collections::HashSet::new();
+    targets.retain(|t| seen.insert(t.to_ascii_lowercase()));
+    targets
+}
+
+extern "C" {
+    // The libc crate does not bind it; glibc exports it.
+    fn inet_aton(cp: *const nix::libc::c_char, inp: *mut nix::libc::in_addr) -> nix::libc::c_int;
+}
+
+/// glibc's own `inet_aton`, as the C resolver uses it.
+fn libc_inet_aton(s: &str) -> Option<u32> {
+    let c = std::ffi::CString::new(s).ok()?;
+    let mut addr = nix::libc::in_addr { s_addr: 0 };
+    // SAFETY: `c` is a NUL-terminated string and `addr` a valid in_addr,
+    // both alive for the call; inet_aton writes only `addr`.
+    let ok = unsafe { inet_aton(c.as_ptr(), &mut addr) };
+    (ok != 0).then(|| u32::from_be(addr.s_addr))
 }
 
 /// Known shapes from issue 2 stay refused: a sanity anchor for the
@@ -367,7 +505,7 @@ fn known_bad_shapes_are_refused() {
         b"\"a\"",
         b"[[\"a\"]]",
     ] {
-        assert!(inventory::parse(body).is_err(), "{body:?}");
+        assert!(inventory::parse(body, 9100).is_err(), "{body:?}");
     }
     for t in ["[::1]:9100", "sensor_0:9100", "10.0.0.1:1"] {
         prometheus_accepts(t).unwrap();

@@ -32,15 +32,34 @@ fn check_target(t: &str) {
 }
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(entries) = inventory::parse(data) {
+    let mut entries: Vec<String> = Vec::new();
+    let shape = inventory::for_each_entry(data, &mut |e| {
+        entries.push(e.to_string());
+        Ok(())
+    });
+    let parsed = inventory::parse(data, 9100);
+    assert_eq!(shape.is_ok(), parsed.is_ok());
+    if let Ok(v) = parsed {
         let mut shuffled = entries.clone();
         shuffled.reverse();
         if let Some(first) = entries.first() {
             shuffled.push(first.clone());
+            // A case variant of an entry is the same target: one more
+            // spelling never adds one.
+            let mut variants = entries.clone();
+            variants.push(first.to_ascii_uppercase());
+            let n = inventory::validate(variants.iter().map(String::as_str), 9100)
+                .targets
+                .len();
+            assert_eq!(n, v.targets.len(), "a case variant added a target");
         }
-        let v = inventory::validate(entries, 9100);
-        assert!(v.targets.windows(2).all(|w| w[0] < w[1]));
-        for t in &v.targets {
+        assert_eq!(v.sensor_count, entries.len());
+        let texts = v.targets.to_strings();
+        assert!(texts.windows(2).all(|w| w[0] < w[1]));
+        assert!(texts
+            .windows(2)
+            .all(|w| !w[0].eq_ignore_ascii_case(&w[1])));
+        for t in &texts {
             check_target(t);
         }
         let labels = vec![
@@ -48,16 +67,16 @@ fuzz_target!(|data: &[u8]| {
             ("job".to_string(), "sensors".to_string()),
         ];
         let out = render(&[TargetGroup {
-            targets: v.targets.clone(),
+            targets: v.targets,
             labels: labels.clone(),
         }]);
-        assert_eq!(parse_targets(&out).as_ref(), Some(&v.targets));
-        let w = inventory::validate(shuffled, 9100);
+        assert_eq!(parse_targets(&out).as_ref(), Some(&texts));
+        let w = inventory::validate(shuffled.iter().map(String::as_str), 9100);
         let out2 = render(&[TargetGroup {
             targets: w.targets,
             labels,
         }]);
-        assert_eq!(out, out2, "order or duplicates changed the output");
+        assert_eq!(out, out2, "order, duplicates or case changed the output");
     }
     if let Ok(s) = std::str::from_utf8(data) {
         if let Ok(t) = target_address(s, 9100) {

@@ -383,8 +383,8 @@ SystemCallErrorNumber   setpriority   EPERM             ok
 # control: the default umask is 0022 too
 UMask                   umask         0022              *
 '
-# [Service] lines about the life cycle, not the sandbox.
-LIFECYCLE_KEYS=" Type NotifyAccess ExecStart ExecReload WatchdogSec Restart RestartSec RestartPreventExitStatus TimeoutStopSec EnvironmentFile "
+# [Service] lines about the life cycle and resource limits, not the sandbox.
+LIFECYCLE_KEYS=" Type NotifyAccess ExecStart ExecReload WatchdogSec Restart RestartSec RestartPreventExitStatus TimeoutStopSec EnvironmentFile MemoryMax "
 
 # matches VALUE ALTERNATIVES: VALUE is one of the |-separated alternatives.
 matches() {
