@@ -205,7 +205,12 @@ impl Daemon {
         let now = SystemTime::now();
         let group = TargetGroup::from_config(update.targets, &self.config);
         let groups = std::slice::from_ref(&group);
-        match writer::write_if_changed(path, &mut |w| targets::render_to(w, groups)) {
+        // SIGTERM during a large write abandons it: the old file stays.
+        let signals = &self.signals;
+        let stop = || signals.stop_requested();
+        match writer::write_if_changed(path, &mut |w| {
+            targets::render_to(&mut writer::Interruptible::new(w, &stop), groups)
+        }) {
             Ok(outcome) => {
                 let changed = outcome == Outcome::Written;
                 let n = group.targets.len();
@@ -235,6 +240,12 @@ impl Daemon {
                 let set = TargetSet::of(&group.targets);
                 drop(group);
                 self.state.succeeded(set, changed, now);
+            }
+            Err(e) if self.signals.stop_requested() => {
+                log::info!(
+                    TARGETS_FILE = shown.as_str();
+                    "Stopping: write of {shown} abandoned ({e}); {}", self.state.kept()
+                );
             }
             Err(e) => {
                 let reason = e.to_string();

@@ -46,6 +46,12 @@ impl Signals {
         self.wake.as_fd()
     }
 
+    /// Whether SIGTERM or SIGINT is pending, without taking it: long work
+    /// (a large write) checks this to give up early.
+    pub fn stop_requested(&self) -> bool {
+        self.term.load(Ordering::SeqCst) || self.int.load(Ordering::SeqCst)
+    }
+
     /// Empties the pipe and returns what was signalled since the last call.
     pub fn take(&self) -> Pending {
         drain(self.wake.as_fd());

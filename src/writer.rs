@@ -512,6 +512,32 @@ pub fn write_if_changed(target: &Path, render: &mut Render<'_>) -> Result<Outcom
     Ok(Outcome::Written)
 }
 
+/// A writer that fails once `stop` says so, so that a long render can be
+/// abandoned (the old file then stays, and the temp file is removed).
+pub struct Interruptible<'a> {
+    inner: &'a mut dyn Write,
+    stop: &'a dyn Fn() -> bool,
+}
+
+impl<'a> Interruptible<'a> {
+    pub fn new(inner: &'a mut dyn Write, stop: &'a dyn Fn() -> bool) -> Self {
+        Interruptible { inner, stop }
+    }
+}
+
+impl Write for Interruptible<'_> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        if (self.stop)() {
+            return Err(io::Error::other("abandoned: the agent is stopping"));
+        }
+        self.inner.write(data)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// Whether `render` produces exactly what `old` holds.
 fn same_content(old: File, target: &Path, render: &mut Render<'_>) -> Result<bool, WriteError> {
     let mut sink = Compare {
@@ -521,8 +547,13 @@ fn same_content(old: File, target: &Path, render: &mut Render<'_>) -> Result<boo
         end: 0,
         same: true,
     };
-    step(render(&mut sink), "render", target)?;
-    Ok(sink.same && sink.pos == sink.end && matches!(sink.refill(), Refill::Eof))
+    let rendered = render(&mut sink);
+    if !sink.same {
+        // The sink stopped the render at the first difference.
+        return Ok(false);
+    }
+    step(rendered, "render", target)?;
+    Ok(sink.pos == sink.end && matches!(sink.refill(), Refill::Eof))
 }
 
 /// A writer that compares what it is given with a file read in chunks.
@@ -575,8 +606,12 @@ impl Write for Compare {
             self.pos += n;
             rest = rest.get(n..).unwrap_or_default();
         }
-        // Once different, the rest is only swallowed.
-        Ok(data.len())
+        if self.same {
+            Ok(data.len())
+        } else {
+            // No need to render the rest: the file will be rewritten.
+            Err(io::Error::other("differs from the existing file"))
+        }
     }
 
     fn flush(&mut self) -> io::Result<()> {
