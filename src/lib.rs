@@ -1,25 +1,20 @@
 //! sd-updater: keeps a Prometheus file_sd targets file in step with a
-//! sensor inventory. The binary is a thin wrapper around [`app::main`];
-//! the modules are public so that tests and fuzzers can drive the pure
-//! parts (parsing, validation, rendering) directly.
+//! sensor inventory. The binary is a thin wrapper around [`app::main`].
+//!
+//! Layers, lowest first (docs/architecture.md):
+//! - `model`: pure data and rules: inventory parsing and validation,
+//!   addresses, target groups, file_sd rendering. No I/O, no `Config`.
+//! - `sys`: the operating system: signals, sd_notify, logging, privileges,
+//!   the allocator, clocks. The only place for `unsafe`.
+//! - `source` and `output`: where inventories come from (http, file) and
+//!   where results go (the atomic writer); they build on `model` and `sys`.
+//! - `config`, `daemon` and `app`: settings, the poll loop and start-up,
+//!   which wire the rest together.
 
 pub mod app;
-pub mod cli;
-pub mod clock;
-pub mod config;
-pub mod cycle;
-pub mod daemon;
-pub mod fetch;
-pub mod inventory;
-pub mod logging;
-pub mod notify;
-pub mod privileges;
-pub mod retry;
-pub mod schedule;
-pub mod sensor;
-pub mod signals;
-pub mod state;
-pub mod targets;
-pub mod url;
-pub mod worker;
-pub mod writer;
+pub(crate) mod config;
+pub(crate) mod daemon;
+pub mod model;
+pub mod output;
+pub mod source;
+pub mod sys;

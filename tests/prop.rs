@@ -9,10 +9,10 @@ use std::net::Ipv6Addr;
 
 use proptest::prelude::*;
 use proptest::test_runner::Config;
-use sd_updater::inventory::{self, escape};
-use sd_updater::logging::one_line;
-use sd_updater::sensor::target_address;
-use sd_updater::targets::{parse_targets, render, TargetGroup, TargetList};
+use sd_updater::model::address::target_address;
+use sd_updater::model::inventory::{self, escape};
+use sd_updater::model::targets::{parse_targets, render, TargetGroup, TargetList};
+use sd_updater::sys::logging::one_line;
 use serde_json::Value;
 
 fn config() -> Config {
@@ -325,7 +325,7 @@ proptest! {
     /// `inet_aton` reads, and only canonical dotted quads are accepted.
     #[test]
     fn inet_aton_agrees_with_glibc(s in "(0[xX][0-9a-fA-F]{0,9}|[0-9]{1,11})(\\.(0[xX][0-9a-fA-F]{0,3}|[0-9]{1,4})){0,4}") {
-        let ours = sd_updater::sensor::inet_aton(&s).map(u32::from);
+        let ours = sd_updater::model::address::inet_aton(&s).map(u32::from);
         prop_assert_eq!(ours, libc_inet_aton(&s), "{}", s);
         if ours.is_some() {
             let accepted = target_address(&s, 9100).is_ok();

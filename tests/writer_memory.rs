@@ -7,7 +7,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
-use sd_updater::writer::{write_if_changed, Outcome};
+use sd_updater::output::writer::{write_if_changed, Outcome};
 
 /// Peak resident set (VmHWM) of this process, in KiB.
 fn peak_kib() -> u64 {

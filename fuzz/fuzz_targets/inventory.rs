@@ -5,9 +5,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sd_updater::inventory;
-use sd_updater::sensor::target_address;
-use sd_updater::targets::{parse_targets, render, TargetGroup};
+use sd_updater::model::inventory;
+use sd_updater::model::address::target_address;
+use sd_updater::model::targets::{parse_targets, render, TargetGroup};
 
 fn check_target(t: &str) {
     assert!(!t.contains('/'), "{t:?}");

@@ -3,8 +3,8 @@
 
 use std::time::SystemTime;
 
-use crate::clock;
-use crate::targets::TargetSet;
+use crate::model::targets::TargetSet;
+use crate::sys::clock;
 
 #[derive(Debug, Default, Clone)]
 pub struct State {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use sd_notify::NotifyState;
 
-use crate::logging;
+use crate::sys::logging;
 
 /// STATUS= text as the service manager shows it: one line, no secrets,
 /// escaped like the log (server text such as a redirect Location may be in it).

@@ -4,7 +4,7 @@ use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::clock;
+use crate::sys::clock;
 
 /// Backoff never grows past this, whatever the attempt number.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);

@@ -1,8 +1,8 @@
 //! One inventory entry: validated and turned into a Prometheus target
 //! address (`host:port`, IPv6 bracketed).
 
+use core::net::{Ipv4Addr, Ipv6Addr};
 use std::fmt::{self, Write as _};
-use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// A bracketed IPv6 address in its canonical text form, held inline so that
 /// validating an entry allocates nothing.

@@ -1,6 +1,9 @@
 //! Inventory sources: where the raw document comes from. One fetch is one
 //! attempt; retries belong to the cycle.
 
+pub mod retry;
+pub mod url;
+
 use std::fs::File;
 use std::io::Read;
 use std::path::PathBuf;
@@ -10,12 +13,10 @@ use ureq::http::{HeaderValue, StatusCode, Uri};
 use ureq::tls::{RootCerts, TlsConfig};
 use ureq::{Agent, Proxy, ProxyProtocol};
 
-use crate::config::Config;
-use crate::logging;
-use crate::retry;
-use crate::url::{
-    no_proxy_matches, redact, resolve_redirect, same_origin, InventoryUrl, Location, ProxyUrl,
+use crate::source::url::{
+    no_proxy_matches, resolve_redirect, same_origin, InventoryUrl, Location, ProxyUrl,
 };
+use crate::sys::logging::{self, redact};
 
 /// Why one attempt failed, and whether another attempt may help.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,19 +44,18 @@ pub trait Source: Send {
     fn fetch(&mut self, timeout: Duration) -> Result<Vec<u8>, FetchError>;
 }
 
-/// Builds the source for the configured URL.
-pub fn source_for(config: &Config) -> Box<dyn Source> {
-    match config.inventory_url.location() {
+/// Builds the source for an inventory URL; bodies over `limit` bytes fail.
+pub fn source_for(url: &InventoryUrl, limit: u64) -> Box<dyn Source> {
+    match url.location() {
         Location::File(path) => Box::new(FileSource {
             path: path.clone(),
-            limit: config.max_response_bytes,
+            limit,
         }),
-        Location::Http { https, .. } => Box::new(HttpSource::new(
-            config.inventory_url.clone(),
-            *https,
-            config.max_response_bytes,
-            &|name| std::env::var(name).ok(),
-        )),
+        Location::Http { https, .. } => {
+            Box::new(HttpSource::new(url.clone(), *https, limit, &|name| {
+                std::env::var(name).ok()
+            }))
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use crate::sys::logging::{redact, split_scheme};
 use ureq::http::Uri;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,16 +134,6 @@ impl fmt::Debug for InventoryUrl {
     }
 }
 
-/// `scheme` and the rest after `://`, when the text starts with a valid
-/// scheme (a letter, then letters, digits, `+`, `-` or `.`).
-fn split_scheme(raw: &str) -> Option<(&str, &str)> {
-    let (scheme, rest) = raw.split_once("://")?;
-    let mut chars = scheme.chars();
-    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic());
-    let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
-    (first_ok && rest_ok).then_some((scheme, rest))
-}
-
 /// What an error may show of a URL whose authority did not parse: the
 /// redacted form when it finds a password, the URL itself when it holds no
 /// `@` at all, and only the scheme otherwise (the password may hold `?`).
@@ -152,30 +143,6 @@ fn shown_on_error(raw: &str, scheme: &str) -> String {
         redacted
     } else {
         format!("{scheme}://...")
-    }
-}
-
-/// Replaces anything that looks like a password with `***`: in
-/// `[scheme://]user:password@rest`, where the `@` is the last one before
-/// any `?` or `#`, everything between the first `:` and that `@`. The
-/// scheme is optional, so proxy values such as `user:pw@host:3128` are
-/// covered too. Returns the redacted text and the password that was removed.
-pub fn redact(raw: &str) -> (String, Option<String>) {
-    let (prefix, rest) = match split_scheme(raw) {
-        Some((scheme, rest)) => (&raw[..scheme.len() + 3], rest),
-        None => ("", raw),
-    };
-    let end = rest.find(['?', '#']).unwrap_or(rest.len());
-    let Some(at) = rest[..end].rfind('@') else {
-        return (raw.to_string(), None);
-    };
-    let userinfo = &rest[..at];
-    match userinfo.split_once(':') {
-        Some((user, password)) => (
-            format!("{prefix}{user}:***{}", &rest[at..]),
-            Some(password.to_string()),
-        ),
-        None => (raw.to_string(), None),
     }
 }
 

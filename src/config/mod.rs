@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use log::LevelFilter;
 
-use crate::url::InventoryUrl;
+use crate::model::targets::{TargetGroup, TargetList};
+use crate::source::url::InventoryUrl;
 
 /// One environment variable: its name, default and meaning. The table feeds
 /// `--help`, `--check-config` and the documentation tests.
@@ -125,6 +126,12 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 impl Config {
+    /// The target group the output holds: every target with the configured
+    /// `METRICS_PATH` and `TARGET_LABELS`.
+    pub fn target_group(&self, targets: TargetList) -> TargetGroup {
+        TargetGroup::new(targets, &self.metrics_path, &self.target_labels)
+    }
+
     /// Reads the process environment.
     pub fn from_env() -> Result<Config, ConfigError> {
         Config::from_lookup(|name| std::env::var_os(name).map(|v| v.into_string()))

@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use nix::errno::Errno;
 use nix::fcntl::{openat, renameat, AtFlags, OFlag, AT_FDCWD};
 use nix::sys::stat::{fchmod, fstat, fstatat, mkdirat, FileStat, Mode, SFlag};
-use nix::unistd::{unlinkat, Uid, UnlinkatFlags, User};
+use nix::unistd::{unlinkat, Gid, Uid, UnlinkatFlags, User};
 
 /// Readable by Prometheus, which runs as another user.
 const FILE_MODE: u32 = 0o644;
@@ -201,6 +201,23 @@ pub fn create_dirs(dir: &Path, trust: Trust) -> Result<(OwnedFd, Vec<CreatedDir>
             source: io::Error::from(io::ErrorKind::NotFound),
         }),
     }
+}
+
+/// As root, before the privilege drop: creates the missing directories of
+/// `dir` and hands only those to `uid`:`gid`, through their descriptors.
+/// Existing directories keep whatever owner the operator gave them, and
+/// must not let another user redirect us.
+pub fn create_dirs_for(dir: &Path, uid: Uid, gid: Gid) -> Result<(), String> {
+    let trust = Trust::Strict {
+        service_uid: uid.as_raw(),
+    };
+    let (_, created) =
+        create_dirs(dir, trust).map_err(|e| format!("output directory {}: {e}", dir.display()))?;
+    for d in &created {
+        nix::unistd::fchown(&d.fd, Some(uid), Some(gid))
+            .map_err(|e| format!("chown {}: {e}", d.path.display()))?;
+    }
+    Ok(())
 }
 
 /// Opens `dir` without creating anything; `None` when part of it is missing.

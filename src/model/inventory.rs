@@ -9,8 +9,8 @@ use std::fmt;
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
-use crate::sensor;
-use crate::targets::TargetList;
+use crate::model::address;
+use crate::model::targets::TargetList;
 
 /// At most this many dropped entries are kept, to be logged one by one.
 pub const MAX_EXAMPLES: usize = 100;
@@ -81,7 +81,7 @@ impl Collector {
                 return Ok(());
             }
         }
-        let outcome = match sensor::parse(entry, self.default_port) {
+        let outcome = match address::parse(entry, self.default_port) {
             Ok(t) => {
                 self.v
                     .targets

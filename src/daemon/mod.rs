@@ -1,34 +1,32 @@
 //! The main loop: waits on signals, the fetch thread and the next deadline
 //! together, and is the only place that writes the targets file.
 
+pub mod cycle;
+pub mod schedule;
+pub mod state;
+pub mod worker;
+
 use std::time::{Duration, Instant, SystemTime};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
-use crate::clock;
+use crate::app::cli::exit;
 use crate::config::Config;
-use crate::cycle::{Failure, Update};
-use crate::notify;
-use crate::signals::Signals;
-use crate::state::State;
-use crate::targets::{self, TargetGroup, TargetSet};
-use crate::worker::{Event, Worker};
-use crate::writer::{self, Outcome};
-
-/// A cycle the fetch thread is running.
-struct InFlight {
-    started: Instant,
-    deadline: Instant,
-}
+use crate::daemon::cycle::{Failure, Update};
+use crate::daemon::schedule::{Ping, Schedule};
+use crate::daemon::state::State;
+use crate::daemon::worker::{Event, Worker};
+use crate::model::targets::{self, TargetSet};
+use crate::output::writer::{self, Outcome};
+use crate::sys::clock;
+use crate::sys::notify;
+use crate::sys::signals::Signals;
 
 /// Longest a cycle may take: its retries stop at the next scheduled cycle,
 /// but the first try always gets the full HTTP timeout.
 pub fn cycle_budget(config: &Config) -> Duration {
     config.update_interval.max(config.http_timeout)
 }
-
-/// The longest a server's `Retry-After` may postpone the next cycle.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
 /// Past its deadline by this much, a fetch counts as wedged: the watchdog
 /// pings stop so that systemd restarts us.
@@ -55,105 +53,48 @@ impl Daemon {
         }
     }
 
-    /// Runs until SIGTERM/SIGINT; returns the exit code.
+    /// Runs until SIGTERM/SIGINT; returns the exit code. The loop only
+    /// waits and dispatches: `Schedule` decides what is due.
     pub fn run(mut self) -> i32 {
-        let interval = self.config.update_interval;
-        let mut next_cycle = Instant::now();
-        let mut next_ping = Instant::now();
-        let mut in_flight: Option<InFlight> = None;
-        // A SIGHUP asked for a fresh cycle that has not started yet.
-        let mut refresh_queued = false;
-        // READY=1 is owed once the refresh asked for by SIGHUP is done.
-        let mut reloading = false;
-        let mut wedged_logged = false;
-
+        let mut schedule = Schedule::new(
+            Instant::now(),
+            self.config.update_interval,
+            cycle_budget(&self.config),
+            wedge_grace(&self.config),
+            self.watchdog,
+        );
         if let Some(w) = self.watchdog {
             log::debug!("Watchdog enabled: pinging every {}", clock::human(w));
         }
         notify::ready(&self.state.status());
-
         loop {
             let now = Instant::now();
-            if in_flight.is_none() && (refresh_queued || now >= next_cycle) {
-                let deadline = now + cycle_budget(&self.config);
+            if let Some(deadline) = schedule.start_cycle(now) {
                 if !self.worker.start(deadline) {
                     log::error!(
                         "The fetch thread is gone; exiting so that systemd restarts the agent"
                     );
-                    return crate::cli::exit::FAILURE;
-                }
-                in_flight = Some(InFlight {
-                    started: now,
-                    deadline,
-                });
-                refresh_queued = false;
-                // Fixed rate: the schedule does not drift by cycle length.
-                next_cycle = now + interval;
-            }
-
-            if let Some(period) = self.watchdog {
-                if now >= next_ping {
-                    let wedged = in_flight
-                        .as_ref()
-                        .is_some_and(|f| now > f.deadline + wedge_grace(&self.config));
-                    if !wedged {
-                        notify::watchdog();
-                    } else if !wedged_logged {
-                        wedged_logged = true;
-                        let age = in_flight
-                            .as_ref()
-                            .map(|f| now - f.started)
-                            .unwrap_or_default();
-                        log::error!(
-                            "Inventory fetch stuck for {}, far past its deadline; \
-                             stopping watchdog pings so that systemd restarts the agent",
-                            clock::human(age)
-                        );
-                        notify::status("wedged: inventory fetch stuck; waiting for the watchdog");
-                    }
-                    next_ping = now + period;
+                    return exit::FAILURE;
                 }
             }
-
-            let mut wake_at = Vec::with_capacity(2);
-            if in_flight.is_none() {
-                wake_at.push(next_cycle);
-            }
-            if self.watchdog.is_some() {
-                wake_at.push(next_ping);
-            }
-            let timeout = wake_at
-                .into_iter()
-                .min()
-                .map(|t| poll_timeout(t.saturating_duration_since(Instant::now())))
-                .unwrap_or(PollTimeout::NONE);
-            {
-                let mut fds = [
-                    PollFd::new(self.signals.fd(), PollFlags::POLLIN),
-                    PollFd::new(self.worker.fd(), PollFlags::POLLIN),
-                ];
-                // EINTR just means a signal arrived; the flags say which.
-                let _ = poll(&mut fds, timeout);
-            }
+            self.watchdog_due(schedule.ping(now));
+            self.wait(schedule.sleep(Instant::now()));
 
             let pending = self.signals.take();
             if let Some(signal) = pending.stop {
                 log::info!(SIGNAL = signal; "Received {signal}, stopping");
                 notify::stopping("stopping");
-                return crate::cli::exit::OK;
+                return exit::OK;
             }
             if pending.reload {
-                let running = in_flight.is_some();
+                let running = schedule.reload();
                 log::info!(
                     SIGNAL = "SIGHUP";
                     "Received SIGHUP: forcing a refresh{}",
                     if running { " after the cycle under way" } else { "" }
                 );
                 notify::reloading("reloading: refreshing the inventory now");
-                refresh_queued = true;
-                reloading = true;
             }
-
             for event in self.worker.events() {
                 match event {
                     Event::Retrying(r) => notify::status(&format!(
@@ -163,38 +104,57 @@ impl Daemon {
                         clock::human(r.delay),
                         self.state.kept()
                     )),
-                    Event::Done(result) => {
-                        in_flight = None;
-                        wedged_logged = false;
-                        // A server that asked for a pause gets it, within reason.
-                        if let Err(Failure {
-                            retry_after: Some(wait),
-                            ..
-                        }) = &result
-                        {
-                            let now = Instant::now();
-                            next_cycle = next_cycle
-                                .max(now.checked_add((*wait).min(MAX_RETRY_AFTER)).unwrap_or(now));
-                        }
-                        let now = SystemTime::now();
-                        let next = now
-                            .checked_add(next_cycle.saturating_duration_since(Instant::now()))
-                            .unwrap_or(now);
-                        match result {
-                            Ok(update) => self.apply(update, next),
-                            Err(failure) => self.fail(&failure, next),
-                        }
-                        release_free_memory();
-                        let status = self.state.status();
-                        if reloading && !refresh_queued {
-                            reloading = false;
-                            notify::ready(&status);
-                        } else {
-                            notify::status(&status);
-                        }
-                    }
+                    Event::Done(result) => self.finish(&mut schedule, result),
                 }
             }
+        }
+    }
+
+    /// Pings the watchdog, or tells why not once a fetch is wedged.
+    fn watchdog_due(&self, ping: Ping) {
+        match ping {
+            Ping::Send => notify::watchdog(),
+            Ping::Wedged(age) => {
+                log::error!(
+                    "Inventory fetch stuck for {}, far past its deadline; \
+                     stopping watchdog pings so that systemd restarts the agent",
+                    clock::human(age)
+                );
+                notify::status("wedged: inventory fetch stuck; waiting for the watchdog");
+            }
+            Ping::NotDue | Ping::Withheld => {}
+        }
+    }
+
+    /// Sleeps until a signal, a worker event or `timeout` (`None`: no limit).
+    fn wait(&self, timeout: Option<Duration>) {
+        let timeout = timeout.map(poll_timeout).unwrap_or(PollTimeout::NONE);
+        let mut fds = [
+            PollFd::new(self.signals.fd(), PollFlags::POLLIN),
+            PollFd::new(self.worker.fd(), PollFlags::POLLIN),
+        ];
+        // EINTR just means a signal arrived; the flags say which.
+        let _ = poll(&mut fds, timeout);
+    }
+
+    /// A cycle ended: publish its result and tell the service manager.
+    fn finish(&mut self, schedule: &mut Schedule, result: Result<Update, Failure>) {
+        let retry_after = result.as_ref().err().and_then(|f| f.retry_after);
+        let done = schedule.cycle_done(Instant::now(), retry_after);
+        let now = SystemTime::now();
+        let next = now
+            .checked_add(done.next_cycle.saturating_duration_since(Instant::now()))
+            .unwrap_or(now);
+        match result {
+            Ok(update) => self.apply(update, next),
+            Err(failure) => self.fail(&failure, next),
+        }
+        crate::sys::alloc::release_free_memory();
+        let status = self.state.status();
+        if done.ready {
+            notify::ready(&status);
+        } else {
+            notify::status(&status);
         }
     }
 
@@ -203,7 +163,7 @@ impl Daemon {
         let path = &self.config.targets_file;
         let shown = path.display().to_string();
         let now = SystemTime::now();
-        let group = TargetGroup::from_config(update.targets, &self.config);
+        let group = self.config.target_group(update.targets);
         let groups = std::slice::from_ref(&group);
         // SIGTERM during a large write abandons it: the old file stays.
         let signals = &self.signals;
@@ -271,33 +231,6 @@ impl Daemon {
             clock::time_of_day(next)
         );
         self.state.failed(&failure.reason, SystemTime::now());
-    }
-}
-
-/// Sets glibc's allocator up for a daemon that lives for months: one arena
-/// for both threads, and a fixed mmap threshold so that large buffers
-/// (response bodies, rendered files) are mapped and unmapped whole instead
-/// of fragmenting the heap. glibc otherwise raises the threshold after the
-/// first large free, and RSS then creeps up across varied cycles.
-pub fn tune_allocator() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets allocator parameters; called before the
-    // fetch thread starts.
-    unsafe {
-        use nix::libc::{mallopt, M_ARENA_MAX, M_MMAP_THRESHOLD, M_TRIM_THRESHOLD};
-        mallopt(M_ARENA_MAX, 1);
-        mallopt(M_MMAP_THRESHOLD, 64 * 1024);
-        mallopt(M_TRIM_THRESHOLD, 128 * 1024);
-    }
-}
-
-/// Hands memory freed by the cycle back to the kernel, so that RSS follows
-/// the current inventory rather than the largest one ever seen.
-fn release_free_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only walks the allocator's own free lists.
-    unsafe {
-        nix::libc::malloc_trim(0);
     }
 }
 

@@ -3,12 +3,12 @@
 
 use std::time::{Duration, Instant};
 
-use crate::clock;
 use crate::config::Config;
-use crate::fetch::{FetchError, Source};
-use crate::inventory::{self, Validated};
-use crate::retry;
-use crate::targets::TargetList;
+use crate::model::inventory::{self, Validated};
+use crate::model::targets::TargetList;
+use crate::source::retry;
+use crate::source::{FetchError, Source};
+use crate::sys::clock;
 
 /// At most this many dropped entries are logged one by one per cycle, so a
 /// broken inventory cannot flood the journal.

@@ -12,8 +12,6 @@ use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::ser::SerializeSeq;
 use serde::{Deserialize, Serialize};
 
-use crate::config::Config;
-
 /// Longest `host:port` text: a host of at most 255 bytes (its length is
 /// kept in one byte), `:` and five digits.
 const MAX_TARGET_LEN: usize = 255 + 6;
@@ -401,13 +399,20 @@ pub struct TargetGroup {
 }
 
 impl TargetGroup {
-    /// The single group of the seed: every target with `__metrics_path__`
-    /// and the configured labels.
-    pub fn from_config(targets: TargetList, config: &Config) -> TargetGroup {
-        let mut labels = Vec::with_capacity(config.target_labels.len() + 1);
-        labels.push(("__metrics_path__".to_string(), config.metrics_path.clone()));
-        labels.extend(config.target_labels.iter().cloned());
-        TargetGroup { targets, labels }
+    /// One group: every target with `__metrics_path__` first, then the
+    /// other labels in the order given.
+    pub fn new(
+        targets: TargetList,
+        metrics_path: &str,
+        labels: &[(String, String)],
+    ) -> TargetGroup {
+        let mut all = Vec::with_capacity(labels.len() + 1);
+        all.push(("__metrics_path__".to_string(), metrics_path.to_string()));
+        all.extend(labels.iter().cloned());
+        TargetGroup {
+            targets,
+            labels: all,
+        }
     }
 }
 

@@ -3,11 +3,8 @@
 
 use std::ffi::CString;
 use std::fmt;
-use std::path::Path;
 
 use nix::unistd::{self, Gid, Uid, User};
-
-use crate::writer;
 
 #[derive(Debug)]
 pub enum DropError {
@@ -56,9 +53,13 @@ fn failed(what: &str, e: impl fmt::Display) -> DropError {
     DropError::Failed(format!("cannot drop privileges: {what}: {e}"))
 }
 
-/// When running as root: creates `out_dir` (if given) for the user if it is
-/// missing, then switches groups, gid and uid for good and sets no_new_privs.
-pub fn drop_to(spec: &str, out_dir: Option<&Path>) -> Result<Outcome, DropError> {
+/// When running as root: calls `prepare` with the user's uid and gid (to
+/// create what the user needs while we still can), then switches groups,
+/// gid and uid for good and sets no_new_privs.
+pub fn drop_to(
+    spec: &str,
+    prepare: &mut dyn FnMut(Uid, Gid) -> Result<(), String>,
+) -> Result<Outcome, DropError> {
     if !unistd::geteuid().is_root() {
         return Ok(Outcome::NotRoot);
     }
@@ -67,26 +68,7 @@ pub fn drop_to(spec: &str, out_dir: Option<&Path>) -> Result<Outcome, DropError>
         return Ok(Outcome::StayedRoot);
     }
     let (uid, gid) = (user.uid, user.gid);
-
-    // Only directories this run created are handed over, through the
-    // descriptors it holds; existing ones keep whatever owner the operator
-    // gave them, and must not let another user redirect us.
-    let created = match out_dir {
-        Some(dir) => {
-            let trust = writer::Trust::Strict {
-                service_uid: uid.as_raw(),
-            };
-            writer::create_dirs(dir, trust)
-                .map_err(|e| failed(&format!("output directory {}", dir.display()), e))?
-                .1
-        }
-        None => Vec::new(),
-    };
-    for dir in &created {
-        unistd::fchown(&dir.fd, Some(uid), Some(gid))
-            .map_err(|e| failed(&format!("chown {}", dir.path.display()), e))?;
-    }
-    drop(created);
+    prepare(uid, gid).map_err(|e| DropError::Failed(format!("cannot drop privileges: {e}")))?;
 
     let name = CString::new(user.name.as_str()).map_err(|e| failed("user name", e))?;
     unistd::initgroups(&name, gid).map_err(|e| failed("initgroups", e))?;

@@ -1,23 +1,25 @@
 //! Start-up in the required order (configuration, logging, privilege drop,
 //! signals) and the four ways to run.
 
+pub(crate) mod cli;
+
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use crate::cli::{self, exit, Command};
+use self::cli::{exit, Command};
 use crate::config::Config;
-use crate::cycle;
+use crate::daemon::cycle;
+use crate::daemon::state::State;
+use crate::daemon::worker::Worker;
 use crate::daemon::{self, Daemon};
-use crate::fetch;
-use crate::logging;
-use crate::privileges::{self, DropError};
-use crate::signals::Signals;
-use crate::state::State;
-use crate::targets::{self, TargetGroup};
-use crate::worker::Worker;
-use crate::writer::{self, Outcome};
+use crate::model::targets;
+use crate::output::writer::{self, Outcome};
+use crate::source;
+use crate::sys::logging;
+use crate::sys::privileges::{self, DropError};
+use crate::sys::signals::Signals;
 
 pub fn main() -> i32 {
     let command = match cli::parse(std::env::args_os().skip(1)) {
@@ -85,7 +87,11 @@ fn drop_privileges(
     out_dir: Option<&Path>,
     mode: logging::Mode,
 ) -> Result<(), i32> {
-    match privileges::drop_to(&config.run_as_user, out_dir) {
+    let mut prepare = |uid, gid| match out_dir {
+        Some(dir) => writer::create_dirs_for(dir, uid, gid),
+        None => Ok(()),
+    };
+    match privileges::drop_to(&config.run_as_user, &mut prepare) {
         Ok(privileges::Outcome::NotRoot) => Ok(()),
         Ok(privileges::Outcome::StayedRoot) => {
             log::warn!(
@@ -186,7 +192,7 @@ fn initial_state(config: &Config) -> State {
 }
 
 fn daemon(config: Config, mode: logging::Mode) -> i32 {
-    daemon::tune_allocator();
+    crate::sys::alloc::tune_allocator();
     let signals = match Signals::install() {
         Ok(s) => s,
         Err(e) => {
@@ -198,7 +204,10 @@ fn daemon(config: Config, mode: logging::Mode) -> i32 {
     log::debug!("Logging to {mode:?}");
     remove_stale_temp_files(&config);
     let state = initial_state(&config);
-    let worker = match Worker::spawn(config.clone(), fetch::source_for(&config)) {
+    let worker = match Worker::spawn(
+        config.clone(),
+        source::source_for(&config.inventory_url, config.max_response_bytes),
+    ) {
         Ok(w) => w,
         Err(e) => {
             log::error!("Cannot start the fetch thread: {e}");
@@ -211,8 +220,8 @@ fn daemon(config: Config, mode: logging::Mode) -> i32 {
 /// One cycle in the foreground, for --once and --print.
 fn one_cycle(config: &Config) -> Option<cycle::Update> {
     // Large buffers are mapped whole, and grow by remapping, not copying.
-    daemon::tune_allocator();
-    let mut source = fetch::source_for(config);
+    crate::sys::alloc::tune_allocator();
+    let mut source = source::source_for(&config.inventory_url, config.max_response_bytes);
     let deadline = Instant::now() + daemon::cycle_budget(config);
     match cycle::run(source.as_mut(), config, deadline, &mut |_| {}) {
         Ok(u) => Some(u),
@@ -234,7 +243,7 @@ fn once(config: &Config) -> i32 {
     };
     let shown = config.targets_file.display().to_string();
     let n = update.targets.len();
-    let groups = [TargetGroup::from_config(update.targets, config)];
+    let groups = [config.target_group(update.targets)];
     match writer::write_if_changed(&config.targets_file, &mut |w| {
         targets::render_to(w, &groups)
     }) {
@@ -263,7 +272,7 @@ fn print(config: &Config) -> i32 {
     let Some(update) = one_cycle(config) else {
         return exit::FAILURE;
     };
-    let groups = [TargetGroup::from_config(update.targets, config)];
+    let groups = [config.target_group(update.targets)];
     let mut out = std::io::stdout().lock();
     match targets::render_to(&mut out, &groups).and_then(|()| out.flush()) {
         Ok(()) => exit::OK,

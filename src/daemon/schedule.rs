@@ -94,10 +94,6 @@ impl Schedule {
         Some(deadline)
     }
 
-    pub fn in_flight(&self) -> bool {
-        self.in_flight.is_some()
-    }
-
     /// A SIGHUP: refresh as soon as no cycle is running. Returns whether a
     /// cycle is under way (the refresh then follows it).
     pub fn reload(&mut self) -> bool {

@@ -10,8 +10,7 @@ use log::kv::{self, Key, Value, VisitSource};
 use log::{Level, LevelFilter, Log, Metadata, Record};
 use systemd_journal_logger::JournalLog;
 
-use crate::clock;
-use crate::url::redact;
+use crate::sys::clock;
 
 pub const IDENTIFIER: &str = "sd-updater";
 
@@ -346,6 +345,40 @@ pub fn init(level: LevelFilter) -> Mode {
         log::set_max_level(level);
     }
     mode
+}
+
+/// `scheme` and the rest after `://`, when the text starts with a valid
+/// scheme (a letter, then letters, digits, `+`, `-` or `.`).
+pub fn split_scheme(raw: &str) -> Option<(&str, &str)> {
+    let (scheme, rest) = raw.split_once("://")?;
+    let mut chars = scheme.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic());
+    let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    (first_ok && rest_ok).then_some((scheme, rest))
+}
+
+/// Replaces anything that looks like a password with `***`: in
+/// `[scheme://]user:password@rest`, where the `@` is the last one before
+/// any `?` or `#`, everything between the first `:` and that `@`. The
+/// scheme is optional, so proxy values such as `user:pw@host:3128` are
+/// covered too. Returns the redacted text and the password that was removed.
+pub fn redact(raw: &str) -> (String, Option<String>) {
+    let (prefix, rest) = match split_scheme(raw) {
+        Some((scheme, rest)) => (&raw[..scheme.len() + 3], rest),
+        None => ("", raw),
+    };
+    let end = rest.find(['?', '#']).unwrap_or(rest.len());
+    let Some(at) = rest[..end].rfind('@') else {
+        return (raw.to_string(), None);
+    };
+    let userinfo = &rest[..at];
+    match userinfo.split_once(':') {
+        Some((user, password)) => (
+            format!("{prefix}{user}:***{}", &rest[at..]),
+            Some(password.to_string()),
+        ),
+        None => (raw.to_string(), None),
+    }
 }
 
 #[cfg(test)]

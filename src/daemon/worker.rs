@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use nix::fcntl::OFlag;
 
 use crate::config::Config;
-use crate::cycle::{self, Failure, Retrying, Update};
-use crate::fetch::Source;
-use crate::signals;
+use crate::daemon::cycle::{self, Failure, Retrying, Update};
+use crate::source::Source;
+use crate::sys::signals;
 
 pub enum Event {
     Retrying(Retrying),

@@ -1,0 +1,6 @@
+//! The pure core: what an inventory is, which entries are valid targets,
+//! and how targets render as a file_sd document. No I/O and no `Config`.
+
+pub mod address;
+pub mod inventory;
+pub mod targets;

@@ -1,0 +1,3 @@
+//! Where results go: the atomic, symlink-safe writer.
+
+pub mod writer;

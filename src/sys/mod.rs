@@ -1,0 +1,10 @@
+//! The operating system: signals, sd_notify, logging and its escaping,
+//! the privilege drop, allocator tuning and clocks. Every `unsafe` block
+//! of the crate lives here.
+
+pub(crate) mod alloc;
+pub(crate) mod clock;
+pub mod logging;
+pub(crate) mod notify;
+pub(crate) mod privileges;
+pub(crate) mod signals;
