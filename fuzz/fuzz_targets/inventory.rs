@@ -5,8 +5,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sd_updater::model::inventory;
 use sd_updater::model::address::target_address;
+use sd_updater::model::inventory;
 use sd_updater::model::targets::{parse_targets, render, TargetGroup};
 
 fn check_target(t: &str) {
@@ -56,9 +56,7 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(v.sensor_count, entries.len());
         let texts = v.targets.to_strings();
         assert!(texts.windows(2).all(|w| w[0] < w[1]));
-        assert!(texts
-            .windows(2)
-            .all(|w| !w[0].eq_ignore_ascii_case(&w[1])));
+        assert!(texts.windows(2).all(|w| !w[0].eq_ignore_ascii_case(&w[1])));
         for t in &texts {
             check_target(t);
         }

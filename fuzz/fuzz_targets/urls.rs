@@ -12,10 +12,11 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use libfuzzer_sys::fuzz_target;
+use sd_updater::source::retry::{parse_retry_after, MAX_RETRY_AFTER};
+use sd_updater::source::url::{resolve_redirect, InventoryUrl, Location, ProxyUrl};
 use sd_updater::source::{proxy_for, ureq_proxy};
 use sd_updater::sys::logging;
-use sd_updater::source::retry::{parse_retry_after, MAX_RETRY_AFTER};
-use sd_updater::source::url::{redact, resolve_redirect, InventoryUrl, Location, ProxyUrl};
+use sd_updater::sys::logging::redact;
 
 /// Never part of any fixed message text.
 const MARKER: &str = "Zq9Xw7";
