@@ -11,7 +11,7 @@ use proptest::prelude::*;
 use proptest::test_runner::Config;
 use sd_updater::model::address::target_address;
 use sd_updater::model::inventory::{self, escape};
-use sd_updater::model::targets::{parse_targets, render, TargetGroup, TargetList};
+use sd_updater::model::targets::{parse_targets, render, Entries};
 use sd_updater::sys::logging::one_line;
 use serde_json::Value;
 
@@ -345,7 +345,7 @@ proptest! {
     ) {
         let list = inventory::validate(entries.iter().map(String::as_str), 9100).targets;
         let targets = list.to_strings();
-        let out = render(&[TargetGroup { targets: list, labels: labels.clone() }]);
+        let out = render(&list.into_groups(&labels));
         prop_assert!(out.ends_with(b"\n"));
         let groups = parse_file_sd(&out).map_err(|e| TestCaseError::fail(format!(
             "{e}: {}", String::from_utf8_lossy(&out))))?;
@@ -444,14 +444,11 @@ impl serde::Serialize for OldGroup<'_> {
 
 /// The rendered file for `entries`, with fixed labels.
 fn render_of(entries: &[String]) -> Vec<u8> {
-    let t: TargetList = inventory::validate(entries.iter().map(String::as_str), 9100).targets;
-    render(&[TargetGroup {
-        targets: t,
-        labels: vec![
-            ("__metrics_path__".into(), "/metrics".into()),
-            ("job".into(), "sensors".into()),
-        ],
-    }])
+    let t: Entries = inventory::validate(entries.iter().map(String::as_str), 9100).targets;
+    render(&t.into_groups(&[
+        ("__metrics_path__".into(), "/metrics".into()),
+        ("job".into(), "sensors".into()),
+    ]))
 }
 
 /// Fisher-Yates with a splitmix64 stream.

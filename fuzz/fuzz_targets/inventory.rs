@@ -7,7 +7,7 @@
 use libfuzzer_sys::fuzz_target;
 use sd_updater::model::address::target_address;
 use sd_updater::model::inventory;
-use sd_updater::model::targets::{parse_targets, render, TargetGroup};
+use sd_updater::model::targets::{parse_targets, render};
 
 fn check_target(t: &str) {
     assert!(!t.contains('/'), "{t:?}");
@@ -64,16 +64,10 @@ fuzz_target!(|data: &[u8]| {
             ("__metrics_path__".to_string(), "/metrics".to_string()),
             ("job".to_string(), "sensors".to_string()),
         ];
-        let out = render(&[TargetGroup {
-            targets: v.targets,
-            labels: labels.clone(),
-        }]);
+        let out = render(&v.targets.into_groups(&labels));
         assert_eq!(parse_targets(&out).as_ref(), Some(&texts));
         let w = inventory::validate(shuffled.iter().map(String::as_str), 9100);
-        let out2 = render(&[TargetGroup {
-            targets: w.targets,
-            labels,
-        }]);
+        let out2 = render(&w.targets.into_groups(&labels));
         assert_eq!(out, out2, "order, duplicates or case changed the output");
     }
     if let Ok(s) = std::str::from_utf8(data) {

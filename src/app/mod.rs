@@ -243,7 +243,7 @@ fn once(config: &Config) -> i32 {
     };
     let shown = config.targets_file.display().to_string();
     let n = update.targets.len();
-    let groups = [config.target_group(update.targets)];
+    let groups = config.target_groups(update.targets);
     match writer::write_if_changed(&config.targets_file, &mut |w| {
         targets::render_to(w, &groups)
     }) {
@@ -272,7 +272,7 @@ fn print(config: &Config) -> i32 {
     let Some(update) = one_cycle(config) else {
         return exit::FAILURE;
     };
-    let groups = [config.target_group(update.targets)];
+    let groups = config.target_groups(update.targets);
     let mut out = std::io::stdout().lock();
     match targets::render_to(&mut out, &groups).and_then(|()| out.flush()) {
         Ok(()) => exit::OK,

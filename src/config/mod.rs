@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use log::LevelFilter;
 
-use crate::model::targets::{TargetGroup, TargetList};
+use crate::model::targets::{Entries, TargetGroup};
 use crate::source::url::InventoryUrl;
 
 /// One environment variable: its name, default and meaning. The table feeds
@@ -126,10 +126,14 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 impl Config {
-    /// The target group the output holds: every target with the configured
-    /// `METRICS_PATH` and `TARGET_LABELS`.
-    pub fn target_group(&self, targets: TargetList) -> TargetGroup {
-        TargetGroup::new(targets, &self.metrics_path, &self.target_labels)
+    /// The target groups the output holds: the configured `METRICS_PATH`
+    /// and `TARGET_LABELS` are every group's defaults, which an entry's own
+    /// labels override.
+    pub fn target_groups(&self, entries: Entries) -> Vec<TargetGroup> {
+        let mut defaults = Vec::with_capacity(self.target_labels.len() + 1);
+        defaults.push(("__metrics_path__".to_string(), self.metrics_path.clone()));
+        defaults.extend(self.target_labels.iter().cloned());
+        entries.into_groups(&defaults)
     }
 
     /// Reads the process environment.

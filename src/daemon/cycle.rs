@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::model::inventory::{self, Validated};
-use crate::model::targets::TargetList;
+use crate::model::targets::Entries;
 use crate::source::retry;
 use crate::source::{FetchError, Source};
 use crate::sys::clock;
@@ -20,7 +20,7 @@ pub struct Update {
     pub sensor_count: usize,
     pub invalid_count: usize,
     /// Sorted and unique.
-    pub targets: TargetList,
+    pub targets: Entries,
     pub attempts: u32,
     pub duration: Duration,
 }

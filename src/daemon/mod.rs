@@ -163,8 +163,9 @@ impl Daemon {
         let path = &self.config.targets_file;
         let shown = path.display().to_string();
         let now = SystemTime::now();
-        let group = self.config.target_group(update.targets);
-        let groups = std::slice::from_ref(&group);
+        let n = update.targets.len();
+        let groups = self.config.target_groups(update.targets);
+        let groups = groups.as_slice();
         // SIGTERM during a large write abandons it: the old file stays.
         let signals = &self.signals;
         let stop = || signals.stop_requested();
@@ -173,11 +174,9 @@ impl Daemon {
         }) {
             Ok(outcome) => {
                 let changed = outcome == Outcome::Written;
-                let n = group.targets.len();
-                // The old set goes before the new one is built: only one
-                // is held at a time.
+                let set = TargetSet::of(groups);
                 let (added, removed) = match self.state.targets.take() {
-                    Some(old) if changed => old.diff(&group.targets),
+                    Some(old) if changed => old.diff(&set),
                     Some(_) => (0, 0),
                     None => (n, 0),
                 };
@@ -197,8 +196,6 @@ impl Daemon {
                         "Targets unchanged ({n} targets); {shown} left as it is"
                     );
                 }
-                let set = TargetSet::of(&group.targets);
-                drop(group);
                 self.state.succeeded(set, changed, now);
             }
             Err(e) if self.signals.stop_requested() => {

@@ -10,7 +10,7 @@ use std::fmt;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use crate::model::address;
-use crate::model::targets::TargetList;
+use crate::model::targets::Entries;
 
 /// At most this many dropped entries are kept, to be logged one by one.
 pub const MAX_EXAMPLES: usize = 100;
@@ -42,8 +42,8 @@ pub struct Validated {
     pub invalid_count: usize,
     /// The first [`MAX_EXAMPLES`] invalid entries.
     pub rejected: Vec<Rejected>,
-    /// Sorted and unique.
-    pub targets: TargetList,
+    /// Grouped by their own labels, each group sorted and unique.
+    pub targets: Entries,
 }
 
 /// Validates entries one at a time, keeping the good ones even when others
@@ -85,7 +85,7 @@ impl Collector {
             Ok(t) => {
                 self.v
                     .targets
-                    .push(t.host(), t.port())
+                    .push(t.host(), t.port(), &[])
                     .map_err(|e| ShapeError(format!("cannot keep the inventory: {e}")))?;
                 None
             }

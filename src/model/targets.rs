@@ -416,6 +416,104 @@ impl TargetGroup {
     }
 }
 
+/// The labels of one inventory entry, in a fixed order; empty for a plain
+/// name, which gets only the configured labels.
+pub type Labels = Vec<(String, String)>;
+
+/// Valid inventory entries, grouped by their own labels: one compact target
+/// list per distinct label set, each of which renders as one target group.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Entries {
+    groups: Vec<(Labels, TargetList)>,
+}
+
+impl Entries {
+    pub fn new() -> Entries {
+        Entries::default()
+    }
+
+    /// Adds one entry: its address and its own labels.
+    pub fn push(
+        &mut self,
+        host: &str,
+        port: u16,
+        labels: &[(String, String)],
+    ) -> Result<(), CapacityError> {
+        // Entries with the same labels usually come together: look at the
+        // last group used first.
+        let found = match self.groups.last() {
+            Some((l, _)) if l.as_slice() == labels => Some(self.groups.len() - 1),
+            _ => self.groups.iter().position(|(l, _)| l.as_slice() == labels),
+        };
+        let i = match found {
+            Some(i) => i,
+            None => {
+                self.groups.push((labels.to_vec(), TargetList::new()));
+                self.groups.len() - 1
+            }
+        };
+        match self.groups.get_mut(i) {
+            Some((_, list)) => list.push(host, port),
+            None => Err(CapacityError("lost a target group".into())),
+        }
+    }
+
+    /// Sorts and de-duplicates every group, and orders the groups by their
+    /// label sets, so that the same inventory in any order renders the same.
+    pub fn finish(&mut self) {
+        for (_, list) in &mut self.groups {
+            list.finish();
+        }
+        self.groups.retain(|(_, list)| !list.is_empty());
+        self.groups.sort_by(|a, b| a.0.cmp(&b.0));
+    }
+
+    /// Targets in all groups.
+    pub fn len(&self) -> usize {
+        self.groups.iter().map(|(_, l)| l.len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.groups.iter().all(|(_, l)| l.is_empty())
+    }
+
+    /// Every target as `host:port`, group after group, for tests and
+    /// diagnostics.
+    pub fn to_strings(&self) -> Vec<String> {
+        self.groups
+            .iter()
+            .flat_map(|(_, l)| l.to_strings())
+            .collect()
+    }
+
+    /// The target groups to render. `defaults` (`__metrics_path__` first,
+    /// then the configured labels) apply to every group; an entry's own
+    /// label of the same name overrides the default, and its other labels
+    /// follow. An empty inventory is one group without targets, so that the
+    /// document keeps its labels.
+    pub fn into_groups(self, defaults: &[(String, String)]) -> Vec<TargetGroup> {
+        if self.groups.is_empty() {
+            return vec![TargetGroup {
+                targets: TargetList::new(),
+                labels: defaults.to_vec(),
+            }];
+        }
+        self.groups
+            .into_iter()
+            .map(|(own, targets)| {
+                let mut labels = defaults.to_vec();
+                for (name, value) in own {
+                    match labels.iter_mut().find(|(n, _)| *n == name) {
+                        Some(slot) => slot.1 = value,
+                        None => labels.push((name, value)),
+                    }
+                }
+                TargetGroup { targets, labels }
+            })
+            .collect()
+    }
+}
+
 /// Labels as a JSON object that keeps their order (serde_json's own map
 /// would sort them).
 struct OrderedLabels<'a>(&'a [(String, String)]);
@@ -524,9 +622,12 @@ pub struct TargetSet {
 }
 
 impl TargetSet {
-    pub fn of(list: &TargetList) -> TargetSet {
-        let mut hashes = Vec::with_capacity(list.len());
-        hashes.extend(list.iter().map(|t| target_hash(t.as_bytes())));
+    pub fn of(groups: &[TargetGroup]) -> TargetSet {
+        let n = groups.iter().map(|g| g.targets.len()).sum();
+        let mut hashes = Vec::with_capacity(n);
+        for g in groups {
+            hashes.extend(g.targets.iter().map(|t| target_hash(t.as_bytes())));
+        }
         TargetSet::from_hashes(hashes)
     }
 
@@ -570,16 +671,13 @@ impl TargetSet {
         self.hashes.is_empty()
     }
 
-    /// How many targets of `new` (sorted, unique) are not in this set, and
-    /// how many of this set are not in `new`.
-    pub fn diff(&self, new: &TargetList) -> (usize, usize) {
+    /// How many targets of `new` are not in this set, and how many of this
+    /// set are not in `new`.
+    pub fn diff(&self, new: &TargetSet) -> (usize, usize) {
         let common = new
+            .hashes
             .iter()
-            .filter(|t| {
-                self.hashes
-                    .binary_search(&target_hash(t.as_bytes()))
-                    .is_ok()
-            })
+            .filter(|h| self.hashes.binary_search(h).is_ok())
             .count();
         (
             new.len().saturating_sub(common),
@@ -815,7 +913,12 @@ mod tests {
     #[test]
     fn diff_counts() {
         let s = |v: &[&str]| TargetSet::from_strings(v.iter().copied());
-        let l = |v: &[(&str, u16)]| list(v);
+        let l = |v: &[(&str, u16)]| {
+            TargetSet::of(&[TargetGroup {
+                targets: list(v),
+                labels: vec![],
+            }])
+        };
         assert_eq!(s(&[]).diff(&l(&[("a", 1)])), (1, 0));
         assert_eq!(
             s(&["a:1", "b:1", "c:1"]).diff(&l(&[("b", 1), ("d", 1)])),
@@ -823,7 +926,7 @@ mod tests {
         );
         assert_eq!(s(&["a:1"]).diff(&l(&[("a", 1)])), (0, 0));
         assert_eq!(s(&["a:1", "b:1"]).diff(&l(&[])), (0, 2));
-        assert_eq!(TargetSet::of(&l(&[("b", 1), ("a", 1)])), s(&["a:1", "b:1"]));
+        assert_eq!(l(&[("b", 1), ("a", 1)]), s(&["a:1", "b:1"]));
     }
 
     #[test]
@@ -841,5 +944,74 @@ mod tests {
                 assert_eq!(port_digit(p, k), text.as_bytes().get(k).copied(), "{p} {k}");
             }
         }
+    }
+
+    type Label = (String, String);
+
+    fn labels(v: &[(&str, &str)]) -> Labels {
+        v.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn plain_entries_are_one_group_with_the_defaults() {
+        let defaults = labels(&[("__metrics_path__", "/metrics"), ("job", "sensors")]);
+        let mut e = Entries::new();
+        for (h, p) in [("b", 9100), ("a", 9100), ("b", 9100)] {
+            e.push(h, p, &[]).unwrap();
+        }
+        e.finish();
+        assert_eq!(e.len(), 2);
+        let groups = e.into_groups(&defaults);
+        assert_eq!(
+            render(&groups),
+            render(&[TargetGroup {
+                targets: list(&[("a", 9100), ("b", 9100)]),
+                labels: defaults.clone(),
+            }])
+        );
+        // No entries at all: still one group, so the labels stay.
+        let groups = Entries::new().into_groups(&defaults);
+        assert_eq!(groups.len(), 1);
+        assert!(groups[0].targets.is_empty());
+        assert_eq!(groups[0].labels, defaults);
+    }
+
+    #[test]
+    fn entries_group_by_their_own_labels_which_override_the_defaults() {
+        let defaults = labels(&[("__metrics_path__", "/metrics"), ("job", "sensors")]);
+        let edge = labels(&[("job", "edge"), ("rack", "r1")]);
+        let build = |order: &[usize]| {
+            let all: [(&str, u16, &[Label]); 4] = [
+                ("s2", 9100, &[]),
+                ("e1", 9200, edge.as_slice()),
+                ("s1", 9100, &[]),
+                ("e0", 9200, edge.as_slice()),
+            ];
+            let mut e = Entries::new();
+            for &i in order {
+                let (h, p, l) = all[i];
+                e.push(h, p, l).unwrap();
+            }
+            e.finish();
+            e.into_groups(&defaults)
+        };
+        let groups = build(&[0, 1, 2, 3]);
+        assert_eq!(groups.len(), 2);
+        assert_eq!(groups[0].targets.to_strings(), ["s1:9100", "s2:9100"]);
+        assert_eq!(groups[0].labels, defaults);
+        assert_eq!(groups[1].targets.to_strings(), ["e0:9200", "e1:9200"]);
+        assert_eq!(
+            groups[1].labels,
+            labels(&[
+                ("__metrics_path__", "/metrics"),
+                ("job", "edge"),
+                ("rack", "r1")
+            ])
+        );
+        // Any order of the inventory renders the same bytes.
+        assert_eq!(render(&build(&[3, 2, 1, 0])), render(&groups));
+        assert_eq!(render(&build(&[1, 3, 0, 2])), render(&groups));
     }
 }

@@ -56,7 +56,8 @@ fn unix_secs(t: SystemTime) -> i64 {
     }
 }
 
-/// `2025-01-04 12:00:00`, the seed's log timestamp format.
+/// `2025-01-04 12:00:00`, the log timestamp format of the Python tool the
+/// agent replaced, which existing log parsers expect.
 pub fn datetime(t: SystemTime) -> String {
     let c = civil_from_unix(unix_secs(t));
     format!(
