@@ -449,6 +449,10 @@ fn https_trust_failures_say_which_and_keep_the_old_file() {
                 "{what}: the error also says {other:?}: {line}"
             );
         }
+        // The server thread records the failed handshake on its own time.
+        wait_for(Duration::from_secs(2), || {
+            !srv.record().handshake_errors.is_empty()
+        });
         let r = srv.record();
         assert!(
             r.tls_requests.is_empty(),
