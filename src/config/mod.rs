@@ -105,7 +105,7 @@ settings! {
     targets_file: PathBuf {
         name: "TARGETS_FILE",
         default: "/var/lib/sd-updater/targets.json",
-        help: "output file; must end in .json",
+        help: "output file; must end in .json, no .. component",
         parse: parse_targets_file,
         show: |path| format_path(path),
     }
@@ -298,6 +298,8 @@ mod tests {
             ("INVENTORY_URL", "ftp://x/y"),
             ("TARGETS_FILE", "/tmp/targets.txt"),
             ("TARGETS_FILE", "/tmp/dir/"),
+            ("TARGETS_FILE", "/tmp/../x.json"),
+            ("TARGETS_FILE", "../x.json"),
             ("METRICS_PORT", "0"),
             ("METRICS_PORT", "65536"),
             ("METRICS_PORT", "http"),

@@ -132,6 +132,12 @@ pub fn parse_targets_file(v: &str) -> Result<PathBuf, String> {
     if v.chars().any(char::is_control) {
         return Err("must not contain control characters".into());
     }
+    // As root, missing directories on the way are created and handed to
+    // the service user: a ".." would create (and leave behind) directories
+    // that are not parents of the file.
+    if v.split('/').any(|segment| segment == "..") {
+        return Err(format!("{v:?} must not contain a .. component"));
+    }
     Ok(PathBuf::from(v))
 }
 
@@ -293,6 +299,28 @@ mod tests {
             );
         }
         assert!(parse_port("99999999999999999999999").is_err());
+    }
+
+    #[test]
+    fn targets_file_refuses_dot_dot_components() {
+        for bad in [
+            "../x.json",
+            "/var/lib/../x.json",
+            "a/../b.json",
+            "/a/b/..//c.json",
+        ] {
+            let e = parse_targets_file(bad).unwrap_err();
+            assert!(e.contains(".. component"), "{bad}: {e}");
+        }
+        for ok in [
+            "./x.json",
+            "/a/..b/x.json",
+            "/a/b../x.json",
+            "/a/.../x.json",
+            "..x.json",
+        ] {
+            assert_eq!(parse_targets_file(ok), Ok(PathBuf::from(ok)), "{ok}");
+        }
     }
 
     #[test]
