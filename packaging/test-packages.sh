@@ -24,10 +24,6 @@ set -euo pipefail
 
 max_exposure=${SD_UPDATER_MAX_EXPOSURE:-2.0}
 unit_src=$repo_root/systemd/sd-updater.service
-# Every configuration variable of the agent, in the order of its --help.
-config_vars=(INVENTORY_URL UPDATE_INTERVAL TARGETS_FILE METRICS_PORT METRICS_PATH
-	TARGET_LABELS HTTP_TIMEOUT RETRY_ATTEMPTS RETRY_BACKOFF MAX_RESPONSE_BYTES
-	ALLOW_EMPTY RUN_AS_USER LOG_LEVEL)
 
 passed=0
 failed=0
@@ -105,18 +101,22 @@ sandbox_deb() {
 		output_is /usr/share/man/man8/sd-updater.8.gz man -w 8 sd-updater
 	check "deb: /usr/bin/sd-updater --version is the package version" \
 		output_is "sd-updater $(dpkg-query -W -f='${Version}' sd-updater 2>/dev/null)" /usr/bin/sd-updater --version
-	# The conffile lists every variable, commented out, with the agent's
-	# default: uncommenting all of them changes nothing in --check-config.
-	local settings=()
-	for var in "${config_vars[@]}"; do
-		value=$(sed -n "s/^#$var=//p" "$default")
-		if [ -n "$value" ]; then
-			settings+=("$var=$value")
-		else
-			not_ok "deb: $default lists #$var=<default>"
-		fi
-	done
+	# The conffile lists every variable the installed agent has (the names
+	# its --check-config prints), commented out, with the agent's default:
+	# uncommenting all of them changes nothing in --check-config.
+	local settings=() config_vars=()
 	if env -i /usr/bin/sd-updater --check-config >"$work/effective" 2>"$work/err"; then
+		mapfile -t config_vars < <(sed -n 's/=.*//p' "$work/effective")
+		[ "${#config_vars[@]}" -gt 0 ] ||
+			not_ok "deb: sd-updater --check-config names the variables" "$work/effective"
+		for var in "${config_vars[@]}"; do
+			value=$(sed -n "s/^#$var=//p" "$default")
+			if [ -n "$value" ]; then
+				settings+=("$var=$value")
+			else
+				not_ok "deb: $default lists #$var=<default>"
+			fi
+		done
 		check "deb: $default's commented values are the agent's defaults (--check-config)" \
 			output_is "$(cat "$work/effective")" env -i "${settings[@]}" /usr/bin/sd-updater --check-config
 	else

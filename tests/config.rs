@@ -251,3 +251,27 @@ fn empty_value_means_default() {
     assert_eq!(line("METRICS_PORT"), "METRICS_PORT=9100");
     assert_eq!(line("METRICS_PATH"), "METRICS_PATH=/metrics");
 }
+
+#[test]
+fn targets_file_with_dot_dot_component_exits_78() {
+    // Relative to the test directory: an agent that accepted them would
+    // create out/ or sub/ there (as root, owned by the service user).
+    let cases = &[
+        ("TARGETS_FILE", "sub/../out/targets.json"),
+        ("TARGETS_FILE", "out/sub/../targets.json"),
+        ("TARGETS_FILE", "./out/../targets.json"),
+    ];
+    for args in [&[][..], &["--once"], &["--check-config"]] {
+        assert_all_rejected(cases, args);
+    }
+    let dir = TestDir::new("cfg-dotdot");
+    let out = valid_env(&dir)
+        .env("TARGETS_FILE", "out/../targets.json")
+        .arg("--check-config")
+        .run(Duration::from_secs(5));
+    assert!(
+        out.stderr.contains("must not contain a .. component"),
+        "{}",
+        out.describe()
+    );
+}

@@ -28,20 +28,24 @@ pub const USAGE: &str =
 
 /// Parses the arguments after the program name.
 pub fn parse<I: IntoIterator<Item = std::ffi::OsString>>(args: I) -> Result<Command, String> {
-    let args: Vec<_> = args.into_iter().collect();
-    let command = match args.first().map(|a| a.to_str()) {
+    let mut args = args.into_iter();
+    let first = args.next();
+    let command = match first.as_deref().map(std::ffi::OsStr::to_str) {
         None => Command::Daemon,
         Some(Some("--once")) => Command::Once,
         Some(Some("--print")) => Command::Print,
         Some(Some("--check-config")) => Command::CheckConfig,
         Some(Some("--help" | "-h")) => Command::Help,
         Some(Some("--version" | "-V")) => Command::Version,
-        Some(_) => return Err(format!("unknown argument {:?}", args[0].to_string_lossy())),
+        Some(_) => {
+            let shown = first.as_deref().unwrap_or_default().to_string_lossy();
+            return Err(format!("unknown argument {shown:?}"));
+        }
     };
-    if args.len() > 1 {
+    if let Some(extra) = args.next() {
         return Err(format!(
             "unexpected extra argument {:?}",
-            args[1].to_string_lossy()
+            extra.to_string_lossy()
         ));
     }
     Ok(command)
@@ -69,7 +73,7 @@ pub fn help() -> String {
     for setting in SETTINGS {
         s.push_str(&format!(
             "  {:<19} {}\n  {:<19} default: {}\n",
-            setting.name, setting.meaning, "", setting.default
+            setting.name, setting.help, "", setting.default
         ));
     }
     s.push_str(

@@ -170,7 +170,8 @@ fn never_a_target(ip: Ipv4Addr) -> Result<(), &'static str> {
     }
 }
 
-fn parse_port(p: &str) -> Result<u16, &'static str> {
+/// A port number as written after a host: 1 to 5 digits, 1-65535.
+pub fn parse_port(p: &str) -> Result<u16, &'static str> {
     if p.is_empty() || p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit()) {
         return Err("port is not a number");
     }
