@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Tests of the .deb and .rpm packages (issue 3): both build, lintian and
+# Tests of the .deb and .rpm packages: both build, lintian and
 # rpmlint pass, "systemd-analyze verify" of the installed unit prints nothing
 # on stderr, the unit's security exposure is within its threshold, and the
 # payloads hold every file at its FHS path.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# End-to-end tests of sd-updater (issue 4): the built .deb installed into a
+# End-to-end tests of sd-updater: the built .deb installed into a
 # Debian system booted with real systemd (systemd-nspawn), driven with
 # systemctl and journalctl, read by a real Prometheus; and the .rpm installed
 # the same way with rpm.
