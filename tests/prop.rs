@@ -345,7 +345,7 @@ proptest! {
     ) {
         let list = inventory::validate(entries.iter().map(String::as_str), 9100).targets;
         let targets = list.to_strings();
-        let out = render(&[TargetGroup { targets: list, labels: labels.clone() }]);
+        let out = render(&[TargetGroup { targets: list, labels: labels.clone() }]).unwrap();
         prop_assert!(out.ends_with(b"\n"));
         let groups = parse_file_sd(&out).map_err(|e| TestCaseError::fail(format!(
             "{e}: {}", String::from_utf8_lossy(&out))))?;
@@ -452,6 +452,7 @@ fn render_of(entries: &[String]) -> Vec<u8> {
             ("job".into(), "sensors".into()),
         ],
     }])
+    .unwrap()
 }
 
 /// Fisher-Yates with a splitmix64 stream.
