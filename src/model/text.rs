@@ -71,12 +71,12 @@ pub fn escape_where(s: &str, escape: impl Fn(Class) -> bool) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-/// `1 target`, `0 targets`, `3 targets`: `noun` is the singular.
-pub fn count(n: usize, noun: &str) -> String {
+/// `1 target`, `0 targets`, `3 targets`.
+pub fn count(n: usize, one: &str, many: &str) -> String {
     if n == 1 {
-        format!("1 {noun}")
+        format!("1 {one}")
     } else {
-        format!("{n} {noun}s")
+        format!("{n} {many}")
     }
 }
 
@@ -121,8 +121,8 @@ mod tests {
 
     #[test]
     fn counts() {
-        assert_eq!(count(0, "target"), "0 targets");
-        assert_eq!(count(1, "target"), "1 target");
-        assert_eq!(count(2, "sensor"), "2 sensors");
+        assert_eq!(count(0, "target", "targets"), "0 targets");
+        assert_eq!(count(1, "target", "targets"), "1 target");
+        assert_eq!(count(2, "entry", "entries"), "2 entries");
     }
 }
