@@ -95,6 +95,11 @@ impl Drop for Running {
 
 /// Starts the agent in a mount namespace whose /run/systemd/journal is ours.
 fn start(dir: TestDir, env: &[(&str, String)]) -> Option<Running> {
+    start_with(dir, env, "")
+}
+
+/// As `start`, with `args` (plain words) on the agent's command line.
+fn start_with(dir: TestDir, env: &[(&str, String)], args: &str) -> Option<Running> {
     if !is_root() {
         println!("skipped: journal mode test needs root (CI runs as root)");
         return None;
@@ -109,7 +114,7 @@ fn start(dir: TestDir, env: &[(&str, String)]) -> Option<Running> {
     let meta = stderr.metadata().unwrap();
     let script = format!(
         "mount -t tmpfs tmpfs /run/systemd 2>/dev/null || {{ mkdir -p /run/systemd && mount -t tmpfs tmpfs /run/systemd; }} \
-         && mkdir /run/systemd/journal && mount --bind {} /run/systemd/journal && exec {BIN}",
+         && mkdir /run/systemd/journal && mount --bind {} /run/systemd/journal && exec {BIN} {args}",
         jdir.display()
     );
     let mut cmd = Command::new("unshare");
@@ -326,4 +331,95 @@ fn trace_entries_never_carry_credentials() {
             == Some("Using proxy HTTP_PROXY=http://pu:***@127.0.0.1:1")),
         "the proxy was not used: the test would prove nothing"
     );
+}
+
+/// `--once` logs its result with the daemon's fields: ADDED and REMOVED
+/// against the file found at start, and the fetch details; an unchanged
+/// run puts them all in its one line.
+#[test]
+#[ignore = "needs root"]
+fn once_entries_carry_the_daemon_fields() {
+    assert!(is_root(), "journal mode needs root and unshare(1)");
+    let dir = TestDir::new("journal-once");
+    let inventory = dir.join("inventory.json");
+    fs::write(&inventory, r#"["b", "c", "d", "bad name"]"#).unwrap();
+    let out = dir.join("out");
+    fs::create_dir(&out).unwrap();
+    fs::write(
+        out.join("targets.json"),
+        common::render(&["a:9100", "b:9100", "c:9100"], "/metrics", &[]),
+    )
+    .unwrap();
+    let url = format!("file://{}", inventory.display());
+    let env = [("INVENTORY_URL", url), ("RUN_AS_USER", "root".to_string())];
+    let mut run = start_with(dir, &env, "--once").expect("root");
+    let written = run
+        .journal
+        .wait(T, |e| e.get("CHANGED").map(String::as_str) == Some("true"))
+        .unwrap_or_else(|| panic!("no CHANGED=true entry\n{}", run.journal.dump()));
+    assert_eq!(run.child.wait().unwrap().code(), Some(0));
+    for (k, v) in [
+        ("TARGET_COUNT", "3"),
+        ("SENSOR_COUNT", "4"),
+        ("INVALID_COUNT", "1"),
+        ("ADDED", "1"),
+        ("REMOVED", "1"),
+        ("ATTEMPT", "1"),
+    ] {
+        assert_eq!(
+            written.get(k).map(String::as_str),
+            Some(v),
+            "{k}: {written:?}"
+        );
+    }
+    assert!(written["DURATION_MS"].parse::<u64>().is_ok(), "{written:?}");
+    assert!(written["TARGETS_FILE"].ends_with("out/targets.json"));
+
+    // Again: unchanged, one entry with everything in it.
+    let dir = TestDir::new("journal-once-2");
+    let inventory2 = dir.join("inventory.json");
+    fs::write(&inventory2, r#"["b", "c", "d", "bad name"]"#).unwrap();
+    let out2 = dir.join("out");
+    fs::create_dir(&out2).unwrap();
+    fs::copy(out.join("targets.json"), out2.join("targets.json")).unwrap();
+    let env = [
+        ("INVENTORY_URL", format!("file://{}", inventory2.display())),
+        ("RUN_AS_USER", "root".to_string()),
+    ];
+    let mut run = start_with(dir, &env, "--once").expect("root");
+    let unchanged = run
+        .journal
+        .wait(T, |e| e.get("CHANGED").map(String::as_str) == Some("false"))
+        .unwrap_or_else(|| panic!("no CHANGED=false entry\n{}", run.journal.dump()));
+    assert_eq!(run.child.wait().unwrap().code(), Some(0));
+    for (k, v) in [
+        ("TARGET_COUNT", "3"),
+        ("SENSOR_COUNT", "4"),
+        ("INVALID_COUNT", "1"),
+        ("ADDED", "0"),
+        ("REMOVED", "0"),
+        ("ATTEMPT", "1"),
+    ] {
+        assert_eq!(
+            unchanged.get(k).map(String::as_str),
+            Some(v),
+            "{k}: {unchanged:?}"
+        );
+    }
+    assert!(
+        unchanged["DURATION_MS"].parse::<u64>().is_ok(),
+        "{unchanged:?}"
+    );
+    // Drain what is left: no separate fetch entry at info.
+    run.journal.wait(Duration::from_millis(300), |_| false);
+    let fetched: Vec<_> = run
+        .journal
+        .entries
+        .iter()
+        .filter(|e| {
+            e.get("MESSAGE")
+                .is_some_and(|m| m.starts_with("Successfully fetched"))
+        })
+        .collect();
+    assert!(fetched.is_empty(), "{fetched:?}");
 }

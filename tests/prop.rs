@@ -345,7 +345,7 @@ proptest! {
     ) {
         let list = inventory::validate(entries.iter().map(String::as_str), 9100).targets;
         let targets = list.to_strings();
-        let out = render(&list.into_groups(&labels));
+        let out = render(&list.into_groups(&labels)).unwrap();
         prop_assert!(out.ends_with(b"\n"));
         let groups = parse_file_sd(&out).map_err(|e| TestCaseError::fail(format!(
             "{e}: {}", String::from_utf8_lossy(&out))))?;
@@ -449,6 +449,7 @@ fn render_of(entries: &[String]) -> Vec<u8> {
         ("__metrics_path__".into(), "/metrics".into()),
         ("job".into(), "sensors".into()),
     ]))
+    .unwrap()
 }
 
 /// Fisher-Yates with a splitmix64 stream.

@@ -15,7 +15,8 @@ use crate::daemon::state::State;
 use crate::daemon::worker::Worker;
 use crate::daemon::{self, Daemon};
 use crate::model::targets;
-use crate::output::writer::{self, Outcome};
+use crate::output::publish::{self, Document, OnFailure};
+use crate::output::writer;
 use crate::source;
 use crate::sys::logging;
 use crate::sys::privileges::{self, DropError};
@@ -235,36 +236,35 @@ fn one_cycle(config: &Config) -> Option<cycle::Update> {
     }
 }
 
+/// One cycle, published as the daemon publishes it. ADDED and REMOVED
+/// count against the file found at start, as in the daemon's first cycle.
 fn once(config: &Config) -> i32 {
     log_configuration(config);
     remove_stale_temp_files(config);
+    let mut previous = initial_state(config).targets;
     let Some(update) = one_cycle(config) else {
         return exit::FAILURE;
     };
-    let shown = config.targets_file.display().to_string();
-    let n = update.targets.len();
+    let source = config.inventory_url.to_string();
+    let fetched = update.fetched(&source);
     let groups = config.target_groups(update.targets);
-    match writer::write_if_changed(&config.targets_file, &mut |w| {
-        targets::render_to(w, &groups)
-    }) {
-        Ok(Outcome::Written) => {
-            log::info!(
-                TARGET_COUNT = n, CHANGED = true, TARGETS_FILE = shown.as_str();
-                "Successfully updated targets file: {shown} ({n} targets)"
-            );
-            exit::OK
-        }
-        Ok(Outcome::Unchanged) => {
-            log::info!(
-                TARGET_COUNT = n, CHANGED = false, TARGETS_FILE = shown.as_str();
-                "Targets unchanged ({n} targets); {shown} left as it is"
-            );
-            exit::OK
-        }
-        Err(e) => {
-            log::error!(ERROR = e.to_string().as_str(), TARGETS_FILE = shown.as_str(); "Failed to write targets file {shown}: {e}");
-            exit::FAILURE
-        }
+    let groups = groups.as_slice();
+    let mut render = |w: &mut dyn Write| targets::render_to(w, groups);
+    let doc = Document {
+        path: &config.targets_file,
+        render: &mut render,
+    };
+    let published = publish::publish_targets(
+        doc,
+        groups,
+        &fetched,
+        &mut previous,
+        &|| false,
+        &OnFailure::default(),
+    );
+    match published {
+        Ok(_) => exit::OK,
+        Err(_) => exit::FAILURE,
     }
 }
 
@@ -272,6 +272,8 @@ fn print(config: &Config) -> i32 {
     let Some(update) = one_cycle(config) else {
         return exit::FAILURE;
     };
+    let source = config.inventory_url.to_string();
+    publish::log_fetched(&update.fetched(&source), log::Level::Info);
     let groups = config.target_groups(update.targets);
     let mut out = std::io::stdout().lock();
     match targets::render_to(&mut out, &groups).and_then(|()| out.flush()) {

@@ -3,9 +3,13 @@
 
 use std::time::{Duration, Instant};
 
+use log::Level;
+
 use crate::config::Config;
 use crate::model::inventory::{self, Validated};
 use crate::model::targets::Entries;
+use crate::model::text::count;
+use crate::output::publish::{self, Fetched};
 use crate::source::retry;
 use crate::source::{FetchError, Source};
 use crate::sys::clock;
@@ -23,6 +27,19 @@ pub struct Update {
     pub targets: Entries,
     pub attempts: u32,
     pub duration: Duration,
+}
+
+impl Update {
+    /// The fetch facts for the log line; `source` is the redacted URL.
+    pub fn fetched<'a>(&self, source: &'a str) -> Fetched<'a> {
+        Fetched {
+            sensor_count: self.sensor_count,
+            invalid_count: self.invalid_count,
+            attempt: self.attempts,
+            duration: self.duration,
+            source,
+        }
+    }
 }
 
 /// A cycle that produced nothing to write.
@@ -127,11 +144,19 @@ fn accept(
     attempts: u32,
     duration: Duration,
 ) -> Result<Update, Failure> {
-    log::info!(
-        SENSOR_COUNT = v.sensor_count, DURATION_MS = duration.as_millis() as u64,
-        ATTEMPT = attempts, INVENTORY_URL = config.inventory_url.to_string().as_str();
-        "Successfully fetched {} sensors in {}", v.sensor_count, clock::human(duration)
-    );
+    let refused = v.targets.is_empty() && !config.allow_empty;
+    if refused {
+        // A good fetch is otherwise logged with its outcome, once published.
+        let source = config.inventory_url.to_string();
+        let fetched = Fetched {
+            sensor_count: v.sensor_count,
+            invalid_count: v.invalid_count,
+            attempt: attempts,
+            duration,
+            source: &source,
+        };
+        publish::log_fetched(&fetched, Level::Info);
+    }
     // Entries are escaped for the log already.
     for r in v.rejected.iter().take(MAX_LOGGED_INVALID) {
         log::warn!(
@@ -145,12 +170,13 @@ fn accept(
             "... and {} more invalid entries not listed", v.invalid_count - MAX_LOGGED_INVALID
         );
     }
-    if v.targets.is_empty() && !config.allow_empty {
+    if refused {
         return Err(Failure {
             reason: format!(
-                "inventory has no valid sensors ({} entries, {} invalid); \
+                "inventory has no valid sensors ({}, {} invalid); \
                  keeping the previous targets (ALLOW_EMPTY=true would write an empty list)",
-                v.sensor_count, v.invalid_count
+                count(v.sensor_count, "entry", "entries"),
+                v.invalid_count
             ),
             attempts,
             duration,

@@ -1,11 +1,13 @@
 //! The main loop: waits on signals, the fetch thread and the next deadline
-//! together, and is the only place that writes the targets file.
+//! together, and publishes each good cycle's targets (`--once` publishes
+//! through the same `output::publish`).
 
 pub mod cycle;
 pub mod schedule;
 pub mod state;
 pub mod worker;
 
+use std::io::Write;
 use std::time::{Duration, Instant, SystemTime};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -16,8 +18,8 @@ use crate::daemon::cycle::{Failure, Update};
 use crate::daemon::schedule::{Ping, Schedule};
 use crate::daemon::state::State;
 use crate::daemon::worker::{Event, Worker};
-use crate::model::targets::{self, TargetSet};
-use crate::output::writer::{self, Outcome};
+use crate::model::targets;
+use crate::output::publish::{self, Document, Failed, OnFailure};
 use crate::sys::clock;
 use crate::sys::notify;
 use crate::sys::signals::Signals;
@@ -158,62 +160,39 @@ impl Daemon {
         }
     }
 
-    /// Writes a good update, or records why that failed.
+    /// Publishes a good update, or records why that failed.
     fn apply(&mut self, update: Update, next: SystemTime) {
-        let path = &self.config.targets_file;
-        let shown = path.display().to_string();
         let now = SystemTime::now();
-        let n = update.targets.len();
+        let source = self.config.inventory_url.to_string();
+        let fetched = update.fetched(&source);
         let groups = self.config.target_groups(update.targets);
         let groups = groups.as_slice();
+        let kept = self.state.kept();
+        let on_failure = OnFailure {
+            kept: &kept,
+            next_attempt: Some(next),
+        };
         // SIGTERM during a large write abandons it: the old file stays.
         let signals = &self.signals;
-        let stop = || signals.stop_requested();
-        match writer::write_if_changed(path, &mut |w| {
-            targets::render_to(&mut writer::Interruptible::new(w, &stop), groups)
-        }) {
-            Ok(outcome) => {
-                let changed = outcome == Outcome::Written;
-                let set = TargetSet::of(groups);
-                let (added, removed) = match self.state.targets.take() {
-                    Some(old) if changed => old.diff(&set),
-                    Some(_) => (0, 0),
-                    None => (n, 0),
-                };
-                let (attempt, ms) = (update.attempts, update.duration.as_millis() as u64);
-                if changed {
-                    log::info!(
-                        TARGET_COUNT = n, SENSOR_COUNT = update.sensor_count,
-                        INVALID_COUNT = update.invalid_count, ADDED = added, REMOVED = removed,
-                        CHANGED = true, ATTEMPT = attempt, DURATION_MS = ms, TARGETS_FILE = shown.as_str();
-                        "Successfully updated targets file: {shown} ({n} targets, {added} added, {removed} removed)"
-                    );
-                } else {
-                    log::info!(
-                        TARGET_COUNT = n, SENSOR_COUNT = update.sensor_count,
-                        INVALID_COUNT = update.invalid_count, ADDED = 0, REMOVED = 0,
-                        CHANGED = false, ATTEMPT = attempt, DURATION_MS = ms, TARGETS_FILE = shown.as_str();
-                        "Targets unchanged ({n} targets); {shown} left as it is"
-                    );
-                }
-                self.state.succeeded(set, changed, now);
+        let mut render = |w: &mut dyn Write| targets::render_to(w, groups);
+        let doc = Document {
+            path: &self.config.targets_file,
+            render: &mut render,
+        };
+        match publish::publish_targets(
+            doc,
+            groups,
+            &fetched,
+            &mut self.state.targets,
+            &|| signals.stop_requested(),
+            &on_failure,
+        ) {
+            Ok(published) => {
+                self.state
+                    .succeeded(published.targets, published.changed, now);
             }
-            Err(e) if self.signals.stop_requested() => {
-                log::info!(
-                    TARGETS_FILE = shown.as_str();
-                    "Stopping: write of {shown} abandoned ({e}); {}", self.state.kept()
-                );
-            }
-            Err(e) => {
-                let reason = e.to_string();
-                log::error!(
-                    ERROR = reason.as_str(), TARGETS_FILE = shown.as_str();
-                    "Failed to write targets file {shown}: {reason}; {}; next attempt at {} UTC",
-                    self.state.kept(),
-                    clock::time_of_day(next)
-                );
-                self.state.failed(&reason, now);
-            }
+            Err(Failed::Abandoned) => {}
+            Err(Failed::Write(reason)) => self.state.failed(&reason, now),
         }
     }
 

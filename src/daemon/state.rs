@@ -4,6 +4,7 @@
 use std::time::SystemTime;
 
 use crate::model::targets::TargetSet;
+use crate::model::text::count;
 use crate::sys::clock;
 
 #[derive(Debug, Default, Clone)]
@@ -28,6 +29,10 @@ fn short(reason: &str) -> String {
     } else {
         format!("{}...", reason.chars().take(MAX).collect::<String>())
     }
+}
+
+fn targets(t: &TargetSet) -> String {
+    count(t.len(), "target", "targets")
 }
 
 fn at(t: SystemTime) -> String {
@@ -55,8 +60,8 @@ impl State {
     /// What the file holds, for messages: `keeping 100 targets from 09:59:30`.
     pub fn kept(&self) -> String {
         match (&self.targets, self.changed_at) {
-            (Some(t), Some(when)) => format!("keeping {} targets from {} UTC", t.len(), at(when)),
-            (Some(t), None) => format!("keeping {} targets", t.len()),
+            (Some(t), Some(when)) => format!("keeping {} from {} UTC", targets(t), at(when)),
+            (Some(t), None) => format!("keeping {}", targets(t)),
             (None, _) => "no targets written yet".to_string(),
         }
     }
@@ -66,9 +71,13 @@ impl State {
         if let (Some(since), Some(err)) = (self.failing_since, &self.last_error) {
             let n = self.failures;
             return format!(
-                "update failing since {} UTC ({n} failure{}, last: {}); {}",
+                "update failing since {} UTC ({}, last: {}); {}",
                 at(since),
-                if n == 1 { "" } else { "s" },
+                count(
+                    usize::try_from(n).unwrap_or(usize::MAX),
+                    "failure",
+                    "failures"
+                ),
                 short(err),
                 self.kept()
             );
@@ -77,8 +86,8 @@ impl State {
             (Some(t), Some(checked)) => {
                 let changed = self.changed_at.map(at).unwrap_or_default();
                 format!(
-                    "{} targets, updated {} UTC (last change {changed} UTC)",
-                    t.len(),
+                    "{}, updated {} UTC (last change {changed} UTC)",
+                    targets(t),
                     at(checked)
                 )
             }
@@ -124,7 +133,22 @@ mod tests {
         );
         s.succeeded(set(1), true, t(120));
         assert_eq!(s.failures, 0);
-        assert!(s.status().starts_with("1 targets, updated 12:02:00"));
+        assert_eq!(
+            s.status(),
+            "1 target, updated 12:02:00 UTC (last change 12:02:00 UTC)"
+        );
+        s.failed("HTTP 503", t(150));
+        assert_eq!(
+            s.status(),
+            "update failing since 12:02:30 UTC (1 failure, last: HTTP 503); \
+             keeping 1 target from 12:02:00 UTC"
+        );
+        s.succeeded(set(0), true, t(180));
+        assert!(
+            s.status().starts_with("0 targets, updated"),
+            "{}",
+            s.status()
+        );
     }
 
     #[test]

@@ -2,18 +2,16 @@
 //! which learns of progress through a channel plus a wake-up pipe it polls.
 
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::BorrowedFd;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use nix::fcntl::OFlag;
-
 use crate::config::Config;
 use crate::daemon::cycle::{self, Failure, Retrying, Update};
 use crate::source::Source;
-use crate::sys::signals;
+use crate::sys::wake::{self, Waiter};
 
 pub enum Event {
     Retrying(Retrying),
@@ -23,19 +21,18 @@ pub enum Event {
 pub struct Worker {
     requests: Sender<Instant>,
     events: Receiver<Event>,
-    wake: OwnedFd,
+    wake: Waiter,
 }
 
 impl Worker {
     pub fn spawn(config: Config, mut source: Box<dyn Source>) -> io::Result<Worker> {
         let (req_tx, req_rx) = mpsc::channel::<Instant>();
         let (ev_tx, ev_rx) = mpsc::channel();
-        let (wake_rx, wake_tx) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
+        let (wake_rx, wake_tx) = wake::pipe()?;
         thread::Builder::new().name("fetch".into()).spawn(move || {
             let post = |ev: Event| {
                 let _ = ev_tx.send(ev);
-                // A full pipe already holds a wake-up: nothing is lost.
-                let _ = nix::unistd::write(&wake_tx, &[1]);
+                wake_tx.wake();
             };
             // Blocks without polling until the main loop asks for a cycle.
             while let Ok(deadline) = req_rx.recv() {
@@ -68,12 +65,12 @@ impl Worker {
     }
 
     pub fn fd(&self) -> BorrowedFd<'_> {
-        self.wake.as_fd()
+        self.wake.fd()
     }
 
     /// Everything the thread reported since the last call.
     pub fn events(&self) -> Vec<Event> {
-        signals::drain(self.wake.as_fd());
+        self.wake.drain();
         self.events.try_iter().collect()
     }
 }

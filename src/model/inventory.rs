@@ -11,6 +11,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visit
 
 use crate::model::address;
 use crate::model::targets::Entries;
+use crate::model::text::{self, Class};
 
 /// At most this many dropped entries are kept, to be logged one by one.
 pub const MAX_EXAMPLES: usize = 100;
@@ -403,7 +404,11 @@ fn skip_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<(), A::Error> {
 /// characters and quotes escaped, and cut short when huge.
 pub fn escape(s: &str) -> String {
     const MAX: usize = 200;
-    let mut out: String = s.chars().take(MAX).flat_map(char::escape_default).collect();
+    let cut = s
+        .char_indices()
+        .nth(MAX)
+        .map_or(s, |(i, _)| s.get(..i).unwrap_or(s));
+    let mut out = text::escape_where(cut, |c| c != Class::Plain).into_owned();
     let n = s.chars().count();
     if n > MAX {
         out.push_str(&format!("...({} more characters)", n - MAX));

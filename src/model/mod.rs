@@ -4,3 +4,4 @@
 pub mod address;
 pub mod inventory;
 pub mod targets;
+pub mod text;

@@ -564,8 +564,9 @@ struct GroupOut<'a> {
     labels: OrderedLabels<'a>,
 }
 
-/// Writes groups as the seed did (pretty JSON, two-space indent, with a
-/// trailing newline), straight into `w`: the document is never held whole.
+/// Writes groups as pretty JSON (two-space indent, with a trailing
+/// newline), straight into `w`: the document is never held whole. An error
+/// means `w` got part of a document, which the caller must not publish.
 pub fn render_to(w: &mut dyn Write, groups: &[TargetGroup]) -> io::Result<()> {
     let out: Vec<GroupOut> = groups
         .iter()
@@ -581,15 +582,12 @@ pub fn render_to(w: &mut dyn Write, groups: &[TargetGroup]) -> io::Result<()> {
     buf.flush()
 }
 
-/// The rendered document in memory, for tests and small documents.
-pub fn render(groups: &[TargetGroup]) -> Vec<u8> {
+/// The rendered document in memory, for tests and small documents. A
+/// failed render is an error, never a stand-in document such as `[]`.
+pub fn render(groups: &[TargetGroup]) -> io::Result<Vec<u8>> {
     let mut buf = Vec::new();
-    // Writing to a Vec cannot fail.
-    if render_to(&mut buf, groups).is_err() {
-        buf.clear();
-        buf.extend_from_slice(b"[]\n");
-    }
-    buf
+    render_to(&mut buf, groups)?;
+    Ok(buf)
 }
 
 /// Reads back the target addresses of a `file_sd` document, sorted and
@@ -753,8 +751,8 @@ mod tests {
     }
 
     #[test]
-    fn renders_the_seed_format_exactly() {
-        let out = render(&[group(&[("sensor_1", 9100), ("sensor_0", 9100)])]);
+    fn renders_the_file_sd_format_exactly() {
+        let out = render(&[group(&[("sensor_1", 9100), ("sensor_0", 9100)])]).unwrap();
         let expected = r#"[
   {
     "targets": [
@@ -777,12 +775,12 @@ mod tests {
         let mut g = group(&[]);
         g.labels
             .push(("note".into(), "a \"quoted\" \\ value".into()));
-        let out = render(&[g]);
+        let out = render(&[g]).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v[0]["targets"], serde_json::json!([]));
         assert_eq!(v[0]["labels"]["note"], "a \"quoted\" \\ value");
         assert_eq!(parse_targets(&out), Some(vec![]));
-        assert_eq!(render(&[]), b"[]\n");
+        assert_eq!(render(&[]).unwrap(), b"[]\n");
     }
 
     #[test]
@@ -803,12 +801,12 @@ mod tests {
             .collect();
         let mut want = serde_json::to_vec_pretty(&plain).unwrap();
         want.push(b'\n');
-        assert_eq!(render(&two), want);
+        assert_eq!(render(&two).unwrap(), want);
     }
 
     #[test]
     fn reads_back_what_it_writes() {
-        let out = render(&[group(&[("b", 1), ("a", 1)])]);
+        let out = render(&[group(&[("b", 1), ("a", 1)])]).unwrap();
         assert_eq!(parse_targets(&out), Some(vec!["a:1".into(), "b:1".into()]));
         assert_eq!(parse_targets(b"{}"), None);
         assert_eq!(parse_targets(b"[{\"targets\": [\"x"), None);
@@ -965,11 +963,12 @@ mod tests {
         assert_eq!(e.len(), 2);
         let groups = e.into_groups(&defaults);
         assert_eq!(
-            render(&groups),
+            render(&groups).unwrap(),
             render(&[TargetGroup {
                 targets: list(&[("a", 9100), ("b", 9100)]),
                 labels: defaults.clone(),
             }])
+            .unwrap()
         );
         // No entries at all: still one group, so the labels stay.
         let groups = Entries::new().into_groups(&defaults);
@@ -1011,7 +1010,8 @@ mod tests {
             ])
         );
         // Any order of the inventory renders the same bytes.
-        assert_eq!(render(&build(&[3, 2, 1, 0])), render(&groups));
-        assert_eq!(render(&build(&[1, 3, 0, 2])), render(&groups));
+        let want = render(&groups).unwrap();
+        assert_eq!(render(&build(&[3, 2, 1, 0])).unwrap(), want);
+        assert_eq!(render(&build(&[1, 3, 0, 2])).unwrap(), want);
     }
 }

@@ -1,3 +1,5 @@
-//! Where results go: the atomic, symlink-safe writer.
+//! Where results go: the atomic, symlink-safe writer, and publishing
+//! through it.
 
+pub mod publish;
 pub mod writer;

@@ -10,6 +10,7 @@ use log::kv::{self, Key, Value, VisitSource};
 use log::{Level, LevelFilter, Log, Metadata, Record};
 use systemd_journal_logger::JournalLog;
 
+use crate::model::text::{self, Class};
 use crate::sys::clock;
 
 pub const IDENTIFIER: &str = "sd-updater";
@@ -145,52 +146,10 @@ pub fn redact_urls(text: &str) -> String {
     out
 }
 
-/// Whether `c` must not reach a log line as it is: control characters
-/// (Cc), line and paragraph separators, bidirectional controls and the
-/// other invisible format characters (Cf), which can break a line or
-/// reorder what a reader sees.
-fn needs_escape(c: char) -> bool {
-    c.is_control()
-        || matches!(
-            u32::from(c),
-            0x00AD
-                | 0x0600..=0x0605
-                | 0x061C
-                | 0x06DD
-                | 0x070F
-                | 0x0890..=0x0891
-                | 0x08E2
-                | 0x180E
-                | 0x200B..=0x200F
-                | 0x2028..=0x202E
-                | 0x2060..=0x206F
-                | 0xFEFF
-                | 0xFFF9..=0xFFFB
-                | 0x110BD
-                | 0x110CD
-                | 0x13430..=0x1343F
-                | 0x1BCA0..=0x1BCA3
-                | 0x1D173..=0x1D17A
-                | 0xE0001
-                | 0xE0020..=0xE007F
-        )
-}
-
 /// Escapes line breaks, other control characters and invisible format
-/// characters (`\n`, `\u{1b}`, `\u{202e}`).
+/// characters (`\n`, `\u{1b}`, `\u{202e}`); visible text stays as it is.
 pub fn one_line(s: &str) -> String {
-    if !s.chars().any(needs_escape) {
-        return s.to_string();
-    }
-    s.chars()
-        .flat_map(|c| -> Box<dyn Iterator<Item = char>> {
-            if needs_escape(c) {
-                Box::new(c.escape_default())
-            } else {
-                Box::new(std::iter::once(c))
-            }
-        })
-        .collect()
+    text::escape_where(s, |c| c == Class::Invisible).into_owned()
 }
 
 /// Secrets known to the process, longest first.

@@ -8,3 +8,4 @@ pub mod logging;
 pub(crate) mod notify;
 pub(crate) mod privileges;
 pub(crate) mod signals;
+pub(crate) mod wake;

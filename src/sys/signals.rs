@@ -2,12 +2,13 @@
 //! the main loop can wait on signals, worker results and deadlines at once.
 
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::BorrowedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use nix::fcntl::OFlag;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+
+use crate::sys::wake::{self, Waiter};
 
 /// What the main loop has been asked to do.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -21,12 +22,12 @@ pub struct Signals {
     hup: Arc<AtomicBool>,
     term: Arc<AtomicBool>,
     int: Arc<AtomicBool>,
-    wake: OwnedFd,
+    wake: Waiter,
 }
 
 impl Signals {
     pub fn install() -> io::Result<Signals> {
-        let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
+        let (read, write) = wake::pipe()?;
         let s = Signals {
             hup: Arc::new(AtomicBool::new(false)),
             term: Arc::new(AtomicBool::new(false)),
@@ -36,14 +37,14 @@ impl Signals {
         for (sig, flag) in [(SIGHUP, &s.hup), (SIGTERM, &s.term), (SIGINT, &s.int)] {
             // The flag first, so it is set by the time the pipe wakes us.
             signal_hook::flag::register(sig, Arc::clone(flag))?;
-            signal_hook::low_level::pipe::register(sig, write.try_clone()?)?;
+            signal_hook::low_level::pipe::register(sig, write.try_clone_fd()?)?;
         }
         Ok(s)
     }
 
     /// The pipe to poll for readability.
     pub fn fd(&self) -> BorrowedFd<'_> {
-        self.wake.as_fd()
+        self.wake.fd()
     }
 
     /// Whether SIGTERM or SIGINT is pending, without taking it: long work
@@ -54,7 +55,7 @@ impl Signals {
 
     /// Empties the pipe and returns what was signalled since the last call.
     pub fn take(&self) -> Pending {
-        drain(self.wake.as_fd());
+        self.wake.drain();
         let stop = if self.term.swap(false, Ordering::SeqCst) {
             Some("SIGTERM")
         } else if self.int.swap(false, Ordering::SeqCst) {
@@ -65,16 +66,6 @@ impl Signals {
         Pending {
             reload: self.hup.swap(false, Ordering::SeqCst),
             stop,
-        }
-    }
-}
-
-/// Reads a non-blocking pipe until it is empty.
-pub fn drain(fd: BorrowedFd<'_>) {
-    let mut buf = [0u8; 64];
-    while let Ok(n) = nix::unistd::read(fd, &mut buf) {
-        if n == 0 {
-            break;
         }
     }
 }
