@@ -64,10 +64,10 @@ fuzz_target!(|data: &[u8]| {
             ("__metrics_path__".to_string(), "/metrics".to_string()),
             ("job".to_string(), "sensors".to_string()),
         ];
-        let out = render(&v.targets.into_groups(&labels));
+        let out = render(&v.targets.into_groups(&labels)).expect("render into memory");
         assert_eq!(parse_targets(&out).as_ref(), Some(&texts));
         let w = inventory::validate(shuffled.iter().map(String::as_str), 9100);
-        let out2 = render(&w.targets.into_groups(&labels));
+        let out2 = render(&w.targets.into_groups(&labels)).expect("render into memory");
         assert_eq!(out, out2, "order, duplicates or case changed the output");
     }
     if let Ok(s) = std::str::from_utf8(data) {
