@@ -12,7 +12,7 @@ use std::os::unix::net::UnixDatagram;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{is_root, TestDir, BIN};
+use common::{require_root, require_tool, TestDir, BIN};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -94,11 +94,9 @@ impl Drop for Running {
 }
 
 /// Starts the agent in a mount namespace whose /run/systemd/journal is ours.
-fn start(dir: TestDir, env: &[(&str, String)]) -> Option<Running> {
-    if !is_root() {
-        println!("skipped: journal mode test needs root (CI runs as root)");
-        return None;
-    }
+fn start(dir: TestDir, env: &[(&str, String)]) -> Running {
+    require_root();
+    require_tool("unshare", "util-linux");
     let jdir = dir.join("journal");
     fs::create_dir(&jdir).unwrap();
     let socket = UnixDatagram::bind(jdir.join("socket")).unwrap();
@@ -126,7 +124,7 @@ fn start(dir: TestDir, env: &[(&str, String)]) -> Option<Running> {
         cmd.env(k, v);
     }
     let child = cmd.spawn().expect("spawn unshare");
-    Some(Running {
+    Running {
         child,
         journal: Journal {
             socket,
@@ -134,13 +132,15 @@ fn start(dir: TestDir, env: &[(&str, String)]) -> Option<Running> {
         },
         stderr_path,
         _dir: dir,
-    })
+    }
 }
 
 const T: Duration = Duration::from_secs(10);
 
 #[test]
+#[ignore = "needs root"]
 fn journal_entries_carry_the_documented_fields() {
+    require_root();
     let dir = TestDir::new("journal");
     let inventory = dir.join("inventory.json");
     fs::write(
@@ -153,9 +153,7 @@ fn journal_entries_carry_the_documented_fields() {
         ("INVENTORY_URL", url.clone()),
         ("UPDATE_INTERVAL", "1".to_string()),
     ];
-    let Some(mut run) = start(dir, &env) else {
-        return;
-    };
+    let mut run = start(dir, &env);
     let j = &mut run.journal;
     let ours = |e: &Entry| e.get("SYSLOG_IDENTIFIER").map(String::as_str) == Some("sd-updater");
 
@@ -256,7 +254,7 @@ fn credential_forms(written: &str, decoded: &str, user_pass: &str) -> Vec<String
 #[test]
 #[ignore = "needs root"]
 fn trace_entries_never_carry_credentials() {
-    assert!(is_root(), "journal mode needs root and unshare(1)");
+    require_root();
     let inv = common::FakeInventory::start(common::Behavior::list(&["sensor_1"]));
     // A same-origin redirect, so that the credential is sent twice.
     inv.push_once(common::Behavior::redirect("/inventory/"));
@@ -269,7 +267,7 @@ fn trace_entries_never_carry_credentials() {
         ("LOG_LEVEL", "trace".to_string()),
         ("UPDATE_INTERVAL", "1h".to_string()),
     ];
-    let mut run = start(TestDir::new("journal-trace"), &env).expect("root");
+    let mut run = start(TestDir::new("journal-trace"), &env);
     let written = run
         .journal
         .wait(T, |e| e.get("CHANGED").map(String::as_str) == Some("true"))
@@ -294,7 +292,7 @@ fn trace_entries_never_carry_credentials() {
         ("RETRY_BACKOFF", "0.1".to_string()),
         ("HTTP_PROXY", "http://pu:Pr0xy%2FPW@127.0.0.1:1".to_string()),
     ];
-    let mut run = start(TestDir::new("journal-trace-p"), &env).expect("root");
+    let mut run = start(TestDir::new("journal-trace-p"), &env);
     let failed = run
         .journal
         .wait(T, |e| {

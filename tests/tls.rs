@@ -33,6 +33,7 @@ const T: Duration = Duration::from_secs(20);
 // ---------------------------------------------------------------------------
 
 fn openssl(dir: &Path, args: &[&str]) {
+    require_tool("openssl", "openssl");
     let out = Command::new("openssl")
         .args(args)
         .current_dir(dir)
