@@ -9,7 +9,7 @@
 //! - The output directory made read-only (permissions, and a read-only
 //!   mount): a clear error, the old file kept, recovery when writable.
 
-mod reliability;
+mod common;
 
 use std::fs;
 use std::os::unix::fs::{chown, MetadataExt, PermissionsExt};
@@ -17,8 +17,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use common::*;
 use nix::sys::signal::Signal;
-use reliability::*;
 
 const T: Duration = Duration::from_secs(20);
 /// Repetitions of each fault within a test.
@@ -27,10 +27,10 @@ fn rounds() -> u64 {
 }
 
 fn start(tag: &str, first: &GoodList, env: &[(&str, &str)], file: Option<&Path>) -> Daemon {
-    start_in(TmpDir::new(tag), first, env, file)
+    start_in(TestDir::new(tag), first, env, file)
 }
 
-fn start_in(dir: TmpDir, first: &GoodList, env: &[(&str, &str)], file: Option<&Path>) -> Daemon {
+fn start_in(dir: TestDir, first: &GoodList, env: &[(&str, &str)], file: Option<&Path>) -> Daemon {
     let f = file.map(|f| f.display().to_string());
     let mut env = env.to_vec();
     if let Some(f) = &f {
@@ -45,11 +45,6 @@ fn write_error(log: &str) -> Option<&str> {
         .find(|l| l.contains("Failed to write targets file"))
 }
 
-fn stamp(p: &Path) -> (u64, i64, i64) {
-    let m = fs::metadata(p).unwrap();
-    (m.ino(), m.mtime(), m.mtime_nsec())
-}
-
 fn nobody_ids() -> (u32, u32) {
     let u = nix::unistd::User::from_name("nobody")
         .unwrap()
@@ -58,12 +53,11 @@ fn nobody_ids() -> (u32, u32) {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn disk_full_keeps_the_old_file_and_recovers() {
-    if !is_root() {
-        println!("skipped: mounting a tmpfs needs root (CI runs as root)");
-        return;
-    }
-    let dir = TmpDir::new("diskfull");
+    // Mounting a tmpfs needs root.
+    require_root();
+    let dir = TestDir::new("diskfull");
     let mnt = dir.join("mnt");
     let mount = Tmpfs::mount(&mnt, "size=64k,mode=0755");
     let file = mnt.join("targets.json");
@@ -89,7 +83,7 @@ fn disk_full_keeps_the_old_file_and_recovers() {
             "round {round}: old file changed"
         );
         assert_eq!(stamp(&file), old_stamp, "round {round}: old file touched");
-        let temps = temp_files(&mnt);
+        let temps = any_temp_files(&mnt);
         assert!(
             temps.is_empty(),
             "round {round}: temp files left: {temps:?}"
@@ -109,7 +103,11 @@ fn disk_full_keeps_the_old_file_and_recovers() {
     let line = write_error(&log).unwrap_or_else(|| panic!("no write error on a full disk\n{log}"));
     assert!(line.contains("ENOSPC"), "{line}");
     assert_eq!(fs::read(&file).unwrap(), old);
-    assert!(temp_files(&mnt).is_empty(), "{:?}", temp_files(&mnt));
+    assert!(
+        any_temp_files(&mnt).is_empty(),
+        "{:?}",
+        any_temp_files(&mnt)
+    );
     fs::remove_file(&filler).unwrap();
 
     // Recovery on the next cycle once the inventory fits.
@@ -119,7 +117,7 @@ fn disk_full_keeps_the_old_file_and_recovers() {
         "no recovery\n{log}"
     );
     assert_eq!(fs::read(&file).unwrap(), *changed.rendered);
-    assert!(temp_files(&mnt).is_empty());
+    assert!(any_temp_files(&mnt).is_empty());
     report(
         "faults.txt",
         &format!(
@@ -166,7 +164,7 @@ fn deleted_output_directory_is_recreated() {
             0o755,
             "round {round}: recreated directory mode"
         );
-        assert!(temp_files(&out).is_empty());
+        assert!(any_temp_files(&out).is_empty());
         lists.push(list);
     }
     report(
@@ -180,7 +178,7 @@ fn deleted_output_directory_that_cannot_be_recreated_is_an_error_every_cycle() {
     let first = GoodList::numbered("a", 50);
     // The output directory lives in a parent the agent cannot write: as
     // root the agent runs as nobody; otherwise the parent is made 0555.
-    let dir = TmpDir::new("delro");
+    let dir = TestDir::new("delro");
     let parent = dir.join("parent");
     fs::create_dir(&parent).unwrap();
     let file = parent.join("out/targets.json");
@@ -255,7 +253,7 @@ fn read_only_output_directory_keeps_the_old_file_and_recovers() {
         );
         assert_eq!(fs::read(&r.file).unwrap(), old, "round {round}");
         assert_eq!(stamp(&r.file), old_stamp, "round {round}");
-        assert!(temp_files(&out).is_empty());
+        assert!(any_temp_files(&out).is_empty());
     }
     fs::set_permissions(&out, fs::Permissions::from_mode(0o755)).unwrap();
     let list = GoodList::numbered("writable", 60);
@@ -275,11 +273,10 @@ fn read_only_output_directory_keeps_the_old_file_and_recovers() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn read_only_mount_keeps_the_old_file_and_recovers() {
-    if !is_root() {
-        println!("skipped: a read-only bind mount needs root (CI runs as root)");
-        return;
-    }
+    // A read-only bind mount needs root.
+    require_root();
     let first = GoodList::numbered("a", 50);
     let mut r = start("romount", &first, &[], None);
     let out = r.out_dir().to_path_buf();
@@ -305,7 +302,7 @@ fn read_only_mount_keeps_the_old_file_and_recovers() {
         Some(&list.rendered[..]),
         "no recovery\n{log}"
     );
-    assert!(temp_files(&out).is_empty());
+    assert!(any_temp_files(&out).is_empty());
     report(
         "faults.txt",
         &format!(

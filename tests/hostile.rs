@@ -11,13 +11,13 @@
 //!
 //! In every case the old file stays byte-identical and the agent lives.
 
-mod reliability;
+mod common;
 
 use std::fs;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use reliability::*;
+use common::*;
 
 const MIB: u64 = 1024 * 1024;
 
@@ -25,7 +25,7 @@ fn daemon(tag: &str, env: &[(&str, &str)]) -> (Daemon, Vec<u8>) {
     let first = GoodList::numbered("first", 10);
     let mut env = env.to_vec();
     env.push(("RETRY_ATTEMPTS", "0"));
-    let d = Daemon::start(TmpDir::new(tag), &first, &env);
+    let d = Daemon::start(TestDir::new(tag), &first, &env);
     let old = fs::read(&d.file).unwrap();
     (d, old)
 }
@@ -205,22 +205,18 @@ fn hostile_redirects_fail_cleanly_with_short_messages() {
     let (mut d, old) = daemon("hostile-redir", &[]);
     let long = format!("ftp://u:Long-Secr3t@h/{}", "a".repeat(30_000));
     let cases: Vec<(&str, Reply, &str)> = vec![
-        ("30 KiB Location", Reply::Redirect(long), "refused"),
+        ("30 KiB Location", Reply::redirect(long), "refused"),
         (
             "escapes",
-            Reply::Redirect("/%00%0d%0a%1b[31m\\\\..%2f..%2f".into()),
+            Reply::redirect("/%00%0d%0a%1b[31m\\\\..%2f..%2f"),
             "too many redirects",
         ),
         (
             "308 loop",
-            Reply::Status {
-                code: 308,
-                headers: vec![("Location".into(), "/inventory".into())],
-                body: Arc::new(Vec::new()),
-            },
+            Reply::respond(308, &[("Location", "/inventory")], Vec::new()),
             "too many redirects",
         ),
-        ("no host", Reply::Redirect("http:///x".into()), "refused"),
+        ("no host", Reply::redirect("http:///x"), "refused"),
     ];
     for (what, reply, word) in cases {
         let log = d.cycle(what, reply);
@@ -236,7 +232,7 @@ fn hostile_redirects_fail_cleanly_with_short_messages() {
     // Relative paths that climb past the root stay on the server.
     let good = GoodList::numbered("climbed", 2);
     d.server
-        .set("climb", Reply::Redirect("../../../../etc/passwd".into()));
+        .set("climb", Reply::redirect("../../../../etc/passwd"));
     d.agent.signal(nix::sys::signal::Signal::SIGHUP);
     assert!(d.server.wait_served(d.server.served_count() + 1, DAEMON_T));
     d.server.set("good", Reply::ok(&good.body));

@@ -12,7 +12,7 @@ use std::os::unix::net::UnixDatagram;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{is_root, TestDir, BIN};
+use common::{require_root, require_tool, TestDir, BIN};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -94,16 +94,14 @@ impl Drop for Running {
 }
 
 /// Starts the agent in a mount namespace whose /run/systemd/journal is ours.
-fn start(dir: TestDir, env: &[(&str, String)]) -> Option<Running> {
+fn start(dir: TestDir, env: &[(&str, String)]) -> Running {
     start_with(dir, env, "")
 }
 
 /// As `start`, with `args` (plain words) on the agent's command line.
-fn start_with(dir: TestDir, env: &[(&str, String)], args: &str) -> Option<Running> {
-    if !is_root() {
-        println!("skipped: journal mode test needs root (CI runs as root)");
-        return None;
-    }
+fn start_with(dir: TestDir, env: &[(&str, String)], args: &str) -> Running {
+    require_root();
+    require_tool("unshare", "util-linux");
     let jdir = dir.join("journal");
     fs::create_dir(&jdir).unwrap();
     let socket = UnixDatagram::bind(jdir.join("socket")).unwrap();
@@ -131,7 +129,7 @@ fn start_with(dir: TestDir, env: &[(&str, String)], args: &str) -> Option<Runnin
         cmd.env(k, v);
     }
     let child = cmd.spawn().expect("spawn unshare");
-    Some(Running {
+    Running {
         child,
         journal: Journal {
             socket,
@@ -139,13 +137,15 @@ fn start_with(dir: TestDir, env: &[(&str, String)], args: &str) -> Option<Runnin
         },
         stderr_path,
         _dir: dir,
-    })
+    }
 }
 
 const T: Duration = Duration::from_secs(10);
 
 #[test]
+#[ignore = "needs root"]
 fn journal_entries_carry_the_documented_fields() {
+    require_root();
     let dir = TestDir::new("journal");
     let inventory = dir.join("inventory.json");
     fs::write(
@@ -158,9 +158,7 @@ fn journal_entries_carry_the_documented_fields() {
         ("INVENTORY_URL", url.clone()),
         ("UPDATE_INTERVAL", "1".to_string()),
     ];
-    let Some(mut run) = start(dir, &env) else {
-        return;
-    };
+    let mut run = start(dir, &env);
     let j = &mut run.journal;
     let ours = |e: &Entry| e.get("SYSLOG_IDENTIFIER").map(String::as_str) == Some("sd-updater");
 
@@ -261,7 +259,7 @@ fn credential_forms(written: &str, decoded: &str, user_pass: &str) -> Vec<String
 #[test]
 #[ignore = "needs root"]
 fn trace_entries_never_carry_credentials() {
-    assert!(is_root(), "journal mode needs root and unshare(1)");
+    require_root();
     let inv = common::FakeInventory::start(common::Behavior::list(&["sensor_1"]));
     // A same-origin redirect, so that the credential is sent twice.
     inv.push_once(common::Behavior::redirect("/inventory/"));
@@ -274,7 +272,7 @@ fn trace_entries_never_carry_credentials() {
         ("LOG_LEVEL", "trace".to_string()),
         ("UPDATE_INTERVAL", "1h".to_string()),
     ];
-    let mut run = start(TestDir::new("journal-trace"), &env).expect("root");
+    let mut run = start(TestDir::new("journal-trace"), &env);
     let written = run
         .journal
         .wait(T, |e| e.get("CHANGED").map(String::as_str) == Some("true"))
@@ -299,7 +297,7 @@ fn trace_entries_never_carry_credentials() {
         ("RETRY_BACKOFF", "0.1".to_string()),
         ("HTTP_PROXY", "http://pu:Pr0xy%2FPW@127.0.0.1:1".to_string()),
     ];
-    let mut run = start(TestDir::new("journal-trace-p"), &env).expect("root");
+    let mut run = start(TestDir::new("journal-trace-p"), &env);
     let failed = run
         .journal
         .wait(T, |e| {
@@ -339,7 +337,7 @@ fn trace_entries_never_carry_credentials() {
 #[test]
 #[ignore = "needs root"]
 fn once_entries_carry_the_daemon_fields() {
-    assert!(is_root(), "journal mode needs root and unshare(1)");
+    require_root();
     let dir = TestDir::new("journal-once");
     let inventory = dir.join("inventory.json");
     fs::write(&inventory, r#"["b", "c", "d", "bad name"]"#).unwrap();
@@ -352,7 +350,7 @@ fn once_entries_carry_the_daemon_fields() {
     .unwrap();
     let url = format!("file://{}", inventory.display());
     let env = [("INVENTORY_URL", url), ("RUN_AS_USER", "root".to_string())];
-    let mut run = start_with(dir, &env, "--once").expect("root");
+    let mut run = start_with(dir, &env, "--once");
     let written = run
         .journal
         .wait(T, |e| e.get("CHANGED").map(String::as_str) == Some("true"))
@@ -386,7 +384,7 @@ fn once_entries_carry_the_daemon_fields() {
         ("INVENTORY_URL", format!("file://{}", inventory2.display())),
         ("RUN_AS_USER", "root".to_string()),
     ];
-    let mut run = start_with(dir, &env, "--once").expect("root");
+    let mut run = start_with(dir, &env, "--once");
     let unchanged = run
         .journal
         .wait(T, |e| e.get("CHANGED").map(String::as_str) == Some("false"))

@@ -577,6 +577,7 @@ fn once_leaves_a_running_writers_temp_file_alone() {
 #[test]
 #[ignore = "needs root"]
 fn one_failed_removal_does_not_stop_the_clean_up() {
+    require_root();
     use std::os::unix::fs::{chown, PermissionsExt};
     let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
     let dir = TestDir::new("lc-eperm");

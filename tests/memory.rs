@@ -54,6 +54,7 @@ struct Timed {
 impl Timed {
     fn spawn(dir: &TestDir, inv: &FakeInventory, args: &[&str], env: &[(&str, &str)]) -> Timed {
         let target = dir.join("out/targets.json");
+        require_tool("/usr/bin/time", "time");
         let mut cmd = Command::new("/usr/bin/time");
         cmd.args(["-f", "%M", "-o"])
             .arg(dir.join("peak.txt"))

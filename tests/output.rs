@@ -413,6 +413,12 @@ fn case_variants_are_one_target() {
         "{}",
         agent.stderr()
     );
+    // The summary line follows the rename: wait for it, not just the file.
+    assert!(
+        agent.wait_for_log(0, T, |l| l.contains("(4 targets, 4 added, 0 removed)")),
+        "{}",
+        agent.stderr()
+    );
     let log = agent.stderr();
     assert!(log.contains("Successfully fetched 8 sensors"), "{log}");
     assert!(!log.contains("Dropping invalid"), "{log}");

@@ -7,25 +7,28 @@
 //! is accepted as well. HTTPS through CONNECT is in tls.rs.
 
 mod common;
-mod reliability;
 
 use std::fs;
 use std::time::Duration;
 
-use reliability::*;
+use common::*;
 
 const T: Duration = Duration::from_secs(20);
 
 /// Runs `--once` and returns (exit code, log, file content).
 fn once(url: &str, env: &[(&str, &str)]) -> (Option<i32>, String, Option<Vec<u8>>) {
-    let dir = TmpDir::new("proxy");
-    let mut spawn = Spawn::new(&dir, url)
+    let dir = TestDir::new("proxy");
+    let mut spawn = AgentCmd::for_url(&dir, url)
         .arg("--once")
         .env("LOG_LEVEL", "debug");
     for (k, v) in env {
         spawn = spawn.env(k, v);
     }
-    let (st, log) = spawn.run(T);
+    let RunOutput {
+        status: st,
+        stderr: log,
+        ..
+    } = spawn.run(T);
     (
         st.and_then(|s| s.code()),
         log,
@@ -146,8 +149,10 @@ fn run_mode(
     mode: &str,
     env: &[(&str, &str)],
 ) -> (Option<i32>, String, String, Option<Vec<u8>>) {
-    let dir = TmpDir::new("proxy-m");
-    let mut spawn = Spawn::new(&dir, url).arg(mode).env("LOG_LEVEL", "debug");
+    let dir = TestDir::new("proxy-m");
+    let mut spawn = AgentCmd::for_url(&dir, url)
+        .arg(mode)
+        .env("LOG_LEVEL", "debug");
     for (k, v) in env {
         spawn = spawn.env(k, v);
     }
@@ -194,9 +199,9 @@ fn socks_proxies_are_ignored_with_a_warning_never_a_panic() {
         }
     }
     // The daemon's cycles succeed too (they used to fail with "the fetch panicked").
-    let dir = TmpDir::new("proxy-socks-d");
-    let notify = Notify::new(&dir);
-    let spawn = Spawn::new(&dir, &url)
+    let dir = TestDir::new("proxy-socks-d");
+    let notify = NotifySocket::new(&dir);
+    let spawn = AgentCmd::for_url(&dir, &url)
         .notify(&notify)
         .env("ALL_PROXY", "socks5h://pu:Sock-Secr3t@127.0.0.1:1080");
     let mut agent = spawn.spawn();
@@ -267,12 +272,16 @@ fn proxy_and_inventory_credentials_never_show_at_trace() {
     let proxy = Proxy::start(inv.addr());
     let url = format!("http://alice:s3cr%40t@127.0.0.2:{}/inventory", inv.port());
     let proxy_url = proxy.url().replace("http://", "http://pu:s%2Fcr3t-PW@");
-    let dir = TmpDir::new("proxy-trace");
-    let spawn = Spawn::new(&dir, &url)
+    let dir = TestDir::new("proxy-trace");
+    let spawn = AgentCmd::for_url(&dir, &url)
         .arg("--once")
         .env("LOG_LEVEL", "trace")
         .env("HTTP_PROXY", &proxy_url);
-    let (st, log) = spawn.run(T);
+    let RunOutput {
+        status: st,
+        stderr: log,
+        ..
+    } = spawn.run(T);
     assert_eq!(st.and_then(|s| s.code()), Some(0), "{log}");
     let proxy_b64 = common::base64(b"pu:s/cr3t-PW");
     let inv_b64 = common::base64(b"alice:s3cr@t");

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The reliability suite of issue 5, alone, with its figures collected.
+# The reliability suites alone, with their figures collected.
 #
 #   tests/reliability.sh                 # CI defaults (about 3 minutes)
 #   SDU_SOAK_CYCLES=50000 tests/reliability.sh soak    # the full soak
@@ -10,8 +10,9 @@
 # SDU_SOAK_HTTP_TIMEOUT, SDU_SIGNAL_ROUNDS, SDU_SIGNAL_STORMS,
 # SDU_SIGNAL_SENSORS, SDU_DISK_ROUNDS, SDU_BOMB_MAX_BYTES, PROPTEST_CASES,
 # SDU_SEED (replays a run). Figures go to $SDU_REPORT_DIR (default
-# target/reliability). Root is needed for the tmpfs, read-only mount and
-# journal tests (they skip otherwise); `openssl` for the TLS tests.
+# target/reliability). The tmpfs, read-only mount and journal tests need
+# root: they are ignored otherwise and included when run as root.
+# `openssl` is needed for the TLS tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -23,6 +24,8 @@ tests=("$@")
 [ ${#tests[@]} -gt 0 ] || tests=(prop disk tls proxy hostile log_injection signals_stress soak)
 args=()
 for t in "${tests[@]}"; do args+=(--test "$t"); done
-cargo test --locked "${args[@]}" -- --nocapture
+run_args=(--nocapture)
+[ "$(id -u)" -ne 0 ] || run_args+=(--include-ignored)
+cargo test --locked "${args[@]}" -- "${run_args[@]}"
 echo "== figures ($SDU_REPORT_DIR)"
 cat "$SDU_REPORT_DIR"/*.txt 2>/dev/null || true

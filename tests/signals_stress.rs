@@ -8,7 +8,7 @@
 //! storms per round, default 2) and `SDU_SIGNAL_SENSORS` (list size,
 //! default 50,000) tune it.
 
-mod reliability;
+mod common;
 
 use std::fs;
 use std::path::PathBuf;
@@ -17,8 +17,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::*;
 use nix::sys::signal::Signal;
-use reliability::*;
 
 const T: Duration = Duration::from_secs(60);
 
@@ -81,7 +81,7 @@ impl Drop for Reader {
 
 /// Waits until the reload burst is over: READY=1 with no RELOADING=1 after
 /// it for a while.
-fn settle(notify: &Notify, agent: &mut Proc) {
+fn settle(notify: &NotifySocket, agent: &mut Agent) {
     let deadline = Instant::now() + T;
     loop {
         assert!(
@@ -108,7 +108,7 @@ fn settle(notify: &Notify, agent: &mut Proc) {
 /// write under way) when `at_write`.
 fn bad_moment(rng: &mut Rng, out: &std::path::Path, max: Duration, at_write: bool) -> bool {
     if at_write {
-        let seen = wait_for(max * 3, || !temp_files(out).is_empty());
+        let seen = wait_for(max * 3, || !any_temp_files(out).is_empty());
         thread::sleep(Duration::from_micros(rng.below(3_000)));
         seen
     } else {
@@ -127,10 +127,10 @@ fn signals_during_large_writes_never_leave_a_partial_or_temp_file() {
         Arc::new(GoodList::numbered("a", sensors)),
         Arc::new(GoodList::numbered("b", sensors)),
     ];
-    let dir = TmpDir::new("signals");
-    let notify = Notify::new(&dir);
+    let dir = TestDir::new("signals");
+    let notify = NotifySocket::new(&dir);
     let server = Server::start("a", Reply::ok(&lists[0].body));
-    let spawn = Spawn::new(&dir, &server.url())
+    let spawn = AgentCmd::for_url(&dir, &server.url())
         .notify(&notify)
         .env("HTTP_TIMEOUT", "30");
     let file = spawn.targets_file();
@@ -148,7 +148,7 @@ fn signals_during_large_writes_never_leave_a_partial_or_temp_file() {
         agent.log()
     );
     let cycle = t0.elapsed();
-    notify.drain();
+    notify.skip_pending();
     let reader = Reader::start(file.clone(), lists.clone());
 
     let (mut hups, mut terms, mut at_write, mut changes) = (0u64, 0u64, 0u64, 0u64);
@@ -190,7 +190,7 @@ fn signals_during_large_writes_never_leave_a_partial_or_temp_file() {
                 "round {round} storm {storm}: not the served list"
             );
             changes += 1;
-            let t = temp_files(&out);
+            let t = any_temp_files(&out);
             assert!(
                 t.is_empty(),
                 "round {round} storm {storm}: temp files {t:?}"
@@ -235,7 +235,7 @@ fn signals_during_large_writes_never_leave_a_partial_or_temp_file() {
         exit_times.push(took);
         // Before any restart (which would clean up): no temp file, and a
         // complete file holding one of the lists.
-        let t = temp_files(&out);
+        let t = any_temp_files(&out);
         assert!(
             t.is_empty(),
             "round {round}: temp files after {sig:?}: {t:?}"
@@ -269,6 +269,6 @@ fn signals_during_large_writes_never_leave_a_partial_or_temp_file() {
 }
 
 /// After a restart: the start-up cycle's STATUS= (no READY=1 follows it).
-fn settle_first(notify: &Notify) {
+fn settle_first(notify: &NotifySocket) {
     while notify.recv(Duration::from_millis(300)).is_some() {}
 }

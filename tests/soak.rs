@@ -24,19 +24,18 @@
 //! (labels such as `good,redirect-loop`) restricts the answers after the
 //! warm-up to those kinds, to find where a problem comes from.
 
-mod reliability;
+mod common;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::*;
 use nix::sys::signal::Signal;
-use reliability::*;
 
 /// Where RSS is first measured: the "after the first 500 cycles".
 const RSS_BASELINE_CYCLE: u64 = 500;
@@ -118,7 +117,7 @@ fn random_bad(rng: &mut Rng) -> Planned {
         6 => bad("numbers", Reply::json(&b"[1, 2, 3]"[..])),
         7 => bad("html", Reply::html()),
         8 => bad("redirect-loop", Reply::RedirectLoop),
-        9 => bad("endless", Reply::Endless),
+        9 => bad("endless", Reply::Endless { chunked: true }),
         10 => bad("empty-list", Reply::json(&b"[]"[..])),
         11 => {
             let body = some_body(rng);
@@ -177,7 +176,7 @@ fn warm_up(rng: &mut Rng, cycle: u64, last_good: &GoodList) -> Option<Vec<Planne
         1 => vec![good("good", max(rng), false)],
         2 => vec![good("good-same-set", last_good.reshuffled(rng), false)],
         3 => vec![good("good-gzip", max(rng), true)],
-        4 => vec![bad("endless", Reply::Endless)],
+        4 => vec![bad("endless", Reply::Endless { chunked: true })],
         5 => vec![random_transient(rng), good("good", max(rng), false)],
         6 => vec![good("good-gzip", last_good.reshuffled(rng), true)],
         _ => return None,
@@ -311,22 +310,17 @@ impl Drop for Reader {
     }
 }
 
-fn stamp(p: &Path) -> (u64, i64, i64) {
-    let m = fs::metadata(p).expect("stat targets file");
-    (m.ino(), m.mtime(), m.mtime_nsec())
-}
-
 #[test]
 fn soak_sighup_cycles_with_random_responses() {
     let cycles = env_u64("SDU_SOAK_CYCLES", 5_000);
     let timeout = std::env::var("SDU_SOAK_HTTP_TIMEOUT").unwrap_or_else(|_| "0.5".into());
     let mut rng = Rng::from_env("soak");
-    let dir = TmpDir::new("soak");
-    let notify = Notify::new(&dir);
+    let dir = TestDir::new("soak");
+    let notify = NotifySocket::new(&dir);
 
     let mut last_good = Arc::new(GoodList::random(&mut rng, 500, 0));
     let server = Server::start("good", Reply::ok(&last_good.body));
-    let spawn = Spawn::new(&dir, &server.url())
+    let spawn = AgentCmd::for_url(&dir, &server.url())
         .notify(&notify)
         .env("HTTP_TIMEOUT", &timeout)
         .env("RETRY_ATTEMPTS", "1")
@@ -438,7 +432,7 @@ fn soak_sighup_cycles_with_random_responses() {
         let before = stamp(&file);
         let t0 = Instant::now();
         agent.signal(Signal::SIGHUP);
-        let ctx = |agent: &mut Proc| {
+        let ctx = |agent: &mut Agent| {
             format!(
                 "cycle {cycle} (plan {:?}); recent notify: {}\nlog tail:\n{}",
                 planned.iter().map(|p| p.step.label).collect::<Vec<_>>(),
@@ -527,7 +521,7 @@ fn soak_sighup_cycles_with_random_responses() {
                 content.len()
             );
         }
-        let temps = temp_files(&out_dir);
+        let temps = any_temp_files(&out_dir);
         assert!(
             temps.is_empty(),
             "cycle {cycle}: temp files left: {temps:?}"
@@ -578,7 +572,7 @@ fn soak_sighup_cycles_with_random_responses() {
     agent.signal(Signal::SIGTERM);
     let st = agent.wait_exit(Duration::from_secs(5));
     assert_eq!(st.and_then(|s| s.code()), Some(0), "exit after the soak");
-    assert!(temp_files(&out_dir).is_empty());
+    assert!(any_temp_files(&out_dir).is_empty());
 
     let mean_ms: Vec<String> = timing
         .iter()

@@ -9,7 +9,7 @@
 //!   trap, and an HTTPS redirect to `http://` is refused.
 //! - Through `HTTPS_PROXY` the request is tunnelled with CONNECT.
 
-mod reliability;
+mod common;
 
 use std::fs;
 use std::io::{Read, Write};
@@ -21,8 +21,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
+use common::*;
 use nix::sys::signal::Signal;
-use reliability::*;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -33,6 +33,7 @@ const T: Duration = Duration::from_secs(20);
 // ---------------------------------------------------------------------------
 
 fn openssl(dir: &Path, args: &[&str]) {
+    require_tool("openssl", "openssl");
     let out = Command::new("openssl")
         .args(args)
         .current_dir(dir)
@@ -347,14 +348,14 @@ fn http_response(code: u16, extra: &str, body: &[u8]) -> Vec<u8> {
 // ---------------------------------------------------------------------------
 
 struct Case {
-    _dir: TmpDir,
+    _dir: TestDir,
     pki: Pki,
     good: GoodList,
     trap: GoodList,
 }
 
 fn case(tag: &str) -> Case {
-    let dir = TmpDir::new(tag);
+    let dir = TestDir::new(tag);
     let pki = Pki::make(dir.path());
     Case {
         pki,
@@ -367,9 +368,9 @@ fn case(tag: &str) -> Case {
 /// Runs `--once` against `url` with SSL_CERT_FILE set to the test CA and
 /// the targets file seeded with `old`; returns (exit code, log, file).
 fn once(c: &Case, url: &str, env: &[(&str, &str)]) -> (Option<i32>, String, Vec<u8>) {
-    let dir = TmpDir::new("tls-once");
+    let dir = TestDir::new("tls-once");
     let ca = c.pki.ca().display().to_string();
-    let mut spawn = Spawn::new(&dir, url)
+    let mut spawn = AgentCmd::for_url(&dir, url)
         .arg("--once")
         .env("SSL_CERT_FILE", &ca)
         .env("RETRY_ATTEMPTS", "1");
@@ -379,7 +380,11 @@ fn once(c: &Case, url: &str, env: &[(&str, &str)]) -> (Option<i32>, String, Vec<
     let file = spawn.targets_file();
     fs::create_dir_all(file.parent().unwrap()).unwrap();
     fs::write(&file, b"old content\n").unwrap();
-    let (st, log) = spawn.run(T);
+    let RunOutput {
+        status: st,
+        stderr: log,
+        ..
+    } = spawn.run(T);
     (st.and_then(|s| s.code()), log, fs::read(&file).unwrap())
 }
 
@@ -421,12 +426,16 @@ fn https_trust_failures_say_which_and_keep_the_old_file() {
         );
         let url = srv.url("127.0.0.1");
         let (code, log, file) = if what.contains("system store") {
-            let dir = TmpDir::new("tls-sys");
-            let spawn = Spawn::new(&dir, &url).arg("--once");
+            let dir = TestDir::new("tls-sys");
+            let spawn = AgentCmd::for_url(&dir, &url).arg("--once");
             let f = spawn.targets_file();
             fs::create_dir_all(f.parent().unwrap()).unwrap();
             fs::write(&f, b"old content\n").unwrap();
-            let (st, log) = spawn.run(T);
+            let RunOutput {
+                status: st,
+                stderr: log,
+                ..
+            } = spawn.run(T);
             (st.and_then(|s| s.code()), log, fs::read(&f).unwrap())
         } else {
             once(&c, &url, &[])
@@ -517,9 +526,9 @@ fn https_never_falls_back_to_plain_http() {
     );
 
     // 3. The daemon, through several cycles of a failing https inventory.
-    let dir = TmpDir::new("tls-daemon");
-    let notify = Notify::new(&dir);
-    let spawn = Spawn::new(&dir, &srv.url("127.0.0.1"))
+    let dir = TestDir::new("tls-daemon");
+    let notify = NotifySocket::new(&dir);
+    let spawn = AgentCmd::for_url(&dir, &srv.url("127.0.0.1"))
         .notify(&notify)
         .env("SSL_CERT_FILE", c.pki.ca().display().to_string());
     let mut agent = spawn.spawn();
