@@ -481,9 +481,11 @@ fn open_existing(dirfd: &OwnedFd, name: &OsStr, target: &Path) -> Result<Existin
 /// bytes each time.
 pub type Render<'a> = dyn FnMut(&mut dyn Write) -> io::Result<()> + 'a;
 
-/// What `target` holds now, at most `limit` bytes of it; `None` when it does
-/// not exist. Anything but a regular file is an error naming the path.
-pub fn read_existing(target: &Path, limit: u64) -> Result<Option<Vec<u8>>, WriteError> {
+/// `target` opened for reading, reached as the writer reaches it (no
+/// symbolic link, no FIFO or device); `None` when it does not exist.
+/// Anything but a regular file is an error naming the path. The caller
+/// reads it as a stream and learns its size and age from the descriptor.
+pub fn open_existing_reader(target: &Path) -> Result<Option<File>, WriteError> {
     let name = file_name(target)?;
     let Some(dirfd) = open_dir(parent_dir(target), Trust::current())? else {
         return Ok(None);
@@ -495,12 +497,19 @@ pub fn read_existing(target: &Path, limit: u64) -> Result<Option<Vec<u8>>, Write
             path: target.to_path_buf(),
             source,
         }),
-        Existing::File(f) => {
-            let mut buf = Vec::new();
-            step(f.take(limit).read_to_end(&mut buf), "read", target)?;
-            Ok(Some(buf))
-        }
+        Existing::File(f) => Ok(Some(f)),
     }
+}
+
+/// What `target` holds now, at most `limit` bytes of it; `None` when it does
+/// not exist. Anything but a regular file is an error naming the path.
+pub fn read_existing(target: &Path, limit: u64) -> Result<Option<Vec<u8>>, WriteError> {
+    let Some(f) = open_existing_reader(target)? else {
+        return Ok(None);
+    };
+    let mut buf = Vec::new();
+    step(f.take(limit).read_to_end(&mut buf), "read", target)?;
+    Ok(Some(buf))
 }
 
 /// Writes what `render` produces to `target` unless it already holds exactly
