@@ -403,16 +403,17 @@ fn reserved_characters_in_a_password_exit_78_and_never_show_it() {
     assert_eq!(inv.request_count(), 0, "a refused URL was fetched");
 }
 
-/// A URL that parses (host 127.0.0.1, port 1) but carries something that
-/// looks like a password in its path: it is redacted everywhere, even in
-/// the start-up lines, retries, failures and library messages at trace.
+/// A URL that parses (user u, host 127.0.0.1, port 1) but carries
+/// something that looks like a password in its path: it is redacted
+/// everywhere, even in the start-up lines, retries, failures and library
+/// messages at trace. (Without the `u@`, an `@` in the path is refused.)
 #[test]
 fn anything_that_looks_like_a_password_is_redacted_whatever_the_shape() {
     let dir = TestDir::new("cli-shape");
     let inv = FakeInventory::start(Behavior::list(&["sensor_0"]));
     let p = inv.port();
-    let url = format!("http://127.0.0.1:1/er:Secr3t-Pw@127.0.0.1:{p}/x");
-    let shown = format!("http://127.0.0.1:***@127.0.0.1:{p}/x");
+    let url = format!("http://u@127.0.0.1:1/er:Secr3t-Pw@127.0.0.1:{p}/x");
+    let shown = format!("http://***@127.0.0.1:{p}/x");
     let mut transcripts = Vec::new();
     for mode in MODES {
         let cmd = AgentCmd::new(&dir)
@@ -544,4 +545,148 @@ fn trace_logs_never_show_credentials_in_any_form() {
         transcripts.iter().any(|(_, t)| t.contains(" - TRACE - ")),
         "no trace output at all: the test would prove nothing"
     );
+}
+
+/// Passwords that start with digits and then hold `/`, `?` or `#` used to
+/// pass for a port: the request went to the user name's host (or to the
+/// host before the `/`), and with `?` or `#` the password was printed.
+#[test]
+fn digit_prefixed_passwords_with_reserved_characters_exit_78_and_never_show() {
+    let dir = TestDir::new("cli-digits");
+    let inv = FakeInventory::start(Behavior::list(&["sensor_0"]));
+    let p = inv.port();
+    let urls = [
+        "http://alice:123#Secr3t@inventory.example/inv".to_string(),
+        "http://alice:99?Secr3t@inventory.example/inv".to_string(),
+        format!("http://alice:{p}/Secr3t@inventory.example/inv"),
+        format!("http://localhost:{p}/Secr3t@inventory.example/inv"),
+        format!("http://127.0.0.1:{p}/x?Secr3t@inventory.example"),
+    ];
+    for url in &urls {
+        for mode in MODES {
+            let mut cmd = AgentCmd::new(&dir)
+                .env("INVENTORY_URL", url)
+                .env("LOG_LEVEL", "trace");
+            if let Some(m) = mode {
+                cmd = cmd.arg(m);
+            }
+            let out = cmd.run(T);
+            let what = format!("{mode:?} {url}");
+            assert_eq!(out.code(), Some(78), "{what}\n{}", out.describe());
+            let lines = out.stderr_lines();
+            assert_eq!(lines.len(), 1, "{what}\n{}", out.describe());
+            assert!(
+                lines[0].starts_with("sd-updater: invalid configuration: INVENTORY_URL: ")
+                    && lines[0].contains("percent-encode"),
+                "{what}: {}",
+                lines[0]
+            );
+            let all = format!("{}{}", out.stdout, out.stderr);
+            assert!(!all.contains("Secr3t"), "{what}: password shown\n{all}");
+        }
+    }
+    assert_eq!(inv.request_count(), 0, "a refused URL was fetched");
+}
+
+/// A token used as the user name (`https://TOKEN@host/`) is sent as basic
+/// auth: a credential, hidden as `***@` in every mode and line.
+#[test]
+fn a_token_as_the_user_name_is_never_shown() {
+    let dir = TestDir::new("cli-token");
+    let inv = FakeInventory::start(Behavior::status(500));
+    let p = inv.port();
+    let token = "ghp_TokenAsUserName123";
+    let url = format!("http://{token}@127.0.0.1:{p}/x");
+    let shown = format!("http://***@127.0.0.1:{p}/x");
+    let mut transcripts = Vec::new();
+    for mode in MODES {
+        let cmd = AgentCmd::new(&dir)
+            .env("INVENTORY_URL", &url)
+            .env("LOG_LEVEL", "trace")
+            .env("RETRY_ATTEMPTS", "1");
+        let text = match mode {
+            Some(m) => {
+                let out = cmd.arg(m).run(T);
+                let want = if m == "--check-config" { 0 } else { 1 };
+                assert_eq!(out.code(), Some(want), "{m}\n{}", out.describe());
+                out.stdout + &out.stderr
+            }
+            None => {
+                let ndir = TestDir::new("cli-token-n");
+                let notify = NotifySocket::new(&ndir);
+                let mut agent = cmd.notify(&notify).spawn();
+                assert!(
+                    notify.wait_for("READY=1", T).is_some(),
+                    "{}",
+                    agent.stderr()
+                );
+                assert!(
+                    wait_for(T, || agent.stderr().contains("Failed to fetch inventory:")),
+                    "{}",
+                    agent.stderr()
+                );
+                agent.signal(Signal::SIGTERM);
+                agent.wait_exit(T);
+                agent.stderr() + &notify.dump()
+            }
+        };
+        assert!(!text.contains(token), "{mode:?}: token shown\n{text}");
+        // --print logs no configuration.
+        assert!(
+            mode == Some("--print") || text.contains(&format!("INVENTORY_URL={shown}")),
+            "{mode:?}: no redacted URL line\n{text}"
+        );
+        transcripts.push(text);
+    }
+    assert!(
+        transcripts[3].contains(&format!("Failed to fetch inventory from {shown}")),
+        "{}",
+        transcripts[3]
+    );
+    let auth = format!("Basic {}", base64(format!("{token}:").as_bytes()));
+    assert!(
+        inv.requests()
+            .iter()
+            .any(|r| r.header("Authorization") == Some(auth.as_str())),
+        "the token was not sent as basic auth: the test would prove nothing"
+    );
+}
+
+/// A short password that is also an ordinary word is not masked in free
+/// text (which would tell a reader the password), only as a credential.
+#[test]
+fn a_short_password_is_not_masked_in_free_text() {
+    let dir = TestDir::new("cli-short");
+    let inv = FakeInventory::start(Behavior::status(500));
+    let url = format!("http://user:Server@127.0.0.1:{}/x", inv.port());
+    let out = AgentCmd::new(&dir)
+        .env("INVENTORY_URL", &url)
+        .env("LOG_LEVEL", "trace")
+        .env("RETRY_ATTEMPTS", "1")
+        .arg("--once")
+        .run(T);
+    assert_eq!(out.code(), Some(1), "{}", out.describe());
+    assert!(
+        out.stderr
+            .contains("Failed to fetch inventory: HTTP 500 Internal Server Error"),
+        "{}",
+        out.describe()
+    );
+    assert!(
+        !out.stderr.contains("Internal *** Error"),
+        "{}",
+        out.describe()
+    );
+    assert!(
+        out.stderr.contains("user:***@127.0.0.1") && !out.stderr.contains("user:Server@"),
+        "{}",
+        out.describe()
+    );
+    let basic = base64(b"user:Server");
+    assert!(!out.stderr.contains(&basic), "{}", out.describe());
+    let check = AgentCmd::new(&dir)
+        .env("INVENTORY_URL", &url)
+        .arg("--check-config")
+        .run(T);
+    assert!(!check.stdout.contains("Server"), "{}", check.describe());
 }

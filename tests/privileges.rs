@@ -650,3 +650,51 @@ fn search_permission_is_enough_with_the_units_capabilities() {
         render_default(&["sensor_0:9100"])
     );
 }
+
+/// A walk to TARGETS_FILE that is refused part-way, as root, leaves
+/// nothing behind: what it created is removed again (innermost first), and
+/// `..` is refused before anything is made (the configuration refuses it
+/// too, which is why the exit code is not checked).
+#[test]
+#[ignore = "needs root"]
+fn a_refused_walk_creates_nothing() {
+    use std::os::unix::fs::chown;
+    require_root!();
+    let user = TestUser::create();
+    let dir = TestDir::new("priv-undo");
+    // Created, then a name too long for mkdir.
+    let long = "a".repeat(300);
+    let targets = dir.join("new").join(&long).join("t.json");
+    for run_as in [user.name.as_str(), "root"] {
+        let out = once(&dir, run_as, &targets);
+        assert_eq!(out.code(), Some(1), "{run_as}: {}", out.describe());
+        assert!(
+            out.stderr.contains("ENAMETOOLONG"),
+            "{run_as}: {}",
+            out.describe()
+        );
+        assert!(
+            !dir.join("new").exists(),
+            "{run_as}: a created directory was left\n{}",
+            out.describe()
+        );
+    }
+    // `..` after a new directory: into one owned by another user, and back
+    // out of the walk altogether.
+    let shared = dir.join("shared");
+    fs::create_dir(&shared).unwrap();
+    chown(&shared, Some(user.uid.saturating_add(1)), None).unwrap();
+    for targets in [
+        dir.join("new2/../shared/t.json"),
+        dir.join("new3/a/../../t.json"),
+    ] {
+        let out = once(&dir, &user.name, &targets);
+        assert_ne!(out.code(), Some(0), "{}", out.describe());
+        let left: Vec<String> = listing(dir.path())
+            .into_iter()
+            .filter(|n| n.starts_with("new") || n == "t.json")
+            .collect();
+        assert!(left.is_empty(), "{left:?} left\n{}", out.describe());
+        assert!(listing(&shared).is_empty());
+    }
+}

@@ -3,7 +3,7 @@
 
 pub(crate) mod cli;
 
-use std::io::Write;
+use std::io::{BufReader, Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::{Duration, Instant, UNIX_EPOCH};
@@ -159,35 +159,51 @@ fn remove_stale_temp_files(config: &Config) {
     }
 }
 
-/// The most of an existing targets file read at start-up.
-const EXISTING_FILE_LIMIT: u64 = 1 << 30;
+/// Room for labels and layout on top of 4 × MAX_RESPONSE_BYTES in an
+/// existing targets file read at start-up.
+const EXISTING_FILE_SLACK: u64 = 1 << 20;
 
 /// What the file already holds, so that STATUS= and ADDED/REMOVED make
-/// sense from the first cycle.
+/// sense from the first cycle. The file is streamed (only a hash per
+/// target is kept), and skipped when it is larger than any this agent
+/// writes for MAX_RESPONSE_BYTES.
 fn initial_state(config: &Config) -> State {
     let mut state = State::default();
     let path = &config.targets_file;
-    if let (Ok(Some(content)), Ok(meta)) = (
-        writer::read_existing(path, EXISTING_FILE_LIMIT),
-        std::fs::metadata(path),
-    ) {
-        let parsed = targets::TargetSet::from_document(&content);
-        drop(content);
-        match parsed {
-            Some(t) => {
-                log::info!(
-                    TARGET_COUNT = t.len(), TARGETS_FILE = path.display().to_string().as_str();
-                    "Found {} with {} targets", path.display(), t.len()
-                );
-                state.targets = Some(t);
-                state.changed_at =
-                    Some(UNIX_EPOCH + Duration::from_secs(meta.mtime().max(0) as u64));
-            }
-            None => log::warn!(
-                TARGETS_FILE = path.display().to_string().as_str();
-                "Existing {} is not a valid file_sd document; it will be replaced", path.display()
-            ),
+    let shown = path.display().to_string();
+    let Ok(Some(file)) = writer::open_existing_reader(path) else {
+        return state;
+    };
+    let Ok(meta) = file.metadata() else {
+        return state;
+    };
+    let limit = config
+        .max_response_bytes
+        .saturating_mul(4)
+        .saturating_add(EXISTING_FILE_SLACK);
+    if meta.len() > limit {
+        log::warn!(
+            TARGETS_FILE = shown.as_str();
+            "Existing {shown} is {} bytes, more than 4 × MAX_RESPONSE_BYTES + 1 MiB ({limit} bytes); \
+             it is not read and will be replaced", meta.len()
+        );
+        return state;
+    }
+    let reader = BufReader::with_capacity(64 * 1024, file.take(limit));
+    match targets::TargetSet::from_reader(reader) {
+        Some(t) => {
+            log::info!(
+                TARGET_COUNT = t.len(), TARGETS_FILE = shown.as_str();
+                "Found {shown} with {} targets", t.len()
+            );
+            state.targets = Some(t);
+            state.changed_at =
+                UNIX_EPOCH.checked_add(Duration::from_secs(meta.mtime().max(0).unsigned_abs()));
         }
+        None => log::warn!(
+            TARGETS_FILE = shown.as_str();
+            "Existing {shown} is not a valid file_sd document; it will be replaced"
+        ),
     }
     state
 }

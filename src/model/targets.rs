@@ -649,11 +649,16 @@ impl TargetSet {
     /// The targets of a `file_sd` document, read without keeping a string
     /// per target; `None` when it is not one.
     pub fn from_document(content: &[u8]) -> Option<TargetSet> {
-        #[derive(serde::Deserialize)]
-        struct GroupIn {
-            targets: Hashes,
-        }
-        let groups: Vec<GroupIn> = serde_json::from_slice(content).ok()?;
+        TargetSet::from_groups(serde_json::from_slice(content).ok()?)
+    }
+
+    /// As [`TargetSet::from_document`], from a stream: the document is
+    /// never held whole.
+    pub fn from_reader(reader: impl io::Read) -> Option<TargetSet> {
+        TargetSet::from_groups(serde_json::from_reader(reader).ok()?)
+    }
+
+    fn from_groups(groups: Vec<GroupIn>) -> Option<TargetSet> {
         let mut all = Vec::new();
         for g in groups {
             all.extend_from_slice(&g.targets.0);
@@ -682,6 +687,12 @@ impl TargetSet {
             self.hashes.len().saturating_sub(common),
         )
     }
+}
+
+/// A target group as read back: only its targets matter.
+#[derive(serde::Deserialize)]
+struct GroupIn {
+    targets: Hashes,
 }
 
 /// A JSON array of strings, read as their hashes.
@@ -817,6 +828,8 @@ mod tests {
         assert_eq!(TargetSet::from_document(b"[{\"targets\": [1]}]"), None);
         assert_eq!(TargetSet::from_document(b"[{\"targets\": [\"x"), None);
         assert_eq!(TargetSet::from_document(b"[]"), Some(TargetSet::default()));
+        assert_eq!(TargetSet::from_reader(&out[..]), Some(set.clone()));
+        assert_eq!(TargetSet::from_reader(&b"[{\"targets\": [\"x"[..]), None);
     }
 
     #[test]

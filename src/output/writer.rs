@@ -8,16 +8,18 @@
 use std::collections::hash_map::RandomState;
 use std::ffi::{OsStr, OsString};
 use std::fmt;
-use std::fs::{self, File};
+use std::fs::File;
 use std::hash::{BuildHasher, Hasher};
 use std::io::{self, BufWriter, Read, Write};
 use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use nix::dir::Dir;
 use nix::errno::Errno;
-use nix::fcntl::{openat, renameat, AtFlags, OFlag, AT_FDCWD};
+use nix::fcntl::{openat, readlinkat, renameat, AtFlags, OFlag, AT_FDCWD};
 use nix::sys::stat::{fchmod, fstat, fstatat, mkdirat, FileStat, Mode, SFlag};
 use nix::unistd::{unlinkat, Gid, Uid, UnlinkatFlags, User};
 
@@ -187,6 +189,22 @@ impl Trust {
 pub struct CreatedDir {
     pub path: PathBuf,
     pub fd: OwnedFd,
+    /// Its parent and name, to remove it again if the walk fails.
+    parent: OwnedFd,
+    name: OsString,
+}
+
+/// Removes directories this run created, innermost first; only empty ones
+/// go (`rmdir`), so nothing anyone put there meanwhile is lost.
+fn remove_created(created: &[CreatedDir]) {
+    for d in created.iter().rev() {
+        if let Err(e) = unlinkat(&d.parent, d.name.as_os_str(), UnlinkatFlags::RemoveDir) {
+            log::warn!(
+                "Cannot remove directory {} created by this run: {e}",
+                d.path.display()
+            );
+        }
+    }
 }
 
 /// Opens `dir`, creating what is missing with mode 0755. Returns its
@@ -214,8 +232,10 @@ pub fn create_dirs_for(dir: &Path, uid: Uid, gid: Gid) -> Result<(), String> {
     let (_, created) =
         create_dirs(dir, trust).map_err(|e| format!("output directory {}: {e}", dir.display()))?;
     for d in &created {
-        nix::unistd::fchown(&d.fd, Some(uid), Some(gid))
-            .map_err(|e| format!("chown {}: {e}", d.path.display()))?;
+        if let Err(e) = nix::unistd::fchown(&d.fd, Some(uid), Some(gid)) {
+            remove_created(&created);
+            return Err(format!("chown {}: {e}", d.path.display()));
+        }
     }
     Ok(())
 }
@@ -226,8 +246,42 @@ pub fn open_dir(dir: &Path, trust: Trust) -> Result<Option<OwnedFd>, WriteError>
 }
 
 /// Walks `dir` from `/` (or from the working directory for a relative
-/// path) one component at a time, checking each directory on the way.
+/// path) one component at a time, checking each directory on the way. On
+/// failure, the directories this walk created are removed again.
 fn walk(
+    dir: &Path,
+    trust: Trust,
+    created: Option<&mut Vec<CreatedDir>>,
+) -> Result<Option<OwnedFd>, WriteError> {
+    // As root, `..` would step back out of a checked directory into one
+    // the walk never meant to use.
+    if matches!(trust, Trust::Strict { .. }) && dir.components().any(|c| c == Component::ParentDir)
+    {
+        return Err(refused(
+            "use directory",
+            dir,
+            "it holds a `..` component, which as root the agent does not follow: \
+             set TARGETS_FILE to the real path"
+                .into(),
+        ));
+    }
+    match created {
+        Some(list) => {
+            let before = list.len();
+            let result = walk_steps(dir, trust, Some(list));
+            if result.is_err() {
+                if let Some(ours) = list.get(before..) {
+                    remove_created(ours);
+                }
+                list.truncate(before);
+            }
+            result
+        }
+        None => walk_steps(dir, trust, None),
+    }
+}
+
+fn walk_steps(
     dir: &Path,
     trust: Trust,
     mut created: Option<&mut Vec<CreatedDir>>,
@@ -315,9 +369,12 @@ fn make_dir(
         shown,
     )?;
     let held = step(fd.try_clone(), "duplicate the descriptor of", shown)?;
+    let parent = step(parent.try_clone(), "duplicate the descriptor of", shown)?;
     created.push(CreatedDir {
         path: shown.to_path_buf(),
         fd: held,
+        parent,
+        name: name.to_os_string(),
     });
     Ok(fd)
 }
@@ -346,10 +403,17 @@ fn not_a_dir(
     if !(is_link && matches!(trust, Trust::Strict { .. })) {
         return errno_error("open directory", shown, e);
     }
-    // Only to point the operator at the right value; nothing is opened.
-    let real = fs::canonicalize(shown)
-        .ok()
-        .map(|c| c.join(dir.strip_prefix(shown).unwrap_or(Path::new(""))));
+    // Only to point the operator at the right value: the one link is
+    // read, nothing is followed or opened.
+    let real = readlinkat(parent, name).ok().map(|to| {
+        let to = Path::new(&to);
+        let base = if to.is_absolute() {
+            to.to_path_buf()
+        } else {
+            parent_dir(shown).join(to)
+        };
+        base.join(dir.strip_prefix(shown).unwrap_or(Path::new("")))
+    });
     let hint = match real {
         Some(r) => format!("; the directory it leads to is {}", r.display()),
         None => String::new(),
@@ -481,9 +545,11 @@ fn open_existing(dirfd: &OwnedFd, name: &OsStr, target: &Path) -> Result<Existin
 /// bytes each time.
 pub type Render<'a> = dyn FnMut(&mut dyn Write) -> io::Result<()> + 'a;
 
-/// What `target` holds now, at most `limit` bytes of it; `None` when it does
-/// not exist. Anything but a regular file is an error naming the path.
-pub fn read_existing(target: &Path, limit: u64) -> Result<Option<Vec<u8>>, WriteError> {
+/// `target` opened for reading, reached as the writer reaches it (no
+/// symbolic link, no FIFO or device); `None` when it does not exist.
+/// Anything but a regular file is an error naming the path. The caller
+/// reads it as a stream and learns its size and age from the descriptor.
+pub fn open_existing_reader(target: &Path) -> Result<Option<File>, WriteError> {
     let name = file_name(target)?;
     let Some(dirfd) = open_dir(parent_dir(target), Trust::current())? else {
         return Ok(None);
@@ -495,12 +561,19 @@ pub fn read_existing(target: &Path, limit: u64) -> Result<Option<Vec<u8>>, Write
             path: target.to_path_buf(),
             source,
         }),
-        Existing::File(f) => {
-            let mut buf = Vec::new();
-            step(f.take(limit).read_to_end(&mut buf), "read", target)?;
-            Ok(Some(buf))
-        }
+        Existing::File(f) => Ok(Some(f)),
     }
+}
+
+/// What `target` holds now, at most `limit` bytes of it; `None` when it does
+/// not exist. Anything but a regular file is an error naming the path.
+pub fn read_existing(target: &Path, limit: u64) -> Result<Option<Vec<u8>>, WriteError> {
+    let Some(f) = open_existing_reader(target)? else {
+        return Ok(None);
+    };
+    let mut buf = Vec::new();
+    step(f.take(limit).read_to_end(&mut buf), "read", target)?;
+    Ok(Some(buf))
 }
 
 /// Writes what `render` produces to `target` unless it already holds exactly
@@ -787,28 +860,24 @@ pub fn remove_stale_temp_files(target: &Path) -> Result<Cleanup, WriteError> {
         return Ok(report);
     };
     let prefix = temp_prefix(name);
-    // Names come from the listing, every removal goes through the
-    // descriptor checked above.
-    let entries = match fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(report),
-        Err(e) => return step(Err(e), "list", dir),
+    // Listed and removed through the descriptor checked above, never by
+    // the path, which someone may have changed meanwhile.
+    let listing = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    let mut entries = match Dir::openat(&dirfd, ".", listing, Mode::empty()) {
+        Ok(d) => d,
+        Err(e) => return sys(Err(e), "list", dir),
     };
     let me = std::process::id();
     let now = SystemTime::now();
-    for entry in entries {
+    for entry in entries.iter() {
         let entry = match entry {
             Ok(e) => e,
             Err(e) => {
-                report.failed.push(WriteError {
-                    step: "list",
-                    path: dir.to_path_buf(),
-                    source: e,
-                });
+                report.failed.push(errno_error("list", dir, e));
                 break;
             }
         };
-        let file = entry.file_name();
+        let file = OsStr::from_bytes(entry.file_name().to_bytes()).to_os_string();
         let Some(rest) = file
             .as_encoded_bytes()
             .strip_prefix(prefix.as_encoded_bytes())
@@ -867,6 +936,7 @@ fn age(dirfd: &OwnedFd, name: &OsStr, now: SystemTime) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
     use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 
     fn tmpdir(tag: &str) -> PathBuf {
@@ -1128,6 +1198,58 @@ mod tests {
             .unwrap()
             .removed
             .is_empty());
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_failed_walk_removes_what_it_created() {
+        let d = tmpdir("walk-undo");
+        // `new` is created, then the next name is too long for mkdir.
+        let long = "a".repeat(300);
+        let dir = d.join("new").join(&long).join("x");
+        let e = create_dirs(&dir, Trust::Any).unwrap_err();
+        assert!(e.to_string().contains("ENAMETOOLONG"), "{e}");
+        assert!(!d.join("new").exists(), "a created directory was left");
+        // Something put into a created directory meanwhile stays.
+        let me = nix::unistd::geteuid().as_raw();
+        let strict = Trust::Strict { service_uid: me };
+        let (_, created) = create_dirs(&d.join("kept/a"), strict).unwrap();
+        fs::write(d.join("kept/a/file"), b"x").unwrap();
+        remove_created(&created);
+        assert!(d.join("kept/a/file").exists());
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn as_root_a_dot_dot_component_is_refused_before_anything_is_made() {
+        let d = tmpdir("walk-dotdot");
+        let me = nix::unistd::geteuid().as_raw();
+        let strict = Trust::Strict { service_uid: me };
+        for dir in [d.join("new/../other"), d.join("new/a/../../t")] {
+            let e = create_dirs(&dir, strict).unwrap_err();
+            assert!(e.to_string().contains("`..`"), "{e}");
+            assert!(open_dir(&dir, strict).is_err());
+        }
+        assert!(!d.join("new").exists() && !d.join("other").exists());
+        // Without root the kernel's checks apply, and `..` is a name.
+        assert!(create_dirs(&d.join("new/../other"), Trust::Any).is_ok());
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_symlinked_parent_names_where_it_leads_without_following_it() {
+        let d = tmpdir("walk-link");
+        fs::create_dir(d.join("real")).unwrap();
+        std::os::unix::fs::symlink("real", d.join("rel")).unwrap();
+        std::os::unix::fs::symlink(d.join("real"), d.join("abs")).unwrap();
+        let me = nix::unistd::geteuid().as_raw();
+        let strict = Trust::Strict { service_uid: me };
+        for link in ["rel", "abs"] {
+            let e = create_dirs(&d.join(link).join("out"), strict).unwrap_err();
+            let want = format!("leads to is {}", d.join("real/out").display());
+            assert!(e.to_string().contains(&want), "{link}: {e}");
+        }
+        assert!(!d.join("real/out").exists());
         fs::remove_dir_all(&d).unwrap();
     }
 

@@ -90,16 +90,33 @@ pub struct HttpSource {
     url: InventoryUrl,
     agent: Agent,
     limit: u64,
+    /// The proxy variables as they were when the source was built.
+    env: Vec<(&'static str, String)>,
+    /// Proxies built from those values, each built (and warned about) once.
+    proxies: Vec<(&'static str, String, Option<Proxy>)>,
 }
+
+/// The variables that choose a proxy.
+const PROXY_VARS: [&str; 8] = [
+    "no_proxy",
+    "NO_PROXY",
+    "https_proxy",
+    "HTTPS_PROXY",
+    "http_proxy",
+    "HTTP_PROXY",
+    "all_proxy",
+    "ALL_PROXY",
+];
 
 /// Redirects followed within one attempt, as curl and browsers allow.
 pub const MAX_REDIRECTS: u32 = 10;
 
-/// The proxy for `url` from the usual variables: `https_proxy` for https,
-/// `http_proxy` for http (either case), then `all_proxy`; none when
-/// `no_proxy` matches the host. Returns the variable's name and value.
+/// The proxy for a request to `host` from the usual variables:
+/// `https_proxy` for https, `http_proxy` for http (either case), then
+/// `all_proxy`; none when `no_proxy` matches the host. Returns the
+/// variable's name and value.
 pub fn proxy_for(
-    url: &InventoryUrl,
+    host: &str,
     https: bool,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Option<(&'static str, String)> {
@@ -108,7 +125,6 @@ pub fn proxy_for(
             .iter()
             .find_map(|n| env(n).filter(|v| !v.trim().is_empty()).map(|v| (*n, v)))
     };
-    let host = url.host()?;
     if let Some((_, no_proxy)) = get(&["no_proxy", "NO_PROXY"]) {
         if no_proxy_matches(&no_proxy, host) {
             return None;
@@ -127,11 +143,10 @@ pub fn proxy_for(
 /// `https://` proxies (or no scheme, meaning `http://`) are accepted:
 /// anything else would make ureq panic or fail every request.
 pub fn proxy_from(var: &str, value: &str) -> Result<Proxy, String> {
-    let (shown, loose_password) = redact(value.trim());
-    if let Some(p) = loose_password {
+    if let (_, Some(p)) = redact(value.trim()) {
         logging::register_secret(&p);
     }
-    let shown = logging::one_line(&shown);
+    let shown = logging::one_line(&ProxyUrl::shown(value));
     let parsed = ProxyUrl::parse(value)
         .map_err(|e| format!("Ignoring invalid proxy setting {var}={shown}: {e}"))?;
     for s in parsed.secrets() {
@@ -172,20 +187,17 @@ impl HttpSource {
         for s in url.secrets() {
             logging::register_secret(s);
         }
-        let proxy =
-            proxy_for(&url, https, env).and_then(|(var, value)| match proxy_from(var, &value) {
-                Ok(p) => Some(p),
-                Err(e) => {
-                    log::warn!("{e}; connecting directly");
-                    None
-                }
-            });
+        let env = PROXY_VARS
+            .iter()
+            .filter_map(|n| env(n).map(|v| (*n, v)))
+            .collect();
         let config = Agent::config_builder()
             // Statuses are ours to judge: 429 and 5xx retry, other 4xx fail.
             .http_status_as_error(false)
             // An https inventory never falls back to plain http on a redirect.
             .https_only(https)
-            .proxy(proxy)
+            // Chosen for each request, by its own host (NO_PROXY included).
+            .proxy(None)
             // Redirects are followed here, so that credentials stay with
             // their origin (scheme, host and port).
             .max_redirects(0)
@@ -197,11 +209,47 @@ impl HttpSource {
                     .build(),
             )
             .build();
-        HttpSource {
+        let mut source = HttpSource {
             url,
             agent: Agent::new_with_config(config),
             limit,
+            env,
+            proxies: Vec::new(),
+        };
+        // A bad proxy value is reported at start-up, not at the first fetch.
+        if let Location::Http { uri, .. } = source.url.location().clone() {
+            source.proxy_to(&uri);
         }
+        source
+    }
+
+    /// The proxy for a request to `uri`, decided for its own scheme and
+    /// host, so that a redirect to another host follows NO_PROXY too.
+    fn proxy_to(&mut self, uri: &Uri) -> Option<Proxy> {
+        let https = uri
+            .scheme_str()
+            .is_some_and(|s| s.eq_ignore_ascii_case("https"));
+        let host = uri.host()?.trim_start_matches('[').trim_end_matches(']');
+        let env = &self.env;
+        let (var, value) = proxy_for(host, https, &|n| {
+            env.iter().find(|(k, _)| *k == n).map(|(_, v)| v.clone())
+        })?;
+        if let Some((_, _, built)) = self
+            .proxies
+            .iter()
+            .find(|(k, v, _)| *k == var && *v == value)
+        {
+            return built.clone();
+        }
+        let built = match proxy_from(var, &value) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                log::warn!("{e}; connecting directly");
+                None
+            }
+        };
+        self.proxies.push((var, value, built.clone()));
+        built
     }
 
     fn classify(&self, e: ureq::Error) -> FetchError {
@@ -219,9 +267,7 @@ impl HttpSource {
             | ureq::Error::Pem(_)
             | ureq::Error::Rustls(_)
             | ureq::Error::InvalidProxyUrl => FetchError::Permanent(reason),
-            ureq::Error::Io(ref io) if io.to_string().contains("certificate") => {
-                FetchError::Permanent(reason)
-            }
+            ureq::Error::Io(ref io) if is_rustls_error(io) => FetchError::Permanent(reason),
             _ => FetchError::Transient {
                 reason,
                 retry_after: None,
@@ -258,6 +304,21 @@ impl HttpSource {
     }
 }
 
+/// Whether an I/O error carries a rustls error: the TLS stream reports a
+/// handshake failure (an untrusted, expired or misnamed certificate, an
+/// alert) as an I/O error around it. The type is named through ureq's
+/// `Error::Rustls` variant, so no other crate is needed.
+fn is_rustls_error(io: &std::io::Error) -> bool {
+    fn inner_is<T: std::error::Error + 'static>(
+        _variant: fn(T) -> ureq::Error,
+        e: &(dyn std::error::Error + Send + Sync + 'static),
+    ) -> bool {
+        e.downcast_ref::<T>().is_some()
+    }
+    io.get_ref()
+        .is_some_and(|e| inner_is(ureq::Error::Rustls, e))
+}
+
 /// A Location as messages show it: password redacted, one line, at most
 /// 200 characters.
 fn shown_location(text: &str) -> String {
@@ -291,8 +352,9 @@ fn describe(e: &ureq::Error) -> String {
 
 impl Source for HttpSource {
     fn fetch(&mut self, timeout: Duration) -> Result<Vec<u8>, FetchError> {
-        let Location::Http { uri: first, .. } = self.url.location() else {
-            return Err(FetchError::Permanent("not an http(s) URL".into()));
+        let first = match self.url.location() {
+            Location::Http { uri, .. } => uri.clone(),
+            Location::File(_) => return Err(FetchError::Permanent("not an http(s) URL".into())),
         };
         // One deadline for the whole attempt, redirects and body included.
         let start = Instant::now();
@@ -303,15 +365,17 @@ impl Source for HttpSource {
             if left.is_zero() {
                 return Err(self.classify(ureq::Error::Timeout(ureq::Timeout::Global)));
             }
+            let proxy = self.proxy_to(&uri);
             let mut request = self.agent.get(uri.clone());
             // Credentials go only to the origin they were given for.
             if let Some(auth) = self.url.authorization() {
-                if same_origin(&uri, first) {
+                if same_origin(&uri, &first) {
                     request = request.header("Authorization", auth);
                 }
             }
             let mut response = request
                 .config()
+                .proxy(proxy)
                 .timeout_global(Some(left))
                 .build()
                 .call()
@@ -367,7 +431,7 @@ mod tests {
         let map: HashMap<&str, &str> = vars.iter().cloned().collect();
         let url = InventoryUrl::parse(url).unwrap();
         let https = matches!(url.location(), Location::Http { https: true, .. });
-        proxy_for(&url, https, &|n| map.get(n).map(|v| v.to_string())).map(|(_, v)| v)
+        proxy_for(url.host()?, https, &|n| map.get(n).map(|v| v.to_string())).map(|(_, v)| v)
     }
 
     #[test]
@@ -434,9 +498,8 @@ mod tests {
     #[test]
     fn proxy_selection_names_the_variable() {
         let map: HashMap<&str, &str> = [("all_proxy", "socks5h://u:p@h:1080")].into();
-        let url = InventoryUrl::parse("https://inv/x").unwrap();
         assert_eq!(
-            proxy_for(&url, true, &|n| map.get(n).map(|v| v.to_string())),
+            proxy_for("inv", true, &|n| map.get(n).map(|v| v.to_string())),
             Some(("all_proxy", "socks5h://u:p@h:1080".to_string()))
         );
     }
@@ -465,9 +528,71 @@ mod tests {
                 assert!(!e.contains("Sock-Secr3t"), "{e}");
             }
         }
-        let e = proxy_from("http_proxy", "pu:Pr/oxyPW@127.0.0.1:3128").unwrap_err();
-        assert!(e.contains("http_proxy=pu:***@127.0.0.1:3128"), "{e}");
-        assert!(!e.contains("oxyPW"), "{e}");
+        // Where the password ends is unknown: only the scheme is shown.
+        for (value, shown) in [
+            ("pu:Pr/oxyPW@127.0.0.1:3128", "http_proxy=...:"),
+            (
+                "http://pu:se#Cret99@127.0.0.1:3128",
+                "http_proxy=http://...:",
+            ),
+            ("pu:se?Cret77@127.0.0.1:3128", "http_proxy=...:"),
+            ("http://h:1/se@Cret77", "http_proxy=http://...:"),
+        ] {
+            let e = proxy_from("http_proxy", value).unwrap_err();
+            assert!(e.contains(shown), "{value}: {e}");
+            assert!(!e.contains("Cret") && !e.contains("oxyPW"), "{e}");
+        }
+    }
+
+    #[test]
+    fn tls_failures_are_told_apart_by_type() {
+        use std::io;
+        let source = HttpSource::new(
+            InventoryUrl::parse("https://127.0.0.1:1/x").unwrap(),
+            true,
+            10,
+            &|_| None,
+        );
+        let trust = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let wrapped = io::Error::new(io::ErrorKind::InvalidData, trust);
+        assert!(matches!(
+            source.classify(ureq::Error::Io(wrapped)),
+            FetchError::Permanent(_)
+        ));
+        // The word alone is no TLS failure: a retry may help.
+        let plain = io::Error::new(io::ErrorKind::ConnectionReset, "certificate reset");
+        assert!(matches!(
+            source.classify(ureq::Error::Io(plain)),
+            FetchError::Transient { .. }
+        ));
+        let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
+        assert!(matches!(
+            source.classify(ureq::Error::Io(refused)),
+            FetchError::Transient { .. }
+        ));
+    }
+
+    #[test]
+    fn the_proxy_is_chosen_for_each_host() {
+        let env = |n: &str| match n {
+            "http_proxy" => Some("http://127.0.0.1:3128".to_string()),
+            "https_proxy" => Some("http://127.0.0.1:3129".to_string()),
+            "no_proxy" => Some("inside.example".to_string()),
+            _ => None,
+        };
+        let mut source = HttpSource::new(
+            InventoryUrl::parse("http://inside.example/x").unwrap(),
+            false,
+            10,
+            &env,
+        );
+        let uri = |s: &str| s.parse::<Uri>().unwrap();
+        assert!(source.proxy_to(&uri("http://inside.example/y")).is_none());
+        let p = source.proxy_to(&uri("http://outside.example/y")).unwrap();
+        assert_eq!(p.port(), 3128);
+        let p = source.proxy_to(&uri("https://outside.example/y")).unwrap();
+        assert_eq!(p.port(), 3129);
+        assert!(source.proxy_to(&uri("https://a.inside.example/")).is_none());
     }
 
     #[test]

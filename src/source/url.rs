@@ -5,7 +5,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use crate::sys::logging::{redact, split_scheme};
+use crate::sys::logging::{redact, scrub_secrets, split_scheme};
 use ureq::http::Uri;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,17 +108,11 @@ impl InventoryUrl {
         }
     }
 
-    /// Removes the password from any text, such as an error message from a
-    /// library that echoes the URL back.
+    /// Removes the credentials from any text, such as an error message
+    /// from a library that echoes the URL back (short ones only where they
+    /// stand as userinfo, as the logger does).
     pub fn scrub(&self, text: &str) -> String {
-        let mut out = text.to_string();
-        // Longest first, so that no part of a longer secret survives.
-        let mut secrets: Vec<&String> = self.secrets.iter().collect();
-        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-        for s in secrets {
-            out = out.replace(s.as_str(), "***");
-        }
-        out
+        scrub_secrets(text, &self.secrets)
     }
 }
 
@@ -178,11 +172,20 @@ impl HttpParts<'_> {
 /// input: a misplaced password may be in any of them.
 fn split_http(rest: &str) -> Result<HttpParts<'_>, String> {
     let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let authority = &rest[..end];
-    let tail = &rest[end..];
+    let authority = rest.get(..end).unwrap_or("");
+    let tail = rest.get(end..).unwrap_or("");
     let path_query = tail.split('#').next().unwrap_or("");
     let (userinfo, hostport) = match authority.rfind('@') {
-        Some(at) => (Some(&authority[..at]), &authority[at + 1..]),
+        Some(at) => (authority.get(..at), authority.get(at + 1..).unwrap_or("")),
+        // `user:123/pw@host`: a password with a reserved character would
+        // send the request to `user`, port 123, with the rest as its path.
+        None if tail.contains('@') => {
+            return Err(
+                "an @ follows the end of the host (in the path, query or fragment), \
+                 as when a user name or password holds / ? or #"
+                    .into(),
+            )
+        }
         None => (None, authority),
     };
     let (host, port) = split_host_port(hostport)?;
@@ -242,6 +245,8 @@ pub struct Credentials {
     pub password: Option<String>,
     /// The password as written, before decoding.
     raw_password: Option<String>,
+    /// The user name as written, a secret when it comes alone (a token).
+    raw_user: String,
 }
 
 impl Credentials {
@@ -263,6 +268,7 @@ impl Credentials {
             user: decode("user name", user)?,
             password: password.map(|p| decode("password", p)).transpose()?,
             raw_password: password.map(str::to_string),
+            raw_user: user.to_string(),
         })
     }
 
@@ -280,11 +286,16 @@ impl Credentials {
         self.basic().map(|b| format!("Basic {b}"))
     }
 
-    /// The password in both forms, for the logger to scrub.
+    /// The password in both forms, for the logger to scrub; the user name
+    /// in both forms when it comes without a password (a token sent as
+    /// basic auth).
     pub fn secrets(&self) -> Vec<String> {
-        [&self.password, &self.raw_password]
+        let forms = match (&self.password, &self.raw_password) {
+            (Some(p), Some(raw)) => vec![p, raw],
+            _ => vec![&self.user, &self.raw_user],
+        };
+        forms
             .into_iter()
-            .flatten()
             .filter(|s| !s.is_empty())
             .cloned()
             .collect()
@@ -354,6 +365,30 @@ impl ProxyUrl {
             port: parts.port.unwrap_or(if https { 443 } else { 80 }),
             credentials,
         })
+    }
+
+    /// A proxy value as a message may show it: redacted, and when it does
+    /// not parse and holds an `@` only its scheme, since where its password
+    /// ends is then unknown. A value refused only for its scheme has an
+    /// authority that parsed, and shows redacted.
+    pub fn shown(value: &str) -> String {
+        let value = value.trim();
+        let (scheme, rest) = match split_scheme(value) {
+            Some((scheme, rest)) => (Some(scheme), rest),
+            None => (None, value),
+        };
+        let authority_ok = !value.chars().any(|c| c.is_control() || c == ' ')
+            && (scheme.is_some() || !value.contains("://"))
+            && split_http(rest)
+                .and_then(|p| p.userinfo.map(Credentials::parse).transpose())
+                .is_ok();
+        if !value.contains('@') || authority_ok {
+            return redact(value).0;
+        }
+        match scheme {
+            Some(s) => format!("{s}://..."),
+            None => "...".into(),
+        }
     }
 
     /// What the logger must scrub: the password in both forms and the
@@ -636,13 +671,20 @@ mod tests {
         );
         assert_eq!(u.host(), Some("inv.example"));
 
-        // No password: nothing to hide, user names stay.
-        let u = InventoryUrl::parse("http://bob@inv/x").unwrap();
-        assert_eq!(u.to_string(), "http://bob@inv/x");
-        assert_eq!(u.scrub("bob"), "bob");
-
-        // An '@' in the path is not userinfo.
-        assert_eq!(redact("http://h/p@q:r").0, "http://h/p@q:r");
+        // A user name alone is a token sent as basic auth: hidden too.
+        let u = InventoryUrl::parse("http://ghp_TokenAsUserName123@inv/x").unwrap();
+        assert_eq!(u.to_string(), "http://***@inv/x");
+        assert!(u.secrets().iter().any(|s| s == "ghp_TokenAsUserName123"));
+        assert_eq!(u.scrub("for ghp_TokenAsUserName123 here"), "for *** here");
+        // With a password, the user name stays.
+        let u = InventoryUrl::parse("http://bob:pw@inv/x").unwrap();
+        assert_eq!(u.to_string(), "http://bob:***@inv/x");
+        assert!(!u.secrets().iter().any(|s| s == "bob"));
+        // A short password is masked only where it stands as a credential.
+        assert_eq!(
+            u.scrub("pw and http://bob:pw@inv"),
+            "pw and http://bob:***@inv"
+        );
         // A bad URL's error does not echo the password.
         let e = InventoryUrl::parse("http://u:pw@[bad/").unwrap_err();
         assert!(!e.contains("pw@"), "{e}");
@@ -676,6 +718,15 @@ mod tests {
             ("http://alice:Pa?ss-W0rd@127.0.0.1:18080/x", "ss-W0rd"),
             ("http://alice:Pa#ss-W0rd@127.0.0.1:18080/x", "ss-W0rd"),
             ("http://alice:Pa:ss-W0rd/x@127.0.0.1/x", "ss-W0rd"),
+            // A password starting with digits looked like a port.
+            ("http://alice:123#ss-W0rd@host/inv", "ss-W0rd"),
+            ("http://alice:99?ss-W0rd@host/inv", "ss-W0rd"),
+            ("http://alice:12/ss-W0rd@host/inv", "ss-W0rd"),
+            (
+                "http://localhost:18080/ss-W0rd@inventory.example/inv",
+                "ss-W0rd",
+            ),
+            ("http://h/x?q=ss-W0rd@other", "ss-W0rd"),
             ("https://alice:99999/ss-W0rd@host/x", "ss-W0rd"),
             ("http://alice:0/ss-W0rd@host/x", "ss-W0rd"),
             ("http://alice:Pa@ss-W0rd@[::1/x", "ss-W0rd"),
@@ -683,10 +734,9 @@ mod tests {
             let e = InventoryUrl::parse(raw).expect_err(raw);
             assert!(!e.contains(hidden) && !e.contains("Pa"), "{raw}: {e}");
         }
-        // A '/' before the ':' is the same trick: the '@' marks userinfo.
-        let u = InventoryUrl::parse("http://us/er:Secr3t@127.0.0.1/x").unwrap();
-        assert_eq!(u.to_string(), "http://us/er:***@127.0.0.1/x");
-        assert!(u.secrets().iter().any(|s| s == "Secr3t"));
+        // A '/' before the ':' is the same trick: refused, not sent to `us`.
+        let e = InventoryUrl::parse("http://us/er:Secr3t@127.0.0.1/x").unwrap_err();
+        assert!(e.contains("percent-encode") && !e.contains("Secr3t"), "{e}");
         // An '@' in an unencoded password: the last '@' ends the userinfo.
         let u = InventoryUrl::parse("http://alice:p@ss@127.0.0.1:8080/x").unwrap();
         assert_eq!(u.to_string(), "http://alice:***@127.0.0.1:8080/x");
@@ -705,8 +755,9 @@ mod tests {
             ("socks5h://u:p@h:1080", "socks5h://u:***@h:1080"),
             ("HTTP://u:a:b@h", "HTTP://u:***@h"),
             ("u:pw@h/?next=http://x", "u:***@h/?next=http://x"),
-            ("http://h/x?mail=a:b@c", "http://h/x?mail=a:b@c"),
-            ("http://bob@h/x", "http://bob@h/x"),
+            ("http://h/x?mail=a:b@c", "http://h/x?mail=a:***@c"),
+            ("http://bob@h/x", "http://***@h/x"),
+            ("http://pu:se#Cret99@h:3128", "http://pu:***@h:3128"),
             ("host:3128", "host:3128"),
             ("", ""),
         ] {
@@ -821,6 +872,8 @@ mod tests {
         }
         for bad in [
             "pu:Pr/oxyPW@host:3128",
+            "http://pu:12#oxyPW@host:3128",
+            "pu:3?oxyPW@host:3128",
             "http://h:0",
             "http://",
             "1x://h",

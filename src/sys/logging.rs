@@ -170,13 +170,38 @@ pub fn register_secret(secret: &str) {
     list.sort_by_key(|s| Reverse(s.len()));
 }
 
+/// Below this length a secret is too likely to be an ordinary word (a
+/// password `Server` in `Internal Server Error`): masking it in free text
+/// would tell a reader the secret. It is still masked where it stands as a
+/// credential.
+pub const MIN_FREE_TEXT_SECRET: usize = 8;
+
 /// Replaces every registered secret in `text` with `***`.
 pub fn scrub(text: &str) -> String {
     let list = SECRETS.lock().unwrap_or_else(PoisonError::into_inner);
+    scrub_secrets(text, &list)
+}
+
+/// Replaces `secrets` (longest first) in `text` with `***`: anywhere when
+/// they have at least [`MIN_FREE_TEXT_SECRET`] characters, otherwise only
+/// as URL userinfo (`:secret@`, `//secret@`, `//secret:`).
+pub fn scrub_secrets(text: &str, secrets: &[String]) -> String {
+    let mut sorted: Vec<&String> = secrets.iter().filter(|s| !s.is_empty()).collect();
+    sorted.sort_by_key(|s| Reverse(s.len()));
     let mut out = text.to_string();
-    for secret in list.iter() {
-        if out.contains(secret.as_str()) {
+    for secret in sorted {
+        if !out.contains(secret.as_str()) {
+            continue;
+        }
+        if secret.chars().count() >= MIN_FREE_TEXT_SECRET {
             out = out.replace(secret.as_str(), "***");
+            continue;
+        }
+        for (before, after) in [(":", "@"), ("//", "@"), ("//", ":")] {
+            let from = format!("{before}{secret}{after}");
+            if out.contains(&from) {
+                out = out.replace(&from, &format!("{before}***{after}"));
+            }
         }
     }
     out
@@ -316,27 +341,32 @@ pub fn split_scheme(raw: &str) -> Option<(&str, &str)> {
     (first_ok && rest_ok).then_some((scheme, rest))
 }
 
-/// Replaces anything that looks like a password with `***`: in
-/// `[scheme://]user:password@rest`, where the `@` is the last one before
-/// any `?` or `#`, everything between the first `:` and that `@`. The
-/// scheme is optional, so proxy values such as `user:pw@host:3128` are
-/// covered too. Returns the redacted text and the password that was removed.
+/// Replaces anything that looks like a credential with `***`: in
+/// `[scheme://]userinfo@rest`, where the `@` is the last one in the text
+/// (a password may hold `/`, `?`, `#` and `@`; hiding too much is safe),
+/// everything between the first `:` and that `@`, or the whole userinfo
+/// when it has no `:` (a token used as the user name is sent as basic
+/// auth too) or an `@` before its first `:`. The scheme is optional, so proxy values such as
+/// `user:pw@host:3128` are covered. Returns the redacted text and what was
+/// removed.
 pub fn redact(raw: &str) -> (String, Option<String>) {
     let (prefix, rest) = match split_scheme(raw) {
-        Some((scheme, rest)) => (&raw[..scheme.len() + 3], rest),
+        Some((scheme, rest)) => (raw.get(..scheme.len() + 3).unwrap_or(""), rest),
         None => ("", raw),
     };
-    let end = rest.find(['?', '#']).unwrap_or(rest.len());
-    let Some(at) = rest[..end].rfind('@') else {
+    let Some(at) = rest.rfind('@') else {
         return (raw.to_string(), None);
     };
-    let userinfo = &rest[..at];
+    let userinfo = rest.get(..at).unwrap_or("");
+    let tail = rest.get(at..).unwrap_or("");
     match userinfo.split_once(':') {
-        Some((user, password)) => (
-            format!("{prefix}{user}:***{}", &rest[at..]),
+        // A user name with an `@` may itself be a token: all is hidden.
+        Some((user, password)) if !user.contains('@') => (
+            format!("{prefix}{user}:***{tail}"),
             Some(password.to_string()),
         ),
-        None => (raw.to_string(), None),
+        _ if userinfo.is_empty() => (raw.to_string(), None),
+        _ => (format!("{prefix}***{tail}"), Some(userinfo.to_string())),
     }
 }
 
@@ -496,12 +526,58 @@ mod tests {
                 "GET https://a:***@h/x and ftp://c:***@e/ then",
             ),
             ("no url here: a:b@c", "no url here: a:b@c"),
-            ("http://h/x?m=a:b@c", "http://h/x?m=a:b@c"),
+            // Past ? and #, up to the last @: too much is hidden, never too little.
+            ("http://h/x?m=a:b@c", "http://h/x?m=a:***@c"),
+            (
+                "http://pu:se#Cret99@127.0.0.1:3128",
+                "http://pu:***@127.0.0.1:3128",
+            ),
+            (
+                "x http://alice:99?Secr3t@h/inv y",
+                "x http://alice:***@h/inv y",
+            ),
+            ("GET https://ghp_Token123@h/x", "GET https://***@h/x"),
             ("é://u:p@h", "é:***@h"),
             ("://u:p@h", ":***@h"),
         ] {
             assert_eq!(redact_urls(raw), want, "{raw}");
         }
+    }
+
+    #[test]
+    fn redact_hides_up_to_the_last_at_whatever_comes_between() {
+        for (raw, want, removed) in [
+            (
+                "pu:se?Cret77@127.0.0.1:3128",
+                "pu:***@127.0.0.1:3128",
+                "se?Cret77",
+            ),
+            ("http://a:1#S@h@i/x", "http://a:***@i/x", "1#S@h"),
+            ("https://TOKEN@host/", "https://***@host/", "TOKEN"),
+            ("http://h/p@q", "http://***@q", "h/p"),
+            ("http://t@h:1/p:w@q", "http://***@q", "t@h:1/p:w"),
+        ] {
+            assert_eq!(redact(raw), (want.to_string(), Some(removed.to_string())));
+        }
+        for same in ["http://h/x", "host:3128", "http://@h/x", ""] {
+            assert_eq!(redact(same), (same.to_string(), None), "{same}");
+        }
+    }
+
+    #[test]
+    fn short_secrets_are_masked_only_as_credentials() {
+        let secrets = vec!["Server".to_string(), "Long-Secret-9".to_string()];
+        assert_eq!(
+            scrub_secrets("HTTP 500 Internal Server Error", &secrets),
+            "HTTP 500 Internal Server Error"
+        );
+        assert_eq!(
+            scrub_secrets("u:Server@h //Server@h //Server:x", &secrets),
+            "u:***@h //***@h //***:x"
+        );
+        assert_eq!(scrub_secrets("a Long-Secret-9 b", &secrets), "a *** b");
+        // Credential headers need no registration at all.
+        assert_eq!(clean("Authorization: Basic Server"), "Authorization: ***");
     }
 
     #[test]
