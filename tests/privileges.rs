@@ -659,7 +659,7 @@ fn search_permission_is_enough_with_the_units_capabilities() {
 #[ignore = "needs root"]
 fn a_refused_walk_creates_nothing() {
     use std::os::unix::fs::chown;
-    require_root!();
+    require_root();
     let user = TestUser::create();
     let dir = TestDir::new("priv-undo");
     // Created, then a name too long for mkdir.

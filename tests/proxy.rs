@@ -367,7 +367,7 @@ fn redirects_choose_the_proxy_by_their_own_host() {
     let proxy = Proxy::start(inv.addr());
     let hop = Server::start(
         "hop",
-        Reply::Redirect(format!("http://127.0.0.2:{}/inventory", inv.port())),
+        Reply::redirect(format!("http://127.0.0.2:{}/inventory", inv.port())),
     );
     let (code, log, file) = once(
         &hop.url(),
@@ -388,7 +388,7 @@ fn redirects_choose_the_proxy_by_their_own_host() {
     // the redirect, so a proxied second hop would loop.
     let back = Server::start(
         "back",
-        Reply::Redirect(format!("http://127.0.0.1:{}/inventory", inv.port())),
+        Reply::redirect(format!("http://127.0.0.1:{}/inventory", inv.port())),
     );
     let proxy = Proxy::start(back.addr());
     let before = inv.served_count();
