@@ -1,4 +1,4 @@
-//! Disk full and directory trouble (issue 5, tests 3 and 4).
+//! Disk full and directory trouble.
 //!
 //! - Disk full: as root, TARGETS_FILE on a tiny tmpfs mounted by the test,
 //!   an inventory too large to fit: ENOSPC logged with the path, the old

@@ -1,4 +1,4 @@
-//! Hostile bodies (issue 5, test 6), against the running daemon:
+//! Hostile bodies, against the running daemon:
 //!
 //! - gzip bombs (`Content-Encoding: gzip`): a few KiB inflating to many
 //!   times `MAX_RESPONSE_BYTES`, and an endless stream inflating past a GiB,

@@ -1,4 +1,4 @@
-//! Log injection (issue 5, test 7): sensor names holding newlines, ANSI
+//! Log injection: sensor names holding newlines, ANSI
 //! escape sequences, NUL bytes and other control characters are rejected,
 //! and logged escaped on a single line, in stderr mode and in journal mode
 //! (journal.rs covers the structured fields; this adds NUL, CR, C1

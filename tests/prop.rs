@@ -1,4 +1,4 @@
-//! Property-based tests (issue 5, test 1) over the inventory parser, the
+//! Property-based tests over the inventory parser, the
 //! entry validator and the renderer, driven through the library crate.
 //!
 //! The number of cases per property is `PROPTEST_CASES` (256 by default;
@@ -489,7 +489,7 @@ fn libc_inet_aton(s: &str) -> Option<u32> {
     (ok != 0).then(|| u32::from_be(addr.s_addr))
 }
 
-/// Known shapes from issue 2 stay refused: a sanity anchor for the
+/// Known bad shapes stay refused: a sanity anchor for the
 /// generated cases above.
 #[test]
 fn known_bad_shapes_are_refused() {

@@ -1,4 +1,4 @@
-//! Proxy (issue 5, test 9): with `HTTP_PROXY` set to a small recording
+//! Proxy: with `HTTP_PROXY` set to a small recording
 //! proxy on loopback the request goes through it; with `NO_PROXY` matching
 //! the host it does not. The inventory listens on 127.0.0.1 only and the
 //! proxied URLs name 127.0.0.2, so a proxied fetch can succeed only through

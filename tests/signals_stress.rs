@@ -1,4 +1,4 @@
-//! Signals at bad moments (issue 5, test 8): SIGHUP storms and SIGTERM sent
+//! Signals at bad moments: SIGHUP storms and SIGTERM sent
 //! at random points during large writes, many times over. The targets
 //! file is never partial (a concurrent reader checks every read, and every
 //! check after a signal), no temp file is ever left, and SIGTERM always

@@ -1,7 +1,7 @@
-//! Soak (issue 5, test 2): the running daemon is driven through many
+//! Soak: the running daemon is driven through many
 //! SIGHUP-forced cycles, each answered by a random inventory response:
 //! good lists of changing size (up to 10,000 targets), every bad-response
-//! kind of issue 2, hangs and resets mid-body. After every cycle:
+//! kind of bad answer, hangs and resets mid-body. After every cycle:
 //!
 //! - the targets file parses and is byte-for-byte the rendering of the last
 //!   good list the agent consumed (known from the server's record of what
@@ -94,7 +94,7 @@ fn some_body(rng: &mut Rng) -> Arc<Vec<u8>> {
     GoodList::random(rng, n, 0).body
 }
 
-/// Every bad-response kind of issue 2, plus resets mid-body. Hangs and
+/// Every kind of bad response, plus resets mid-body. Hangs and
 /// drips are drawn separately (they cost a whole HTTP_TIMEOUT each).
 fn random_bad(rng: &mut Rng) -> Planned {
     match rng.below(13) {
