@@ -1,4 +1,4 @@
-//! TLS (issue 5, test 5): an HTTPS inventory on loopback with a
+//! TLS: an HTTPS inventory on loopback with a
 //! certificate chain made by the `openssl` CLI.
 //!
 //! - With `SSL_CERT_FILE` pointing at the test CA, the fetch succeeds.
