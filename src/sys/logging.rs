@@ -1,5 +1,6 @@
 //! Logging: native journal entries with structured fields under systemd,
-//! the seed's timestamped lines on stderr otherwise.
+//! timestamped lines on stderr otherwise (the format existing log parsers
+//! of the replaced Python tool expect).
 
 use std::cmp::Reverse;
 use std::io::Write;
