@@ -5,7 +5,7 @@
 //! - `model`: pure data and rules: inventory parsing and validation,
 //!   addresses, target groups, file_sd rendering. No I/O, no `Config`.
 //! - `sys`: the operating system: signals, sd_notify, logging, privileges,
-//!   the allocator, clocks. The only place for `unsafe`.
+//!   the allocator, clocks. All code the compiler cannot prove memory-safe lives here.
 //! - `source` and `output`: where inventories come from (http, file) and
 //!   where results go (the atomic writer); they build on `model` and `sys`.
 //! - `config`, `daemon` and `app`: settings, the poll loop and start-up,

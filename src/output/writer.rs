@@ -150,7 +150,7 @@ pub enum Trust {
     Any,
     /// Root: no symbolic link anywhere, and every directory owned by root
     /// or `service_uid` and not writable by others unless it is sticky
-    /// (systemd-tmpfiles' "unsafe path transition" rule).
+    /// (the path-transition rule of systemd-tmpfiles).
     Strict { service_uid: u32 },
 }
 
@@ -446,7 +446,7 @@ fn check_dir(fd: &OwnedFd, shown: &Path, trust: Trust) -> Result<(), WriteError>
             shown,
             format!(
                 "it is owned by {}, neither root nor the service user, who could swap what \
-                 is in it while root works there (unsafe path transition)",
+                 is in it while root works there (a path transition systemd-tmpfiles refuses too)",
                 user_name(st.st_uid)
             ),
         ));
@@ -458,7 +458,7 @@ fn check_dir(fd: &OwnedFd, shown: &Path, trust: Trust) -> Result<(), WriteError>
             shown,
             format!(
                 "it is writable by group or others (mode {mode:04o}) without the sticky bit, \
-                 so another user could swap what is in it (unsafe path transition)"
+                 so another user could swap what is in it (a path transition systemd-tmpfiles refuses too)"
             ),
         ));
     }
