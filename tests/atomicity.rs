@@ -10,45 +10,13 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use common::*;
 use nix::sys::signal::Signal;
 
 const SENSORS: usize = 200_000;
 const T: Duration = Duration::from_secs(30);
-
-/// xorshift64*: deterministic for a printed seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        if n == 0 {
-            0
-        } else {
-            self.next() % n
-        }
-    }
-}
-
-fn seed() -> u64 {
-    let s = std::env::var("SDU_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
-    s | 1
-}
 
 /// One of the two big inventories.
 struct List {
@@ -275,9 +243,8 @@ static SERIAL: Mutex<()> = Mutex::new(());
 #[test]
 fn sigkill_during_large_writes_never_exposes_a_partial_file() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let seed = seed();
-    println!("atomicity seed: {seed} (rerun with SDU_SEED={seed})");
-    let mut rng = Rng(seed);
+    let mut rng = Rng::from_env("atomicity");
+    let seed = rng.0;
     let s = setup("atom-kill", &mut rng);
     let out_dir = s.dir.join("out");
     let file = s.cmd.targets_file();
@@ -442,9 +409,7 @@ fn sigkill_during_large_writes_never_exposes_a_partial_file() {
 #[test]
 fn sigterm_during_large_write_finishes_cleanly() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let seed = seed();
-    println!("sigterm seed: {seed}");
-    let mut rng = Rng(seed);
+    let mut rng = Rng::from_env("sigterm");
     let s = setup("atom-term", &mut rng);
     let out_dir = s.dir.join("out");
     let file = s.cmd.targets_file();
