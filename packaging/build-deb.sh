@@ -8,6 +8,9 @@
 #
 # Environment: DEB_BUILD_OPTIONS is passed on, with "nocheck" added unless
 # SD_UPDATER_DEB_CHECK=1 (cargo test runs in .ci/run already).
+# SD_UPDATER_VERSION_SUFFIX (say "+test1") builds a higher, test-only
+# version from a staged copy; SD_UPDATER_OUT_DIR puts the package elsewhere
+# than target/packages (see packaging/common.sh).
 set -euo pipefail
 
 # shellcheck source=packaging/common.sh
@@ -24,8 +27,22 @@ arch=$(dpkg-architecture -q DEB_HOST_ARCH)
 
 lock_builds
 build_dir=$repo_root/target/deb-build
+base_version=$version
+version=$version$version_suffix
 src_dir=$build_dir/sd-updater-$version
+rm -rf "$build_dir"
 stage_source "$src_dir"
+if [ -n "$version_suffix" ]; then
+	bump_staged_version "$src_dir" "$version"
+	# A changelog entry of its own, on top of the real ones.
+	{
+		printf 'sd-updater (%s) unstable; urgency=medium\n\n' "$version"
+		printf '  * Test-only rebuild of %s (SD_UPDATER_VERSION_SUFFIX).\n\n' "$base_version"
+		printf ' -- %s  %s\n\n' "$(sed -n 's/^ -- \(.*>\)  .*/\1/p' debian/changelog | head -n 1)" \
+			"$(date -R)"
+		cat debian/changelog
+	} >"$src_dir/debian/changelog"
+fi
 
 options=${DEB_BUILD_OPTIONS:-}
 if [ "${SD_UPDATER_DEB_CHECK:-0}" != 1 ]; then

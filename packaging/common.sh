@@ -36,13 +36,41 @@ lock_builds() {
 	flock 9
 }
 
-# publish FILE: copy FILE into target/packages/ atomically.
+# Where publish puts the packages: target/packages, or SD_UPDATER_OUT_DIR
+# (the end-to-end suite keeps its test-only versions apart there).
+out_dir=${SD_UPDATER_OUT_DIR:-$repo_root/target/packages}
+
+# Test-only versions: SD_UPDATER_VERSION_SUFFIX (say "+test1") is appended
+# to the version of the staged copy that is built, never to the checkout's.
+version_suffix=${SD_UPDATER_VERSION_SUFFIX:-}
+case $version_suffix in
+'' | [+~]*) ;;
+*) die "SD_UPDATER_VERSION_SUFFIX must start with + or ~ (got: $version_suffix)" ;;
+esac
+case $version_suffix in
+*[!A-Za-z0-9.+~]*) die "SD_UPDATER_VERSION_SUFFIX may hold only letters, digits, '.', '+' and '~'" ;;
+esac
+
+# publish FILE: copy FILE into the output directory atomically.
 publish() {
-	local dest=$repo_root/target/packages/${1##*/}
-	mkdir -p "$repo_root/target/packages"
+	local dest=$out_dir/${1##*/}
+	mkdir -p "$out_dir"
 	cp "$1" "$dest.tmp.$$"
 	mv -f "$dest.tmp.$$" "$dest"
-	log "wrote target/packages/${1##*/}"
+	log "wrote $dest"
+}
+
+# bump_staged_version DIR NEW: set the crate's version in the staged copy
+# DIR (Cargo.toml and Cargo.lock, so that --locked still holds and the
+# binary's --version says NEW).  For SD_UPDATER_VERSION_SUFFIX only.
+bump_staged_version() {
+	local dir=$1 new=$2 old
+	old=$(crate_version)
+	sed -i "/^\[package\]/,/^\[/s/^version *= *\"$old\"/version = \"$new\"/" "$dir/Cargo.toml"
+	sed -i "/^name = \"sd-updater\"\$/{n;s/^version = \"$old\"/version = \"$new\"/}" "$dir/Cargo.lock"
+	grep -q "^version = \"$new\"" "$dir/Cargo.toml" || die "could not set version $new in $dir/Cargo.toml"
+	grep -A1 '^name = "sd-updater"$' "$dir/Cargo.lock" | grep -q "^version = \"$new\"" ||
+		die "could not set version $new in $dir/Cargo.lock"
 }
 
 # use_rust_toolchain: put the rustup toolchain first in PATH and check it.
