@@ -6,6 +6,7 @@
 # %build runs cargo build --release --locked in target/rpm-cargo, its own
 # cargo target dir: rpm and dpkg set different CFLAGS and paths, and a
 # shared one would make each build invalidate the other.
+# SD_UPDATER_VERSION_SUFFIX and SD_UPDATER_OUT_DIR: as for build-deb.sh.
 set -euo pipefail
 
 # shellcheck source=packaging/common.sh
@@ -25,10 +26,16 @@ lock_builds
 top=$repo_root/target/rpm-build
 rm -rf "$top"
 mkdir -p "$top/SOURCES" "$top/SPECS"
+base_version=$version
+version=$version$version_suffix
 stage_source "$top/stage/sd-updater-$version"
+cp "$spec" "$top/SPECS/"
+if [ -n "$version_suffix" ]; then
+	bump_staged_version "$top/stage/sd-updater-$version" "$version"
+	sed -i "s/^\(Version: *\)$base_version\$/\1$version/" "$top/SPECS/sd-updater.spec"
+fi
 tar -C "$top/stage" -czf "$top/SOURCES/sd-updater-$version.tar.gz" "sd-updater-$version"
 cp packaging/sd-updater.sysusers "$top/SOURCES/"
-cp "$spec" "$top/SPECS/"
 
 # --nodeps: Debian's rpm database is empty, so the BuildRequires (which are
 # for Fedora/RHEL) cannot be checked; the tools come from apt and rustup.

@@ -24,6 +24,7 @@ set -euo pipefail
 
 max_exposure=${SD_UPDATER_MAX_EXPOSURE:-2.0}
 unit_src=$repo_root/systemd/sd-updater.service
+template_src=$repo_root/systemd/sd-updater@.service
 
 passed=0
 failed=0
@@ -97,6 +98,12 @@ sandbox_deb() {
 	unit=$(dpkg -L sd-updater 2>/dev/null | grep '/systemd/system/sd-updater\.service$' || true)
 	check "deb: systemd-analyze verify sd-updater.service (installed at $unit): exit 0, empty stderr" \
 		quiet_success systemd-analyze verify sd-updater.service
+	check "deb: systemd-analyze verify sd-updater@example.service: exit 0, empty stderr" \
+		quiet_success systemd-analyze verify sd-updater@example.service
+	check "deb: the template unit is not enabled by itself" \
+		bash -c "! ls /etc/systemd/system/multi-user.target.wants/ | grep -q '^sd-updater@'"
+	check "deb: /etc/sd-updater/example.env sets nothing (every line blank or a comment)" \
+		bash -c "! grep -vE '^(#.*)?$' /etc/sd-updater/example.env"
 	check "deb: man -w sd-updater finds the man page in section 8" \
 		output_is /usr/share/man/man8/sd-updater.8.gz man -w 8 sd-updater
 	check "deb: /usr/bin/sd-updater --version is the package version" \
@@ -128,6 +135,7 @@ sandbox_deb() {
 	check "deb: dpkg --purge succeeds" dpkg --purge sd-updater
 	check "deb: purge removed /var/lib/sd-updater" test ! -e /var/lib/sd-updater
 	check "deb: purge removed $default" test ! -e "$default"
+	check "deb: purge removed /etc/sd-updater (no instance files in it)" test ! -e /etc/sd-updater
 	check "deb: purge removed the enable symlink" \
 		test ! -e /etc/systemd/system/multi-user.target.wants/sd-updater.service
 }
@@ -139,6 +147,8 @@ sandbox_rpm() {
 		bash -c "cd / && rpm2cpio '$rpm' | cpio -idm --quiet"
 	check "rpm: systemd-analyze verify /usr/lib/systemd/system/sd-updater.service: exit 0, empty stderr" \
 		quiet_success systemd-analyze verify /usr/lib/systemd/system/sd-updater.service
+	check "rpm: systemd-analyze verify sd-updater@example.service: exit 0, empty stderr" \
+		quiet_success systemd-analyze verify sd-updater@example.service
 }
 
 # in_sandbox deb|rpm PACKAGE: run sandbox_deb/sandbox_rpm in a private mount
@@ -169,7 +179,7 @@ fi
 start=$SECONDS
 [ "$(id -u)" -eq 0 ] || die "run as root (installs build tools, uses mount namespaces)"
 apt_ensure build-essential debhelper dpkg-dev lintian rpm rpmlint cpio man-db groff-base \
-	systemd procps util-linux shellcheck
+	mandoc systemd procps util-linux shellcheck apt-utils gnupg gpgv createrepo-c
 use_rust_toolchain
 
 work=$(mktemp -d)
@@ -203,20 +213,56 @@ else
 fi
 
 # --- Static checks of the shared files ----------------------------------------
-exposure=$(systemd-analyze security --offline=true "$unit_src" 2>&1 |
-	sed -n 's/.*Overall exposure level for [^:]*: \([0-9][0-9.]*\).*/\1/p')
-if [ -z "$exposure" ]; then
-	not_ok "systemd-analyze security: no exposure level found"
-elif awk -v e="$exposure" -v m="$max_exposure" 'BEGIN { exit !(e <= m) }'; then
-	ok "systemd-analyze security --offline=true: exposure $exposure <= $max_exposure"
-else
-	not_ok "systemd-analyze security --offline=true: exposure $exposure <= $max_exposure"
-fi
+# exposure_of UNIT_FILE: "systemd-analyze security" of a unit file.
+exposure_of() {
+	systemd-analyze security --offline=true "$1" 2>&1 |
+		sed -n 's/.*Overall exposure level for [^:]*: \([0-9][0-9.]*\).*/\1/p'
+}
+# check_exposure NAME UNIT_FILE MAX
+check_exposure() {
+	local exposure
+	exposure=$(exposure_of "$2")
+	if [ -z "$exposure" ]; then
+		not_ok "systemd-analyze security $1: no exposure level found"
+	elif awk -v e="$exposure" -v m="$3" 'BEGIN { exit !(e <= m) }'; then
+		ok "systemd-analyze security --offline=true $1: exposure $exposure <= $3"
+	else
+		not_ok "systemd-analyze security --offline=true $1: exposure $exposure <= $3"
+	fi
+}
+check_exposure sd-updater.service "$unit_src" "$max_exposure"
+# (The template under an instance name: offline analysis needs one.)
+mkdir -p "$work/units"
+cp "$template_src" "$work/units/sd-updater@example.service"
+check_exposure sd-updater@.service "$work/units/sd-updater@example.service" "$max_exposure"
+# The strict drop-in, appended to the unit (offline analysis reads no
+# drop-in directory): the e2e suite measures the installed one as well.
+{
+	cat "$unit_src"
+	sed -n '/^\[Service\]/,$p' packaging/examples/strict.conf
+} >"$work/units/sd-updater.service"
+check_exposure "sd-updater.service with packaging/examples/strict.conf" \
+	"$work/units/sd-updater.service" "${SD_UPDATER_MAX_STRICT_EXPOSURE:-1.1}"
+
+# hardening_lines UNIT_FILE: the unit's [Service] settings, without the ones
+# that are meant to differ between the plain unit and the template (which
+# files it reads and writes).
+hardening_lines() {
+	awk '/^\[/ { s = $0; next } s == "[Service]" && /^[A-Za-z]/' "$1" |
+		grep -vE '^(Environment|EnvironmentFile)='
+}
+check "sd-updater@.service has the same [Service] settings as sd-updater.service (but for its files)" \
+	diff <(hardening_lines "$unit_src") <(hardening_lines "$template_src")
+check "sd-updater@.service: its [Unit] and [Install] sections match sd-updater.service's (but Description)" \
+	diff <(awk '/^\[/ { s = $0 } s != "[Service]"' "$unit_src" | grep -vE '^(#|Description=)') \
+	<(awk '/^\[/ { s = $0 } s != "[Service]"' "$template_src" | grep -vE '^(#|Description=)')
 check "man page: groff -man -ww reports no warnings" \
 	bash -c "[ -z \"\$(groff -man -Tutf8 -ww -z packaging/sd-updater.8 2>&1)\" ]"
 check "shellcheck: packaging/*.sh debian/sd-updater.postrm" \
-	shellcheck -x packaging/build-deb.sh packaging/build-rpm.sh packaging/test-packages.sh \
-	packaging/common.sh debian/sd-updater.postrm
+	shellcheck -x packaging/build-deb.sh packaging/build-rpm.sh packaging/build-repo.sh \
+	packaging/test-packages.sh packaging/common.sh debian/sd-updater.postrm
+check "man page: mandoc -Tlint reports nothing" \
+	bash -c "[ -z \"\$(mandoc -Tlint packaging/sd-updater.8 2>&1)\" ]"
 
 # --- Debian package -----------------------------------------------------------
 if [ "$deb_built" = 1 ]; then
@@ -228,7 +274,9 @@ if [ "$deb_built" = 1 ]; then
 	else
 		deb_unit=/usr/lib/systemd/system/sd-updater.service
 	fi
-	for f in /usr/bin/sd-updater "$deb_unit" /usr/lib/sysusers.d/sd-updater.conf \
+	for f in /usr/bin/sd-updater "$deb_unit" "${deb_unit%.service}@.service" \
+		/usr/lib/sysusers.d/sd-updater.conf /etc/sd-updater/example.env \
+		/usr/share/doc/sd-updater/examples/strict.conf \
 		/usr/lib/tmpfiles.d/sd-updater.conf /etc/default/sd-updater \
 		/usr/share/man/man8/sd-updater.8.gz /usr/share/doc/sd-updater/prometheus-example.yml \
 		/usr/share/doc/sd-updater/copyright; do
@@ -242,8 +290,13 @@ if [ "$deb_built" = 1 ]; then
 		in_list "$work/deb-bin" "-rwxr-xr-x root/root"
 	dpkg-deb -I "$deb" conffiles >"$work/conffiles" 2>&1 || true
 	check "deb conffiles: /etc/default/sd-updater" in_list "$work/conffiles" /etc/default/sd-updater
+	check "deb conffiles: /etc/sd-updater/example.env" in_list "$work/conffiles" /etc/sd-updater/example.env
 	dpkg-deb -x "$deb" "$work/deb-root"
 	check "deb unit is systemd/sd-updater.service unchanged" cmp "$unit_src" "$work/deb-root$deb_unit"
+	check "deb template unit is systemd/sd-updater@.service unchanged" \
+		cmp "$template_src" "$work/deb-root${deb_unit%.service}@.service"
+	check "deb examples/strict.conf is packaging/examples/strict.conf" \
+		cmp packaging/examples/strict.conf "$work/deb-root/usr/share/doc/sd-updater/examples/strict.conf"
 	check "deb depends on procps (/bin/kill for ExecReload)" \
 		bash -c "dpkg-deb -f '$deb' Depends | tr ',' '\n' | grep -qx ' *procps'"
 	in_sandbox deb "$deb"
@@ -263,6 +316,7 @@ if [ "$rpm_built" = 1 ]; then
 		"$rpm" >"$work/rpm-files"
 	cut -f1 "$work/rpm-files" >"$work/rpm-paths"
 	for f in /usr/bin/sd-updater /usr/lib/systemd/system/sd-updater.service \
+		/usr/lib/systemd/system/sd-updater@.service /usr/share/doc/sd-updater/examples/strict.conf \
 		/usr/lib/sysusers.d/sd-updater.conf /usr/lib/tmpfiles.d/sd-updater.conf \
 		/etc/sysconfig/sd-updater /usr/share/doc/sd-updater/README.md \
 		/usr/share/doc/sd-updater/prometheus-example.yml /usr/share/licenses/sd-updater/LICENSE; do
@@ -276,9 +330,17 @@ if [ "$rpm_built" = 1 ]; then
 		grep -qxP '/var/lib/sd-updater\tsd-updater:sd-updater\tdrwxr-xr-x\t' "$work/rpm-files"
 	check "rpm: /etc/sysconfig/sd-updater is %config(noreplace)" \
 		grep -qxP '/etc/sysconfig/sd-updater\troot:root\t-rw-r--r--\tcn' "$work/rpm-files"
+	check "rpm: /etc/sd-updater/example.env is %config(noreplace)" \
+		grep -qxP '/etc/sd-updater/example.env\troot:root\t-rw-r--r--\tcn' "$work/rpm-files"
+	check "rpm: /etc/sd-updater is a directory of the package" \
+		grep -qP '^/etc/sd-updater\troot:root\tdrwxr-xr-x\t' "$work/rpm-files"
 	rpm2cpio "$rpm" | (mkdir -p "$work/rpm-root" && cd "$work/rpm-root" && cpio -idm --quiet)
 	check "rpm unit is systemd/sd-updater.service unchanged" \
 		cmp "$unit_src" "$work/rpm-root/usr/lib/systemd/system/sd-updater.service"
+	check "rpm template unit is systemd/sd-updater@.service unchanged" \
+		cmp "$template_src" "$work/rpm-root/usr/lib/systemd/system/sd-updater@.service"
+	check "rpm and deb ship the same example instance file" \
+		cmp "$work/rpm-root/etc/sd-updater/example.env" "$work/deb-root/etc/sd-updater/example.env"
 	check "rpm and deb ship the same configuration file" \
 		cmp "$work/rpm-root/etc/sysconfig/sd-updater" "$work/deb-root/etc/default/sd-updater"
 	rpm -qp --scripts "$rpm" >"$work/scripts"
@@ -296,6 +358,26 @@ if [ "$rpm_built" = 1 ]; then
 	in_sandbox rpm "$rpm"
 else
 	not_ok "rpm checks skipped: no package"
+fi
+
+# --- Repositories -------------------------------------------------------------
+if [ "$deb_built" = 1 ] && [ "$rpm_built" = 1 ]; then
+	mkdir -p "$work/pkgs"
+	cp "$deb" "$rpm" "$work/pkgs/"
+	if packaging/build-repo.sh "$work/pkgs" "$work/repo" >"$logs/build-repo.log" 2>&1; then
+		ok "build-repo.sh builds the apt and dnf repositories"
+		rel=$work/repo/apt/dists/sd-updater
+		check "apt repository: InRelease is signed by the exported key (gpgv)" \
+			gpgv --keyring "$work/repo/apt/sd-updater-test.gpg" "$rel/InRelease"
+		check "apt repository: Release.gpg is signed by the exported key (gpgv)" \
+			gpgv --keyring "$work/repo/apt/sd-updater-test.gpg" "$rel/Release.gpg" "$rel/Release"
+		check "apt repository: Packages lists sd-updater $version" \
+			grep -qx "Version: $version" "$rel/main/binary-$(dpkg-architecture -q DEB_HOST_ARCH)/Packages"
+		check "dnf repository: repodata/repomd.xml and its signature" \
+			bash -c "test -s '$work/repo/rpm/repodata/repomd.xml' && gpg --homedir '$work' --batch -q --import '$work/repo/rpm/RPM-GPG-KEY-sd-updater-test' 2>/dev/null && gpg --homedir '$work' --batch -q --verify '$work/repo/rpm/repodata/repomd.xml.asc' '$work/repo/rpm/repodata/repomd.xml'"
+	else
+		not_ok "build-repo.sh builds the apt and dnf repositories (log: target/packages-test/build-repo.log)" "$logs/build-repo.log"
+	fi
 fi
 
 printf '# took %ds\n' "$((SECONDS - start))"
