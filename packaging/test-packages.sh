@@ -258,9 +258,10 @@ check "sd-updater@.service: its [Unit] and [Install] sections match sd-updater.s
 	<(awk '/^\[/ { s = $0 } s != "[Service]"' "$template_src" | grep -vE '^(#|Description=)')
 check "man page: groff -man -ww reports no warnings" \
 	bash -c "[ -z \"\$(groff -man -Tutf8 -ww -z packaging/sd-updater.8 2>&1)\" ]"
-check "shellcheck: packaging/*.sh debian/sd-updater.postrm" \
+check "shellcheck: packaging/*.sh debian/sd-updater.{postinst,prerm,postrm}" \
 	shellcheck -x packaging/build-deb.sh packaging/build-rpm.sh packaging/build-repo.sh \
-	packaging/test-packages.sh packaging/common.sh debian/sd-updater.postrm
+	packaging/test-packages.sh packaging/common.sh debian/sd-updater.postinst \
+	debian/sd-updater.prerm debian/sd-updater.postrm
 check "man page: mandoc -Tlint reports nothing" \
 	bash -c "[ -z \"\$(mandoc -Tlint packaging/sd-updater.8 2>&1)\" ]"
 
