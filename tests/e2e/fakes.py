@@ -16,7 +16,16 @@ Standard library only; run with Debian's /usr/bin/python3.
 
   fakes.py free-port
       Prints a TCP port that is free on 127.0.0.1 right now.
+
+  fakes.py watch --file FILE --out OUT [--interval S]
+      Reads FILE every S seconds (default 0.005) until SIGTERM and counts
+      the reads that found no file and the distinct contents seen; writes
+      "reads=N missing=M errors=E contents=C" to OUT at the end (and every
+      second, atomically), so that a suite can prove that FILE never went
+      away and never changed while something else happened.
 """
+import hashlib
+import signal
 import argparse
 import os
 import socket
@@ -125,6 +134,41 @@ def free_port(_args):
 
 
 
+def watch(args):
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    reads = missing = errors = 0
+    seen = set()
+    first_missing = None
+
+    def report():
+        tmp = args.out + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(
+                "reads=%d missing=%d errors=%d contents=%d first_missing=%s\n"
+                % (reads, missing, errors, len(seen), first_missing or "-")
+            )
+        os.rename(tmp, args.out)
+
+    last = time.monotonic()
+    while not stop.is_set():
+        try:
+            with open(args.file, "rb") as f:
+                seen.add(hashlib.sha256(f.read()).hexdigest())
+        except FileNotFoundError:
+            missing += 1
+            if first_missing is None:
+                first_missing = time.strftime("%H:%M:%S")
+        except OSError:
+            errors += 1
+        reads += 1
+        if time.monotonic() - last >= 1:
+            report()
+            last = time.monotonic()
+        time.sleep(args.interval)
+    report()
+
+
 def main():
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -141,6 +185,11 @@ def main():
     s.set_defaults(fn=sensors)
     f = sub.add_parser("free-port")
     f.set_defaults(fn=free_port)
+    w = sub.add_parser("watch")
+    w.add_argument("--file", required=True)
+    w.add_argument("--out", required=True)
+    w.add_argument("--interval", type=float, default=0.005)
+    w.set_defaults(fn=watch)
     args = p.parse_args()
     args.fn(args)
 

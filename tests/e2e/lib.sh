@@ -332,3 +332,33 @@ elapsed_s() {
 	local d=$(($(now_ms) - $1))
 	printf '%d.%d' $((d / 1000)) $((d % 1000 / 100))
 }
+
+# ---------------------------------------------------------------------------
+# More inventories, one per instance of sd-updater@.service: the same fake
+# server under another NAME, its data in $WORK/inv-NAME.json.
+# ---------------------------------------------------------------------------
+
+ninv_set() {
+	printf '%s\n' "$2" >"$WORK/inv-$1.json.new"
+	mv "$WORK/inv-$1.json.new" "$WORK/inv-$1.json"
+}
+
+# ninv_sensors NAME N [FIRST]: like inv_sensors, for inventory NAME.
+ninv_sensors() {
+	ninv_set "$1" "$(jq -nc --argjson n "$2" --argjson f "${3:-0}" '[range($f; $f + $n) | "sensor_\(.)"]')"
+}
+
+# ninv_start NAME: starts inventory NAME, on its previous port if it had one.
+ninv_start() {
+	local port=0
+	[ -s "$WORK/inv-$1.port" ] && port=$(cat "$WORK/inv-$1.port")
+	rm -f "$WORK/inv-$1.port.new"
+	spawn "inv-$1" "$PYTHON" "$E2E_DIR/fakes.py" inventory --data "$WORK/inv-$1.json" \
+		--port "$port" --port-file "$WORK/inv-$1.port.new"
+	wait_port_file "$WORK/inv-$1.port.new" || return 1
+	mv "$WORK/inv-$1.port.new" "$WORK/inv-$1.port"
+}
+
+ninv_stop() { stop_spawned "inv-$1"; }
+ninv_running() { [ -f "$WORK/pids/inv-$1.pid" ] && kill -0 "$(cat "$WORK/pids/inv-$1.pid")" 2>/dev/null; }
+ninv_url() { printf 'http://127.0.0.1:%s/inventory\n' "$(cat "$WORK/inv-$1.port")"; }

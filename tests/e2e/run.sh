@@ -18,7 +18,9 @@
 #               added when needed: it boots the container of 2-10 and 12)
 #
 # Runs as root on Debian 12 and installs what it needs with apt (debootstrap,
-# systemd-container, prometheus, python3, jq, curl, gcc, zstd).  The minimal root
+# systemd-container, prometheus, python3, jq, curl, gcc, zstd, and apt-utils,
+# gnupg and createrepo-c for packaging/build-repo.sh); the containers get
+# prometheus-node-exporter and acl from their own release.  The minimal root
 # file system is built once with debootstrap from the mirror the host's apt
 # uses and cached in /var/cache/sd-updater-e2e/ (E2E_CACHE_DIR); delete the
 # tarball to rebuild it.  E2E_MIRROR overrides the mirror.  The containers'
@@ -124,7 +126,8 @@ SUITE_START=$(now_ms)
 # Host preparation
 # ---------------------------------------------------------------------------
 
-apt_ensure debootstrap systemd-container prometheus python3 jq curl gcc libc6-dev procps util-linux zstd
+apt_ensure debootstrap systemd-container prometheus python3 jq curl gcc libc6-dev procps util-linux zstd \
+	apt-utils gnupg createrepo-c
 
 if [ "$BUILD" = 1 ]; then
 	log "building the packages (packaging/build-deb.sh, packaging/build-rpm.sh)"
@@ -147,6 +150,18 @@ if [ "$BUILD" = 0 ]; then
 	) || true
 	[ -z "$newer" ] || die "target/packages is older than $newer; rebuild them (drop --no-build)"
 fi
+# Scenario 16 upgrades to a higher, test-only version of the same sources
+# (SD_UPDATER_VERSION_SUFFIX), built apart in target/e2e-packages.
+DEB_NEXT=$REPO/target/e2e-packages/sd-updater_${VERSION}+e2e1_$(dpkg --print-architecture).deb
+if [ -z "$ONLY" ] || [[ " $ONLY " == *" 16 "* ]]; then
+	if [ ! -f "$DEB_NEXT" ] || [ "$DEB" -nt "$DEB_NEXT" ]; then
+		log "building the test-only version ${VERSION}+e2e1 (packaging/build-deb.sh)"
+		SD_UPDATER_VERSION_SUFFIX=+e2e1 SD_UPDATER_OUT_DIR=$REPO/target/e2e-packages \
+			"$REPO/packaging/build-deb.sh" >"$LOG_DIR/build-deb-next.log" 2>&1 ||
+			die "packaging/build-deb.sh with SD_UPDATER_VERSION_SUFFIX=+e2e1 failed; see $LOG_DIR/build-deb-next.log"
+	fi
+fi
+export DEB_NEXT
 log "testing ${DEB#"$REPO"/} and ${RPM#"$REPO"/}"
 
 
@@ -281,7 +296,7 @@ dump_diagnostics() {
 
 # ---------------------------------------------------------------------------
 # Scenarios.  Each runs in a subshell with "set -e"; fail ends it with a
-# reason.  Container a carries scenarios 1-10 and 12, container b scenario 11.
+# reason.  Container a carries scenarios 1-10 and 12-16, container b scenario 11.
 # ---------------------------------------------------------------------------
 
 s_install() {
@@ -384,7 +399,7 @@ SystemCallErrorNumber   setpriority   EPERM             ok
 UMask                   umask         0022              *
 '
 # [Service] lines about the life cycle and resource limits, not the sandbox.
-LIFECYCLE_KEYS=" Type NotifyAccess ExecStart ExecReload WatchdogSec Restart RestartSec RestartPreventExitStatus TimeoutStopSec EnvironmentFile MemoryMax "
+LIFECYCLE_KEYS=" Type NotifyAccess ExecStart ExecReload WatchdogSec Restart RestartSec RestartPreventExitStatus TimeoutStopSec Environment EnvironmentFile MemoryMax "
 
 # matches VALUE ALTERNATIVES: VALUE is one of the |-separated alternatives.
 matches() {
@@ -896,6 +911,483 @@ s_prometheus() {
 	stop_spawned sensors
 }
 
+# prom_start CONFIG: runs Prometheus on the host with the configuration file
+# CONFIG (checked with promtool first) on a free port; waits until ready.
+prom_start() {
+	local dir port
+	dir=$(PROM_DIR)
+	mkdir -p "$dir/data"
+	port=$("$PYTHON" "$E2E_DIR/fakes.py" free-port)
+	printf '%s\n' "$port" >"$WORK/prometheus.port"
+	promtool check config "$1" || fail "promtool check config failed on $1"
+	spawn prometheus prometheus --config.file="$1" --storage.tsdb.path="$dir/data" \
+		--web.listen-address="127.0.0.1:$port"
+	wait_until 30 prom_api /-/ready >/dev/null || fail "Prometheus did not become ready on 127.0.0.1:$port"
+}
+
+# prom_query PROMQL: the values of an instant query, one "labels value" a line.
+prom_query() {
+	prom_api "/api/v1/query?query=$(jq -rn --arg q "$1" '$q | @uri')" |
+		jq -r '.data.result[] | "\(.metric | del(.__name__) | to_entries | map("\(.key)=\(.value)") | join(",")) \(.value[1])"'
+}
+# prom_value_is PROMQL VALUE: the query has exactly one result, VALUE.
+prom_value_is() { [ "$(prom_query "$1" | awk '{ print $NF }')" = "$2" ]; }
+
+# ---------------------------------------------------------------------------
+# Instances of sd-updater@.service
+# ---------------------------------------------------------------------------
+
+inst_file() { printf '%s/var/lib/sd-updater/%s.json\n' "$(ct_root)" "$1"; }
+inst_targets() { jq -r '.[].targets[]' "$(inst_file "$1")" 2>/dev/null | sort; }
+inst_count() { inst_targets "$1" | grep -c . || true; }
+# inst_targets_are NAME N FIRST: instance NAME's file holds those sensors.
+inst_targets_are() { [ "$(inst_targets "$1" | md5sum)" = "$(expect_sensors "$2" "$3" | md5sum)" ]; }
+inst_prop() { in_ct systemctl show -p "$2" --value "sd-updater@$1.service"; }
+inst_active() { [ "$(inst_prop "$1" ActiveState)" = active ]; }
+inst_journal() {
+	in_ct journalctl -u "sd-updater@$1.service" -o json --no-pager |
+		jq -c --argjson s "$2" 'select((.__REALTIME_TIMESTAMP | tonumber) >= $s)'
+}
+inst_journal_has() { inst_journal "$1" "$2" | jq -e -s "map(select($3)) | length > 0" >/dev/null; }
+inst_said() { in_ct journalctl -u "sd-updater@$1.service" -n 3 -o cat --no-pager 2>/dev/null | tr '\n' ' ' || true; }
+
+# inst_configure NAME [VAR=value...]: /etc/sd-updater/NAME.env names
+# inventory NAME, a long interval, labels job=NAME and the given values.
+inst_configure() {
+	local name=$1 kv
+	shift
+	{
+		printf '# Written by the sd-updater e2e suite.\n'
+		printf 'INVENTORY_URL=%s\nUPDATE_INTERVAL=1h\nTARGET_LABELS=job=%s\n' "$(ninv_url "$name")" "$name"
+		for kv in "$@"; do printf '%s\n' "$kv"; done
+	} | in_ct tee "/etc/sd-updater/$name.env" >/dev/null
+}
+
+# inst_ready NAME N FIRST [VAR=value...]: instance NAME runs with its own
+# inventory of sensors FIRST .. FIRST+N-1 and has written them.
+inst_ready() {
+	local name=$1 n=$2 first=$3
+	shift 3
+	ninv_sensors "$name" "$n" "$first"
+	ninv_running "$name" || ninv_start "$name" || fail "inventory $name did not start"
+	inst_configure "$name" "$@"
+	in_ct systemctl enable "sd-updater@$name.service" 2>/dev/null || fail "systemctl enable sd-updater@$name failed"
+	in_ct systemctl restart "sd-updater@$name.service" || fail "systemctl restart sd-updater@$name failed: $(inst_said "$name")"
+	wait_until 10 inst_active "$name" || fail "sd-updater@$name is not active: $(inst_said "$name")"
+	wait_until 10 inst_targets_are "$name" "$n" "$first" ||
+		fail "/var/lib/sd-updater/$name.json does not hold the $n sensors ($(inst_count "$name") targets)"
+}
+
+# metrics_supported: the installed agent knows METRICS_FILE and SOURCE_NAME.
+metrics_supported() {
+	in_ct env -i /usr/bin/sd-updater --check-config 2>/dev/null | grep -q '^METRICS_FILE=' &&
+		in_ct env -i /usr/bin/sd-updater --check-config 2>/dev/null | grep -q '^SOURCE_NAME='
+}
+
+s_instances() {
+	agent_ready 100
+	local plain_pid plain_sum since left
+	plain_pid=$(main_pid)
+	plain_sum=$(sha256sum <"$(targets_file)")
+	in_ct test -f /etc/sd-updater/example.env || fail "no /etc/sd-updater/example.env"
+	# Leftovers of crashed writers (a dead PID): each instance removes its
+	# own at start-up, and only its own.
+	local n
+	for n in one two targets; do
+		in_ct sh -c "echo partial >/var/lib/sd-updater/.$n.json.tmp.999999.00000000000000a1 &&
+			chown sd-updater: /var/lib/sd-updater/.$n.json.tmp.999999.00000000000000a1"
+	done
+	in_ct systemctl stop sd-updater@one.service sd-updater@two.service 2>/dev/null || true
+	since=$(now_us)
+	inst_ready one 30 0
+	in_ct test ! -e /var/lib/sd-updater/.one.json.tmp.999999.00000000000000a1 ||
+		fail "sd-updater@one left its own stale temp file"
+	in_ct test -e /var/lib/sd-updater/.two.json.tmp.999999.00000000000000a1 ||
+		fail "sd-updater@one removed the temp file of two.json"
+	in_ct test -e /var/lib/sd-updater/.targets.json.tmp.999999.00000000000000a1 ||
+		fail "sd-updater@one removed the temp file of targets.json"
+	inst_ready two 40 1000
+	in_ct test ! -e /var/lib/sd-updater/.two.json.tmp.999999.00000000000000a1 ||
+		fail "sd-updater@two left its own stale temp file"
+	in_ct test -e /var/lib/sd-updater/.targets.json.tmp.999999.00000000000000a1 ||
+		fail "sd-updater@two removed the temp file of targets.json"
+	in_ct rm -f /var/lib/sd-updater/.targets.json.tmp.999999.00000000000000a1
+	[ "$(in_ct systemctl is-enabled sd-updater@one.service)" = enabled ] || fail "sd-updater@one is not enabled"
+	jq -e '.[0].labels.job == "one"' "$(inst_file one)" >/dev/null || fail "one.json does not have the labels of one.env"
+	jq -e '.[0].labels.job == "two"' "$(inst_file two)" >/dev/null || fail "two.json does not have the labels of two.env"
+	[ "$(stat_in_ct /var/lib/sd-updater/one.json)" = "sd-updater 644" ] || fail "one.json is $(stat_in_ct /var/lib/sd-updater/one.json)"
+
+	# Each instance logs as itself.
+	local written='.SYSLOG_IDENTIFIER == "sd-updater" and (.MESSAGE | test("^Successfully updated targets file"))'
+	wait_until 5 inst_journal_has one "$since" "$written and .TARGETS_FILE == \"/var/lib/sd-updater/one.json\" and ._SYSTEMD_UNIT == \"sd-updater@one.service\"" ||
+		fail "journalctl -u sd-updater@one does not show its write of one.json"
+	if inst_journal one "$since" | jq -e -s 'map(select(.TARGETS_FILE == "/var/lib/sd-updater/two.json")) | length > 0' >/dev/null; then
+		fail "journalctl -u sd-updater@one shows entries about two.json"
+	fi
+	if metrics_supported; then
+		inst_journal_has one "$since" "$written and .SOURCE_NAME == \"one\"" ||
+			fail "sd-updater@one's entries lack SOURCE_NAME=one"
+		log "journal: sd-updater@one's entries carry SOURCE_NAME=one"
+	else
+		log "the installed agent has no SOURCE_NAME yet; not checked"
+	fi
+	wait_until 5 status_matches_inst one '^30 targets, ' || fail "sd-updater@one STATUS is '$(inst_prop one StatusText)'"
+
+	# Reloading one refreshes it alone.
+	ninv_sensors one 35 0
+	ninv_sensors two 45 1000
+	local two_pid
+	two_pid=$(inst_prop two MainPID)
+	since=$(now_us)
+	in_ct systemctl reload sd-updater@one.service || fail "systemctl reload sd-updater@one failed"
+	wait_until 5 inst_targets_are one 35 0 || fail "the reload of sd-updater@one did not refresh one.json"
+	sleep 1
+	inst_targets_are two 40 1000 || fail "reloading sd-updater@one changed two.json"
+	if inst_journal_has two "$since" '.MESSAGE | tostring | test("SIGHUP")'; then
+		fail "reloading sd-updater@one reached sd-updater@two"
+	fi
+	[ "$(inst_prop two MainPID)" = "$two_pid" ] || fail "sd-updater@two was restarted"
+	in_ct systemctl reload sd-updater@two.service || fail "systemctl reload sd-updater@two failed"
+	wait_until 5 inst_targets_are two 45 1000 || fail "the reload of sd-updater@two did not refresh two.json"
+
+	# One inventory goes away: its instance keeps its last good file, the
+	# other instance carries on.
+	inst_configure one UPDATE_INTERVAL=2 RETRY_ATTEMPTS=0 HTTP_TIMEOUT=1
+	in_ct systemctl restart sd-updater@one.service
+	wait_until 10 inst_active one || fail "sd-updater@one is not active after the restart"
+	local one_sum
+	one_sum=$(sha256sum <"$(inst_file one)")
+	since=$(now_us)
+	ninv_stop one
+	wait_until 15 inst_journal_has one "$since" '.SYSLOG_IDENTIFIER == "sd-updater" and (.MESSAGE | test("^Failed to fetch inventory:"))' ||
+		fail "sd-updater@one does not report its inventory outage"
+	ninv_sensors two 50 1000
+	in_ct systemctl reload sd-updater@two.service || fail "systemctl reload sd-updater@two failed during one's outage"
+	wait_until 5 inst_targets_are two 50 1000 || fail "sd-updater@two did not refresh during one's outage"
+	if inst_journal_has two "$since" '.MESSAGE | tostring | test("^Failed")'; then
+		fail "sd-updater@two reports failures during one's outage"
+	fi
+	[ "$(sha256sum <"$(inst_file one)")" = "$one_sum" ] || fail "one.json changed during its outage"
+	inst_active one || fail "sd-updater@one left active during its outage"
+	since=$(now_us)
+	ninv_start one || fail "inventory one did not come back"
+	wait_until 15 inst_journal_has one "$since" '.SYSLOG_IDENTIFIER == "sd-updater" and (.MESSAGE | test("^Targets unchanged|^Successfully"))' ||
+		fail "sd-updater@one did not recover after its inventory came back"
+	inst_configure one
+	in_ct systemctl restart sd-updater@one.service
+
+	# The plain unit did not notice any of this.
+	[ "$(main_pid)" = "$plain_pid" ] || fail "sd-updater.service was restarted"
+	[ "$(sha256sum <"$(targets_file)")" = "$plain_sum" ] || fail "targets.json changed"
+	left=$(in_ct find /var/lib/sd-updater -mindepth 1 ! -name targets.json ! -name one.json ! -name two.json)
+	[ -z "$left" ] || fail "stray files in /var/lib/sd-updater: $left"
+}
+
+status_matches_inst() { inst_prop "$1" StatusText | grep -Eq "$2"; }
+
+# node_exporter in the container, on a port of its own (both releases run
+# side by side on the host's network).
+NE_PORT_FILE() { printf '%s\n' "$WORK/node-exporter.port"; }
+ne_metrics() { curl -fsS --max-time 5 "http://127.0.0.1:$(cat "$(NE_PORT_FILE)")/metrics"; }
+
+s_node_exporter() {
+	agent_ready 100
+	inst_ready one 30 0
+	inst_ready two 40 1000
+	# Debian's node_exporter, kept from starting on :9100 while installing.
+	in_ct sh -c 'printf "#!/bin/sh\nexit 101\n" >/usr/sbin/policy-rc.d && chmod 0755 /usr/sbin/policy-rc.d'
+	in_ct apt-get install -y prometheus-node-exporter >/dev/null || fail "apt-get install prometheus-node-exporter failed"
+	in_ct rm -f /usr/sbin/policy-rc.d
+	# Where it reads textfiles: its --help shows the default it was built with.
+	local dir help
+	help=$(in_ct prometheus-node-exporter --help 2>&1 || true)
+	dir=$(printf '%s\n' "$help" | awk '/--collector.textfile.directory=/ { f = 1 } f && /default:/ { sub(/.*default: *"?/, ""); sub(/"?\).*/, ""); print; exit }')
+	[ -z "$dir" ] && dir=$(printf '%s\n' "$help" | sed -n 's/.*--collector.textfile.directory=\([^ ]*\).*/\1/p' | head -n 1)
+	log "prometheus-node-exporter $(in_ct dpkg-query -W -f="\${Version}" prometheus-node-exporter) reads textfiles from '$dir'"
+	[ "$dir" = /var/lib/prometheus/node-exporter ] ||
+		fail "Debian's node_exporter reads textfiles from '$dir', not /var/lib/prometheus/node-exporter"
+	local port
+	port=$("$PYTHON" "$E2E_DIR/fakes.py" free-port)
+	printf '%s\n' "$port" >"$(NE_PORT_FILE)"
+	printf 'ARGS="--web.listen-address=127.0.0.1:%s"\n' "$port" | in_ct tee /etc/default/prometheus-node-exporter >/dev/null
+	in_ct systemctl restart prometheus-node-exporter.service || fail "node_exporter did not start"
+	wait_until 15 ne_metrics >/dev/null || fail "node_exporter does not answer on 127.0.0.1:$port"
+
+	# The one step sd-updater(8) documents for node_exporter installed later.
+	in_ct systemd-tmpfiles --create sd-updater.conf || fail "systemd-tmpfiles --create sd-updater.conf failed"
+	in_ct sh -c 'command -v getfacl >/dev/null' || in_ct apt-get install -y acl >/dev/null || true
+	log "ACL: $(in_ct getfacl -cp /var/lib/prometheus/node-exporter 2>&1 | tr '\n' ' ')"
+	in_ct getfacl -cp /var/lib/prometheus/node-exporter | grep -qx 'user:sd-updater:rwx' ||
+		fail "no ACL entry user:sd-updater:rwx on /var/lib/prometheus/node-exporter"
+	metrics_supported || fail "the installed agent has no METRICS_FILE/SOURCE_NAME (the metrics work is not merged)"
+	local u
+	for u in sd-updater.service sd-updater@one.service sd-updater@two.service; do
+		in_ct systemctl reload "$u" || fail "systemctl reload $u failed"
+	done
+	local f
+	for f in sd-updater.prom sd-updater@one.prom sd-updater@two.prom; do
+		wait_until 10 in_ct test -s "/var/lib/prometheus/node-exporter/$f" ||
+			fail "no /var/lib/prometheus/node-exporter/$f"
+		[ "$(stat_in_ct "/var/lib/prometheus/node-exporter/$f")" = "sd-updater 644" ] ||
+			fail "$f is $(stat_in_ct "/var/lib/prometheus/node-exporter/$f"), expected 'sd-updater 644'"
+	done
+	wait_until 10 sh -c "curl -fsS --max-time 5 http://127.0.0.1:$port/metrics | grep -q '^sd_updater_targets{.*source=\"one\"'" ||
+		fail "node_exporter does not serve sd_updater_targets{source=\"one\"}"
+	if ne_metrics | grep -q '^node_textfile_scrape_error 1'; then
+		fail "node_exporter reports a textfile scrape error"
+	fi
+
+	# A real Prometheus scrapes node_exporter.
+	cat >"$WORK/prometheus-node.yml" <<-EOF2
+		global:
+		  scrape_interval: 1s
+		  scrape_timeout: 1s
+		scrape_configs:
+		  - job_name: node
+		    static_configs:
+		      - targets: ['127.0.0.1:$port']
+	EOF2
+	prom_start "$WORK/prometheus-node.yml"
+	wait_until 30 prom_value_is 'sd_updater_targets{source="one"}' 30 ||
+		fail "Prometheus: sd_updater_targets{source=\"one\"} is '$(prom_query 'sd_updater_targets{source="one"}')', expected 30"
+	wait_until 10 prom_value_is 'sd_updater_targets{source="two"}' 40 ||
+		fail "Prometheus: sd_updater_targets{source=\"two\"} is '$(prom_query 'sd_updater_targets{source="two"}')', expected 40"
+	wait_until 10 prom_value_is 'sd_updater_targets{source="targets"}' 100 ||
+		fail "Prometheus: sd_updater_targets{source=\"targets\"} is '$(prom_query 'sd_updater_targets{source="targets"}')', expected 100"
+	prom_value_is 'sd_updater_stale{source="one"}' 0 || fail "sd_updater_stale{source=\"one\"} is '$(prom_query 'sd_updater_stale{source="one"}')' before the outage"
+	log "Prometheus: $(prom_query '{__name__=~"sd_updater_.*", source="one"}' | tr '\n' ';')"
+
+	# An outage of inventory one: one goes stale, two stays current.
+	inst_configure one UPDATE_INTERVAL=2 RETRY_ATTEMPTS=0 HTTP_TIMEOUT=1
+	in_ct systemctl restart sd-updater@one.service
+	wait_until 10 inst_active one || fail "sd-updater@one is not active"
+	ninv_stop one
+	wait_until 60 prom_value_is 'sd_updater_stale{source="one"}' 1 ||
+		fail "sd_updater_stale{source=\"one\"} did not go to 1 during the outage: $(prom_query 'sd_updater_stale')"
+	prom_value_is 'sd_updater_stale{source="two"}' 0 || fail "sd_updater_stale{source=\"two\"} is not 0 during one's outage"
+	prom_value_is 'sd_updater_targets{source="one"}' 30 || fail "sd_updater_targets{source=\"one\"} changed during the outage"
+	local two_before
+	two_before=$(prom_query 'sd_updater_last_success_timestamp_seconds{source="two"}' | awk '{ print $NF }')
+	ninv_sensors two 41 1000
+	in_ct systemctl reload sd-updater@two.service
+	wait_until 10 prom_value_is 'sd_updater_targets{source="two"}' 41 ||
+		fail "sd-updater@two's metrics did not follow its reload during one's outage"
+	[ "$(prom_query 'sd_updater_last_success_timestamp_seconds{source="two"}' | awk '{ print $NF }')" != "$two_before" ] ||
+		fail "sd_updater_last_success_timestamp_seconds{source=\"two\"} did not move"
+	ninv_start one || fail "inventory one did not come back"
+	wait_until 60 prom_value_is 'sd_updater_stale{source="one"}' 0 ||
+		fail "sd_updater_stale{source=\"one\"} did not go back to 0: $(prom_query 'sd_updater_stale')"
+	inst_configure one
+	in_ct systemctl restart sd-updater@one.service
+	stop_spawned prometheus
+}
+
+STRICT_DROPIN=/etc/systemd/system/sd-updater.service.d/strict.conf
+
+# exposure UNIT: "systemd-analyze security UNIT" in the container.
+exposure() {
+	in_ct systemd-analyze security --no-pager "$1" 2>&1 |
+		sed -n 's/.*Overall exposure level for [^:]*: \([0-9][0-9.]*\).*/\1/p'
+}
+
+s_strict() {
+	agent_ready 100
+	local before after pid status since
+	before=$(exposure sd-updater.service)
+	in_ct mkdir -p "${STRICT_DROPIN%/*}"
+	in_ct cp /usr/share/doc/sd-updater/examples/strict.conf "$STRICT_DROPIN" ||
+		fail "the package has no /usr/share/doc/sd-updater/examples/strict.conf"
+	in_ct systemctl daemon-reload
+	restart_agent
+	after=$(exposure sd-updater.service)
+	in_ct systemd-analyze security --no-pager sd-updater.service >"$LOG_DIR/exposure-strict-$DIST.txt" 2>&1 || true
+	log "systemd-analyze security sd-updater.service on $DIST (systemd $(in_ct systemctl --version | awk 'NR == 1 { print $2 }')): $before by default, $after with strict.conf"
+	printf 'default %s\nstrict %s\n' "$before" "$after" >"$LOG_DIR/exposure-$DIST.txt"
+	[ -n "$after" ] || fail "no exposure level from systemd-analyze security"
+	awk -v e="$after" 'BEGIN { exit !(e <= 1.1) }' || fail "exposure with strict.conf is $after, above 1.1"
+	pid=$(main_pid)
+	status=$(in_ct cat "/proc/$pid/status")
+	field() { printf '%s\n' "$status" | sed -n "s/^$1:[[:space:]]*//p" | tr -s ' \t' ' '; }
+	local uid
+	uid=$(in_ct id -u sd-updater)
+	[ "$(field Uid)" = "$uid $uid $uid $uid" ] || fail "the agent runs with Uid '$(field Uid)'"
+	[ "$(field CapBnd)" = 0000000000000000 ] || fail "CapBnd is $(field CapBnd), expected empty"
+	[ "$(field CapEff)" = 0000000000000000 ] || fail "CapEff is $(field CapEff)"
+	[ "$(field NoNewPrivs)" = 1 ] || fail "NoNewPrivs is $(field NoNewPrivs)"
+	[ "$(in_ct readlink "/proc/$pid/ns/user")" != "$(in_ct readlink /proc/1/ns/user)" ] ||
+		fail "the agent shares PID 1's user namespace (PrivateUsers=yes)"
+	# It works: a reload refreshes, the file and the metrics are written.
+	local prom=/var/lib/prometheus/node-exporter/sd-updater.prom prom_before=""
+	in_ct test -e "$prom" && prom_before=$(in_ct stat -c %Y.%i "$prom")
+	inv_sensors 110 0
+	since=$(now_us)
+	in_ct systemctl reload sd-updater.service || fail "systemctl reload failed under strict.conf"
+	wait_until 10 targets_are sensors 110 0 || fail "targets.json not refreshed under strict.conf ($(target_count) targets)"
+	[ "$(stat_in_ct "$TARGETS")" = "sd-updater 644" ] || fail "targets.json is $(stat_in_ct "$TARGETS")"
+	if journal_has "$since" "$(agent_msg '^Dropped privileges')"; then
+		fail "the agent dropped privileges itself under strict.conf"
+	fi
+	if metrics_supported && in_ct test -d /var/lib/prometheus/node-exporter; then
+		wait_until 10 sh -c "[ \"\$(nsenter -t $(cat "$WORK/ct/$CT/init.pid") -a stat -c %Y.%i $prom 2>/dev/null)\" != '$prom_before' ]" ||
+			fail "$prom was not rewritten under strict.conf"
+		log "metrics written under strict.conf: $prom"
+	else
+		log "metrics not checked under strict.conf (no METRICS_FILE support or no node_exporter directory)"
+	fi
+	in_ct rm -f "$STRICT_DROPIN"
+	in_ct systemctl daemon-reload
+	restart_agent
+}
+
+# Package versions for the repository scenario: the one under test and a
+# higher, test-only one built with SD_UPDATER_VERSION_SUFFIX.
+NEXT_SUFFIX=+e2e1
+
+# repo_publish KEYRING_TOO DEB...: build a signed apt repository of these
+# packages with packaging/build-repo.sh and put it at /opt/e2e/repo in the
+# container; its key goes to /etc/apt/keyrings too unless KEYRING_TOO=no.
+repo_publish() {
+	local keyring=$1 d
+	shift
+	d=$(mktemp -d "$WORK/repo.XXXXXX")
+	mkdir -p "$d/pkgs"
+	cp "$@" "$d/pkgs/"
+	"$REPO/packaging/build-repo.sh" "$d/pkgs" "$d/out" >>"$LOG_DIR/build-repo-$DIST.log" 2>&1 ||
+		fail "packaging/build-repo.sh failed; see build-repo-$DIST.log"
+	in_ct rm -rf /opt/e2e/repo
+	cp -a "$d/out/apt" "$(ct_root)/opt/e2e/repo"
+	if [ "$keyring" = yes ]; then
+		in_ct mkdir -p /etc/apt/keyrings
+		in_ct install -m 0644 /opt/e2e/repo/sd-updater-test.gpg /etc/apt/keyrings/sd-updater-test.gpg
+	fi
+	rm -rf "$d"
+}
+
+pkg_version() { in_ct dpkg-query -W -f="\${Version}" sd-updater 2>/dev/null || true; }
+
+# watch_start / watch_check WHAT: a watcher on the host reads targets.json
+# every 2 ms; after WHAT it must have seen the file at every read, always
+# with the same content.
+watch_start() {
+	rm -f "$WORK/watch.out"
+	spawn watcher "$PYTHON" "$E2E_DIR/fakes.py" watch --file "$(targets_file)" --out "$WORK/watch.out" --interval 0.002
+	wait_until 5 test -s "$WORK/watch.out" || fail "the targets.json watcher did not start"
+}
+watch_check() {
+	stop_spawned watcher
+	local r
+	r=$(cat "$WORK/watch.out")
+	log "watcher during $1: $r"
+	case $r in
+	*" missing=0 errors=0 contents=1 "*) ;;
+	*) fail "targets.json went missing or changed during $1 ($r)" ;;
+	esac
+}
+
+s_apt_repo() {
+	need_ct
+	[ -f "$DEB_NEXT" ] || fail "no test-only package $DEB_NEXT"
+	# A clean start: the package goes, with its configuration.
+	in_ct apt-get purge -y sd-updater >/dev/null || fail "apt-get purge failed"
+	local old=$VERSION new=$VERSION$NEXT_SUFFIX since
+	repo_publish yes "$DEB"
+	printf 'deb [signed-by=/etc/apt/keyrings/sd-updater-test.gpg] file:/opt/e2e/repo sd-updater main\n' |
+		in_ct tee /etc/apt/sources.list.d/sd-updater-test.list >/dev/null
+	in_ct apt-get update >"$WORK/apt-update.out" 2>&1 || fail "apt-get update with the test repository failed: $(tail -n 3 "$WORK/apt-update.out")"
+	in_ct apt-get install -y sd-updater || fail "apt-get install sd-updater from the repository failed"
+	[ "$(pkg_version)" = "$old" ] || fail "installed $(pkg_version), expected $old"
+	in_ct apt-cache policy sd-updater | grep -q 'file:/opt/e2e/repo sd-updater/main' ||
+		fail "apt-cache policy does not show the repository: $(in_ct apt-cache policy sd-updater)"
+
+	# The agent serves a live inventory of two fake sensors to Prometheus.
+	in_ct cat "$CONF" >"$WORK/default.orig"
+	rm -f "$WORK/sensors.ports"
+	spawn sensors "$PYTHON" "$E2E_DIR/fakes.py" sensors --count 2 --port-file "$WORK/sensors.ports"
+	wait_port_file "$WORK/sensors.ports" || fail "the fake sensors did not start"
+	local p1 p2
+	{ read -r p1; read -r p2; } <"$WORK/sensors.ports"
+	inv_set "[\"127.0.0.1:$p1\", \"127.0.0.1:$p2\"]"
+	configure TARGET_LABELS=job=e2e-sensors,site=lab
+	in_ct sh -c 'echo "# Edited by the e2e suite: kept across upgrades." >>/etc/sd-updater/example.env'
+	restart_agent
+	wait_until 10 targets_are list "127.0.0.1:$p1" "127.0.0.1:$p2" || fail "targets.json does not name the two sensors"
+	# An instance too: the upgrade restarts it into the new binary.
+	inst_ready one 30 0
+	local sums
+	sums=$(in_ct sha256sum "$CONF" /etc/sd-updater/example.env /etc/sd-updater/one.env)
+	cat >"$WORK/prometheus-upgrade.yml" <<-EOF2
+		global:
+		  scrape_interval: 1s
+		  scrape_timeout: 1s
+		scrape_configs:
+		  - job_name: sd-updater
+		    file_sd_configs:
+		      - files: ['$(targets_file)']
+		        refresh_interval: 1s
+	EOF2
+	prom_start "$WORK/prometheus-upgrade.yml"
+	wait_until 30 prom_targets_are "$p1 $p2" || fail "Prometheus does not show the two sensors up before the upgrade"
+
+	# The higher version appears in the repository.  Signed by a new key:
+	# apt must refuse it until it has that key.
+	repo_publish no "$DEB" "$DEB_NEXT"
+	if in_ct apt-get update >"$WORK/apt-update.out" 2>&1 && ! grep -qE 'NO_PUBKEY|not signed|BADSIG|EXPKEYSIG' "$WORK/apt-update.out"; then
+		fail "apt-get update accepted a repository signed by a key it does not know"
+	fi
+	log "apt with the old key: $(grep -E 'NO_PUBKEY|not signed|BADSIG' "$WORK/apt-update.out" | head -n 1)"
+	in_ct install -m 0644 /opt/e2e/repo/sd-updater-test.gpg /etc/apt/keyrings/sd-updater-test.gpg
+	in_ct apt-get update >"$WORK/apt-update.out" 2>&1 || fail "apt-get update failed: $(tail -n 3 "$WORK/apt-update.out")"
+	in_ct apt-cache policy sd-updater | grep -q "Candidate: $new" || fail "apt does not offer $new: $(in_ct apt-cache policy sd-updater)"
+
+	local pid inst_pid t0
+	pid=$(main_pid)
+	inst_pid=$(inst_prop one MainPID)
+	since=$(now_us)
+	t0=$(now_ms)
+	watch_start
+	in_ct apt-get upgrade -y >"$WORK/apt-upgrade.out" 2>&1 || fail "apt-get upgrade failed: $(tail -n 5 "$WORK/apt-upgrade.out")"
+	wait_until 10 is_active || fail "sd-updater not active after the upgrade: $(agent_said)"
+	wait_until 10 status_matches '^2 targets, updated' || fail "the upgraded agent is not healthy: $(unit_prop StatusText)"
+	sleep 2
+	watch_check "apt-get upgrade"
+	log "apt-get upgrade and the restart took $(elapsed_s "$t0") s"
+	[ "$(pkg_version)" = "$new" ] || fail "after apt-get upgrade dpkg has $(pkg_version), expected $new"
+	[ "$(in_ct /usr/bin/sd-updater --version)" = "sd-updater $new" ] || fail "sd-updater --version says '$(in_ct /usr/bin/sd-updater --version)'"
+	[ "$(main_pid)" != "$pid" ] || fail "the service was not restarted by the upgrade (MainPID $pid)"
+	journal_has "$since" "$(agent_msg '^Starting sd-updater')" || fail "no 'Starting sd-updater' in the journal after the upgrade"
+	[ "$(in_ct readlink "/proc/$(main_pid)/exe")" = /usr/bin/sd-updater ] || fail "the service does not run /usr/bin/sd-updater"
+	wait_until 10 inst_active one || fail "sd-updater@one is not active after the upgrade"
+	[ "$(inst_prop one MainPID)" != "$inst_pid" ] || fail "sd-updater@one was not restarted by the upgrade"
+	[ "$(in_ct sha256sum "$CONF" /etc/sd-updater/example.env /etc/sd-updater/one.env)" = "$sums" ] ||
+		fail "the upgrade changed the configuration files"
+	in_ct sh -c "! ls /etc/default/sd-updater.dpkg-* /etc/sd-updater/*.dpkg-* 2>/dev/null" ||
+		fail "the upgrade left $(in_ct sh -c 'ls /etc/default/sd-updater.dpkg-* /etc/sd-updater/*.dpkg-* 2>/dev/null')"
+	grep -q 'Edited by the e2e suite' "$(ct_root)/etc/sd-updater/example.env" || fail "example.env lost its edit"
+	targets_are list "127.0.0.1:$p1" "127.0.0.1:$p2" || fail "targets.json changed across the upgrade"
+	prom_targets_are "$p1 $p2" || fail "Prometheus's targets are not both up after the upgrade"
+	local window=$((($(now_ms) - t0) / 1000 + 3))
+	prom_value_is "count(min_over_time(up{job=\"e2e-sensors\"}[${window}s]) == 1)" 2 ||
+		fail "a sensor was not up the whole time in Prometheus: $(prom_query "min_over_time(up{job=\"e2e-sensors\"}[${window}s])" | tr '\n' ';')"
+
+	# And back to the version before.
+	pid=$(main_pid)
+	watch_start
+	in_ct apt-get install -y --allow-downgrades "sd-updater=$old" >"$WORK/apt-downgrade.out" 2>&1 ||
+		fail "apt-get install sd-updater=$old --allow-downgrades failed: $(tail -n 5 "$WORK/apt-downgrade.out")"
+	wait_until 10 is_active || fail "sd-updater not active after the downgrade: $(agent_said)"
+	wait_until 10 status_matches '^2 targets, updated' || fail "the downgraded agent is not healthy: $(unit_prop StatusText)"
+	sleep 2
+	watch_check "the downgrade"
+	[ "$(pkg_version)" = "$old" ] || fail "after the downgrade dpkg has $(pkg_version)"
+	[ "$(in_ct /usr/bin/sd-updater --version)" = "sd-updater $old" ] || fail "after the downgrade sd-updater --version says '$(in_ct /usr/bin/sd-updater --version)'"
+	[ "$(main_pid)" != "$pid" ] || fail "the service was not restarted by the downgrade"
+	[ "$(in_ct sha256sum "$CONF" /etc/sd-updater/example.env /etc/sd-updater/one.env)" = "$sums" ] ||
+		fail "the downgrade changed the configuration files"
+	prom_targets_are "$p1 $p2" || fail "Prometheus's targets are not both up after the downgrade"
+	stop_spawned prometheus
+	stop_spawned sensors
+}
+
 # ---------------------------------------------------------------------------
 # Runner
 # ---------------------------------------------------------------------------
@@ -913,6 +1405,10 @@ SCENARIOS=(
 	"upgrade-remove:s_upgrade_remove:upgrade, remove and purge"
 	"rpm:s_rpm:rpm"
 	"prometheus:s_prometheus:a real Prometheus"
+	"instances:s_instances:two instances of sd-updater@.service side by side"
+	"node-exporter:s_node_exporter:metrics through Debian's node_exporter into Prometheus"
+	"strict:s_strict:the strict drop-in"
+	"apt-repo:s_apt_repo:install from a signed apt repository, upgrade and downgrade"
 )
 
 # run_parallel: --dist all.  One child run per release, side by side (their
@@ -1024,8 +1520,8 @@ run_scenario() {
 	fi
 }
 
-# Scenarios 2-10 and 12 run in the container that scenario 1 boots.
-if [ -n "$ONLY" ] && [[ $ONLY != *" 1 "* ]] && [[ $ONLY =~ \ ([2-9]|10|12)\  ]]; then
+# Scenarios 2-10 and 12-16 run in the container that scenario 1 boots.
+if [ -n "$ONLY" ] && [[ $ONLY != *" 1 "* ]] && [[ $ONLY =~ \ ([2-9]|10|1[2-6])\  ]]; then
 	log "--only: adding scenario 1, which boots the container the others need"
 	ONLY=" 1$ONLY"
 fi
