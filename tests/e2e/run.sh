@@ -980,8 +980,9 @@ inst_ready() {
 
 # metrics_supported: the installed agent knows METRICS_FILE and SOURCE_NAME.
 metrics_supported() {
-	in_ct env -i /usr/bin/sd-updater --check-config 2>/dev/null | grep -q '^METRICS_FILE=' &&
-		in_ct env -i /usr/bin/sd-updater --check-config 2>/dev/null | grep -q '^SOURCE_NAME='
+	local c
+	c=$(in_ct env -i /usr/bin/sd-updater --check-config 2>/dev/null) || return 1
+	grep -q '^METRICS_FILE=' <<<"$c" && grep -q '^SOURCE_NAME=' <<<"$c"
 }
 
 s_instances() {
@@ -1117,7 +1118,7 @@ s_node_exporter() {
 	in_ct systemd-tmpfiles --create sd-updater.conf || fail "systemd-tmpfiles --create sd-updater.conf failed"
 	in_ct sh -c 'command -v getfacl >/dev/null' || in_ct apt-get install -y acl >/dev/null || true
 	log "ACL: $(in_ct getfacl -cp /var/lib/prometheus/node-exporter 2>&1 | tr '\n' ' ')"
-	in_ct getfacl -cp /var/lib/prometheus/node-exporter | grep -qx 'user:sd-updater:rwx' ||
+	grep -qx 'user:sd-updater:rwx' <<<"$(in_ct getfacl -cp /var/lib/prometheus/node-exporter)" ||
 		fail "no ACL entry user:sd-updater:rwx on /var/lib/prometheus/node-exporter"
 	metrics_supported || fail "the installed agent has no METRICS_FILE/SOURCE_NAME (the metrics work is not merged)"
 	local u
@@ -1296,7 +1297,7 @@ s_apt_repo() {
 	in_ct apt-get update >"$WORK/apt-update.out" 2>&1 || fail "apt-get update with the test repository failed: $(tail -n 3 "$WORK/apt-update.out")"
 	in_ct apt-get install -y sd-updater || fail "apt-get install sd-updater from the repository failed"
 	[ "$(pkg_version)" = "$old" ] || fail "installed $(pkg_version), expected $old"
-	in_ct apt-cache policy sd-updater | grep -q 'file:/opt/e2e/repo sd-updater/main' ||
+	grep -qF 'file:/opt/e2e/repo sd-updater/main' <<<"$(in_ct apt-cache policy sd-updater)" ||
 		fail "apt-cache policy does not show the repository: $(in_ct apt-cache policy sd-updater)"
 
 	# The agent serves a live inventory of two fake sensors to Prometheus.
@@ -1337,7 +1338,8 @@ s_apt_repo() {
 	log "apt with the old key: $(grep -E 'NO_PUBKEY|not signed|BADSIG' "$WORK/apt-update.out" | head -n 1)"
 	in_ct install -m 0644 /opt/e2e/repo/sd-updater-test.gpg /etc/apt/keyrings/sd-updater-test.gpg
 	in_ct apt-get update >"$WORK/apt-update.out" 2>&1 || fail "apt-get update failed: $(tail -n 3 "$WORK/apt-update.out")"
-	in_ct apt-cache policy sd-updater | grep -q "Candidate: $new" || fail "apt does not offer $new: $(in_ct apt-cache policy sd-updater)"
+	grep -qxF "  Candidate: $new" <<<"$(in_ct apt-cache policy sd-updater)" ||
+		fail "apt does not offer $new: $(in_ct apt-cache policy sd-updater | tr '\n' ' ')"
 
 	local pid inst_pid t0
 	pid=$(main_pid)
