@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use log::LevelFilter;
 
+pub use self::values::TokenFile;
 use self::values::*;
 use crate::model::targets::{Entries, TargetGroup};
 use crate::source::url::InventoryUrl;
@@ -94,6 +95,41 @@ settings! {
         parse: InventoryUrl::parse,
         // The Display form has the password redacted.
         show: |url| url.to_string(),
+    }
+    inventory_token_file: TokenFile {
+        name: "INVENTORY_TOKEN_FILE",
+        default: "auto",
+        help: "file with a bearer token; auto: $CREDENTIALS_DIRECTORY/inventory-token if there",
+        parse: parse_token_file,
+        show: format_token_file,
+    }
+    inventory_password_file: Option<PathBuf> {
+        name: "INVENTORY_PASSWORD_FILE",
+        default: "none",
+        help: "file with the password of the user in INVENTORY_URL (https://user@host/...)",
+        parse: parse_file_setting,
+        show: format_file_setting,
+    }
+    inventory_ca_file: Option<PathBuf> {
+        name: "INVENTORY_CA_FILE",
+        default: "none",
+        help: "PEM bundle of the CAs to trust instead of the system's",
+        parse: parse_file_setting,
+        show: format_file_setting,
+    }
+    inventory_client_cert: Option<PathBuf> {
+        name: "INVENTORY_CLIENT_CERT",
+        default: "none",
+        help: "PEM client certificate (chain) for mutual TLS; needs INVENTORY_CLIENT_KEY",
+        parse: parse_file_setting,
+        show: format_file_setting,
+    }
+    inventory_client_key: Option<PathBuf> {
+        name: "INVENTORY_CLIENT_KEY",
+        default: "none",
+        help: "PEM private key of INVENTORY_CLIENT_CERT",
+        parse: parse_file_setting,
+        show: format_file_setting,
     }
     update_interval: Duration {
         name: "UPDATE_INTERVAL",
