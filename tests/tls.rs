@@ -866,7 +866,9 @@ fn client_certificate_settings_are_checked_at_start_up() {
     fs::write(&not_pem, "hello\n").unwrap();
     let not_pem = not_pem.display().to_string();
     let base = AgentCmd::for_url(&dir, "https://127.0.0.1:9/inventory");
-    let cases: [(&[(&str, &str)], &str, &str); 5] = [
+    // The variables set, the variable the error names, the path it shows.
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str);
+    let cases: [Case; 5] = [
         (
             &[("INVENTORY_CLIENT_CERT", &cert)],
             "INVENTORY_CLIENT_CERT",
