@@ -305,6 +305,73 @@ mod tests {
         Instant::now() + Duration::from_secs(60)
     }
 
+    /// Answers 304 to a request with validators, else the body.
+    struct Conditional(Vec<u8>, Vec<Option<Validators>>);
+
+    impl Source for Conditional {
+        fn fetch(&mut self, _t: Duration) -> Result<Vec<u8>, FetchError> {
+            Ok(self.0.clone())
+        }
+
+        fn fetch_if(
+            &mut self,
+            _t: Duration,
+            v: Option<&Validators>,
+        ) -> Result<Response, FetchError> {
+            self.1.push(v.cloned());
+            Ok(match v {
+                Some(_) => Response::NotModified,
+                None => Response::Body {
+                    body: self.0.clone(),
+                    validators: Validators {
+                        etag: Some("\"e1\"".into()),
+                        last_modified: None,
+                    },
+                },
+            })
+        }
+    }
+
+    #[test]
+    fn known_validators_and_bodies_skip_the_parse() {
+        let c = config(&[]);
+        let mut s = Conditional(b"[\"a\"]".to_vec(), vec![]);
+        let first = run_with(&mut s, &c, far(), &Known::default(), &mut |_| {}).unwrap();
+        let Outcome::Changed { update, accepted } = first else {
+            panic!("{first:?}")
+        };
+        assert_eq!(update.targets.to_strings(), ["a:9100"]);
+        assert_eq!(accepted.validators.etag.as_deref(), Some("\"e1\""));
+        assert_eq!(accepted.body_hash, BodyHash::of(b"[\"a\"]"));
+        // The same body again: not parsed (a broken parse would fail).
+        let known = Known {
+            validators: None,
+            body_hash: Some(accepted.body_hash),
+        };
+        let same = run_with(&mut s, &c, far(), &known, &mut |_| {}).unwrap();
+        assert!(matches!(same, Outcome::Unchanged { .. }), "{same:?}");
+        let known = Known {
+            validators: Some(accepted.validators),
+            body_hash: Some(accepted.body_hash),
+        };
+        let not = run_with(&mut s, &c, far(), &known, &mut |_| {}).unwrap();
+        assert!(
+            matches!(not, Outcome::NotModified { attempts: 1, .. }),
+            "{not:?}"
+        );
+        assert_eq!(s.1.iter().filter(|v| v.is_some()).count(), 1);
+        // Another body is parsed as usual.
+        s.0 = b"[\"b\"]".to_vec();
+        let known = Known {
+            validators: None,
+            body_hash: Some(BodyHash::of(b"[\"a\"]")),
+        };
+        assert!(matches!(
+            run_with(&mut s, &c, far(), &known, &mut |_| {}).unwrap(),
+            Outcome::Changed { .. }
+        ));
+    }
+
     #[test]
     fn retries_transient_errors_then_succeeds() {
         let c = config(&[("RETRY_BACKOFF", "0.01"), ("RETRY_ATTEMPTS", "3")]);

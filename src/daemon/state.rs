@@ -267,6 +267,46 @@ mod tests {
     }
 
     #[test]
+    fn a_304_says_not_modified() {
+        let mut s = State::default();
+        s.succeeded(set(2), true, t(0));
+        s.kept_as_is(Refresh::NotModified, t(30));
+        assert_eq!(
+            s.status(),
+            "2 targets, updated 12:00:30 UTC (not modified; last change 12:00:00 UTC)"
+        );
+        assert_eq!(s.last_refresh.map(Refresh::as_str), Some("not_modified"));
+        s.kept_as_is(Refresh::Unchanged, t(60));
+        assert_eq!(
+            s.status(),
+            "2 targets, updated 12:01:00 UTC (last change 12:00:00 UTC)"
+        );
+        s.failed("HTTP 503", t(90));
+        assert_eq!(s.last_refresh, Some(Refresh::Failed));
+    }
+
+    #[test]
+    fn nothing_is_known_once_the_file_is_not_the_one_written() {
+        let dir = std::env::temp_dir().join(format!("sdu-state-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.json");
+        std::fs::write(&path, b"[]").unwrap();
+        let mut s = State::default();
+        let accepted = Accepted {
+            validators: crate::source::Validators {
+                etag: Some("\"x\"".into()),
+                last_modified: None,
+            },
+            body_hash: crate::source::BodyHash::of(b"x"),
+        };
+        s.remember(accepted, &path);
+        assert!(s.known_for(&path).validators.is_some());
+        std::fs::write(&path, b"[ ]").unwrap();
+        assert_eq!(s.known_for(&path), Known::default());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn long_errors_are_cut() {
         let mut s = State::default();
         s.failed(&"x".repeat(500), t(0));
