@@ -421,5 +421,14 @@ fn a_root_only_token_is_read_before_the_privilege_drop() {
         .spawn();
     assert!(srv.wait_for_requests(3, T), "{}", agent.stderr());
     assert_eq!(auth_headers(&srv)[2], bearer("credential-token-5555"));
+    // Out of the service user's reach: a reload keeps it and says so.
+    agent.signal(Signal::SIGHUP);
+    assert!(srv.wait_for_requests(4, T), "{}", agent.stderr());
+    assert_eq!(auth_headers(&srv)[3], bearer("credential-token-5555"));
+    assert!(
+        agent.wait_for_log(0, T, |l| l.contains("restart to change it")),
+        "{}",
+        agent.stderr()
+    );
     assert!(agent.is_alive());
 }

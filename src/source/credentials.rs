@@ -171,31 +171,36 @@ impl Files {
     /// value, with a warning naming the variable and the path. Returns
     /// whether the TLS material changed.
     pub fn reload(&self, trust: Trust, loaded: &mut Loaded) -> bool {
-        fn keep<T>(r: Result<T, LoadError>) -> Option<T> {
-            r.map_err(|e| log::warn!("Keeping the value read before: {e}"))
+        fn keep<T>(f: &SecretFile, r: Result<T, LoadError>) -> Option<T> {
+            let hint = if f.trusted_dir {
+                " (a LoadCredential= credential is read at start only: restart to change it)"
+            } else {
+                ""
+            };
+            r.map_err(|e| log::warn!("Keeping the value read before: {e}{hint}"))
                 .ok()
         }
         if let Some(t) = self
             .token
             .as_ref()
-            .and_then(|f| keep(read_secret(f, trust)))
+            .and_then(|f| keep(f, read_secret(f, trust)))
         {
             loaded.token = Some(t);
         }
         if let Some(p) = self
             .password
             .as_ref()
-            .and_then(|f| keep(read_secret(f, trust)))
+            .and_then(|f| keep(f, read_secret(f, trust)))
         {
             loaded.password = Some(p);
         }
         let mut tls = false;
-        if let Some(ca) = self.ca.as_ref().and_then(|f| keep(read_ca(f, trust))) {
+        if let Some(ca) = self.ca.as_ref().and_then(|f| keep(f, read_ca(f, trust))) {
             tls |= loaded.ca.as_deref().map(ders) != Some(ders(&ca));
             loaded.ca = Some(ca);
         }
         if let (Some(c), Some(k)) = (&self.client_cert, &self.client_key) {
-            if let Some(client) = keep(read_client(c, k, trust)) {
+            if let Some(client) = keep(c, read_client(c, k, trust)) {
                 tls |= loaded.client.as_ref().map(client_der) != Some(client_der(&client));
                 loaded.client = Some(client);
             }
