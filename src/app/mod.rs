@@ -133,6 +133,23 @@ fn load_secrets(config: &Config, files: Files) -> Result<Secrets, LoadError> {
         any => any,
     };
     let loaded = files.load(trust)?;
+    let all = [
+        &files.token,
+        &files.password,
+        &files.ca,
+        &files.client_cert,
+        &files.client_key,
+    ];
+    for f in all.into_iter().flatten() {
+        log::info!("Read {} from {}", f.var, f.path.display());
+    }
+    let plain = matches!(
+        config.inventory_url.location(),
+        source::url::Location::Http { https: false, .. }
+    );
+    if plain && (loaded.token.is_some() || loaded.password.is_some()) {
+        log::warn!("INVENTORY_URL is plain http://: the token or password travels unencrypted");
+    }
     Ok(Secrets { files, loaded })
 }
 
