@@ -11,7 +11,8 @@
 //! - `INVENTORY_CA_FILE` trusts a private CA without `SSL_CERT_FILE`; a
 //!   server that demands a client certificate accepts the one from
 //!   `INVENTORY_CLIENT_CERT`/`INVENTORY_CLIENT_KEY` and refuses a client
-//!   without; one of the two alone, or a file that is no PEM, is exit 78.
+//!   without; one of the two alone, or a file that is no PEM, is exit 78;
+//!   SIGHUP reads a replaced CA file.
 
 mod common;
 
@@ -920,4 +921,39 @@ fn client_certificate_settings_are_checked_at_start_up() {
             assert!(!out.stderr.contains("PRIVATE KEY"), "{}", out.describe());
         }
     }
+}
+
+#[test]
+fn sighup_reads_a_replaced_ca_file() {
+    let c = case("tls-ca-reload");
+    let srv = Https::start(
+        c.pki.config("good"),
+        http_response(200, "", &c.good.body),
+        c.trap.body.to_vec(),
+    );
+    let dir = TestDir::new("tls-ca-reload-run");
+    let ca = dir.join("ca.pem");
+    fs::copy(c.pki.dir.join("rogue.pem"), &ca).unwrap();
+    let agent = AgentCmd::new(&dir)
+        .env("INVENTORY_URL", srv.url("127.0.0.1"))
+        .env("INVENTORY_CA_FILE", ca.display().to_string())
+        .spawn();
+    assert!(
+        agent.wait_for_log(0, T, |l| l.contains("Failed to fetch inventory")),
+        "{}",
+        agent.stderr()
+    );
+    fs::copy(c.pki.ca(), &ca).unwrap();
+    agent.signal(Signal::SIGHUP);
+    assert!(
+        wait_for(T, || fs::read(agent.targets_file()).ok().as_ref()
+            == Some(&*c.good.rendered)),
+        "{}",
+        agent.stderr()
+    );
+    assert!(
+        agent.stderr().contains("TLS files changed"),
+        "{}",
+        agent.stderr()
+    );
 }
