@@ -365,12 +365,41 @@ mod tests {
             ("ALLOW_EMPTY", "maybe"),
             ("RUN_AS_USER", "a b"),
             ("LOG_LEVEL", "loud"),
+            ("INVENTORY_TOKEN_FILE", "/etc/sd-updater/"),
+            ("INVENTORY_CA_FILE", "/etc/ssl/\u{7}x.pem"),
         ];
         for (var, value) in cases {
             let e = config(&[(var, value)]).unwrap_err();
             assert_eq!(e.var, *var, "{var}={value}: {e}");
             assert!(e.to_string().starts_with(var));
         }
+    }
+
+    #[test]
+    fn file_settings_take_a_path_none_or_auto() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.inventory_token_file, TokenFile::Auto);
+        assert_eq!(c.inventory_ca_file, None);
+        let c = config(&[
+            ("INVENTORY_TOKEN_FILE", "none"),
+            ("INVENTORY_PASSWORD_FILE", "/etc/sd-updater/pw"),
+            ("INVENTORY_CLIENT_KEY", "./none"),
+        ])
+        .unwrap();
+        assert_eq!(c.inventory_token_file, TokenFile::Off);
+        assert_eq!(
+            c.inventory_password_file,
+            Some(PathBuf::from("/etc/sd-updater/pw"))
+        );
+        assert_eq!(c.inventory_client_key, Some(PathBuf::from("./none")));
+        let shown = c.effective();
+        assert!(shown.contains(&("INVENTORY_TOKEN_FILE", "none".to_string())));
+        assert!(shown.contains(&("INVENTORY_PASSWORD_FILE", "/etc/sd-updater/pw".to_string())));
+        let c = config(&[("INVENTORY_TOKEN_FILE", "/run/t")]).unwrap();
+        assert_eq!(
+            c.inventory_token_file,
+            TokenFile::Path(PathBuf::from("/run/t"))
+        );
     }
 
     #[test]
