@@ -388,7 +388,13 @@ mod tests {
             ..Files::default()
         };
         assert!(pw.check(&url("https://u@h/x")).is_ok());
-        for bad in ["https://h/x", "https://u:p@h/x", "file:///x.json"] {
+        for bad in [
+            "https://h/x",
+            "https://u:p@h/x",
+            "https://@h/x",
+            "https://:p@h/x",
+            "file:///x.json",
+        ] {
             assert_eq!(
                 pw.check(&url(bad)).unwrap_err().var,
                 "INVENTORY_PASSWORD_FILE"

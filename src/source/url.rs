@@ -102,9 +102,10 @@ impl InventoryUrl {
         self.authorization.as_deref()
     }
 
-    /// The user name of an http(s) URL's userinfo, percent-decoded.
+    /// The user name of an http(s) URL's userinfo, percent-decoded; `None`
+    /// for an empty one.
     pub fn user(&self) -> Option<&str> {
-        self.user.as_deref()
+        self.user.as_deref().filter(|u| !u.is_empty())
     }
 
     /// Whether the URL holds a password (after a `:` in the userinfo).
