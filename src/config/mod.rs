@@ -99,28 +99,28 @@ settings! {
     inventory_token_file: TokenFile {
         name: "INVENTORY_TOKEN_FILE",
         default: "auto",
-        help: "file with a bearer token; auto: $CREDENTIALS_DIRECTORY/inventory-token if there",
+        help: "bearer token file; auto: $CREDENTIALS_DIRECTORY/inventory-token",
         parse: parse_token_file,
         show: format_token_file,
     }
     inventory_password_file: Option<PathBuf> {
         name: "INVENTORY_PASSWORD_FILE",
         default: "none",
-        help: "file with the password of the user in INVENTORY_URL (https://user@host/...)",
+        help: "password file for the user in INVENTORY_URL (https://user@host/)",
         parse: parse_file_setting,
         show: format_file_setting,
     }
     inventory_ca_file: Option<PathBuf> {
         name: "INVENTORY_CA_FILE",
         default: "none",
-        help: "PEM bundle of the CAs to trust instead of the system's",
+        help: "PEM bundle of CAs to trust instead of the system store",
         parse: parse_file_setting,
         show: format_file_setting,
     }
     inventory_client_cert: Option<PathBuf> {
         name: "INVENTORY_CLIENT_CERT",
         default: "none",
-        help: "PEM client certificate (chain) for mutual TLS; needs INVENTORY_CLIENT_KEY",
+        help: "PEM client certificate (chain) for mutual TLS",
         parse: parse_file_setting,
         show: format_file_setting,
     }
