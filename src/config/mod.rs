@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use log::LevelFilter;
 
+pub use self::values::TokenFile;
 use self::values::*;
 use crate::model::targets::{Entries, TargetGroup};
 use crate::source::url::InventoryUrl;
@@ -94,6 +95,41 @@ settings! {
         parse: InventoryUrl::parse,
         // The Display form has the password redacted.
         show: |url| url.to_string(),
+    }
+    inventory_token_file: TokenFile {
+        name: "INVENTORY_TOKEN_FILE",
+        default: "auto",
+        help: "bearer token file; auto: $CREDENTIALS_DIRECTORY/inventory-token",
+        parse: parse_token_file,
+        show: format_token_file,
+    }
+    inventory_password_file: Option<PathBuf> {
+        name: "INVENTORY_PASSWORD_FILE",
+        default: "none",
+        help: "password file for the user in INVENTORY_URL (https://user@host/)",
+        parse: parse_file_setting,
+        show: format_file_setting,
+    }
+    inventory_ca_file: Option<PathBuf> {
+        name: "INVENTORY_CA_FILE",
+        default: "none",
+        help: "PEM bundle of CAs to trust instead of the system store",
+        parse: parse_file_setting,
+        show: format_file_setting,
+    }
+    inventory_client_cert: Option<PathBuf> {
+        name: "INVENTORY_CLIENT_CERT",
+        default: "none",
+        help: "PEM client certificate (chain) for mutual TLS",
+        parse: parse_file_setting,
+        show: format_file_setting,
+    }
+    inventory_client_key: Option<PathBuf> {
+        name: "INVENTORY_CLIENT_KEY",
+        default: "none",
+        help: "PEM private key of INVENTORY_CLIENT_CERT",
+        parse: parse_file_setting,
+        show: format_file_setting,
     }
     update_interval: Duration {
         name: "UPDATE_INTERVAL",
@@ -329,12 +365,41 @@ mod tests {
             ("ALLOW_EMPTY", "maybe"),
             ("RUN_AS_USER", "a b"),
             ("LOG_LEVEL", "loud"),
+            ("INVENTORY_TOKEN_FILE", "/etc/sd-updater/"),
+            ("INVENTORY_CA_FILE", "/etc/ssl/\u{7}x.pem"),
         ];
         for (var, value) in cases {
             let e = config(&[(var, value)]).unwrap_err();
             assert_eq!(e.var, *var, "{var}={value}: {e}");
             assert!(e.to_string().starts_with(var));
         }
+    }
+
+    #[test]
+    fn file_settings_take_a_path_none_or_auto() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.inventory_token_file, TokenFile::Auto);
+        assert_eq!(c.inventory_ca_file, None);
+        let c = config(&[
+            ("INVENTORY_TOKEN_FILE", "none"),
+            ("INVENTORY_PASSWORD_FILE", "/etc/sd-updater/pw"),
+            ("INVENTORY_CLIENT_KEY", "./none"),
+        ])
+        .unwrap();
+        assert_eq!(c.inventory_token_file, TokenFile::Off);
+        assert_eq!(
+            c.inventory_password_file,
+            Some(PathBuf::from("/etc/sd-updater/pw"))
+        );
+        assert_eq!(c.inventory_client_key, Some(PathBuf::from("./none")));
+        let shown = c.effective();
+        assert!(shown.contains(&("INVENTORY_TOKEN_FILE", "none".to_string())));
+        assert!(shown.contains(&("INVENTORY_PASSWORD_FILE", "/etc/sd-updater/pw".to_string())));
+        let c = config(&[("INVENTORY_TOKEN_FILE", "/run/t")]).unwrap();
+        assert_eq!(
+            c.inventory_token_file,
+            TokenFile::Path(PathBuf::from("/run/t"))
+        );
     }
 
     #[test]

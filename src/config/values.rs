@@ -141,6 +141,53 @@ pub fn parse_targets_file(v: &str) -> Result<PathBuf, String> {
     Ok(PathBuf::from(v))
 }
 
+/// `INVENTORY_TOKEN_FILE`: where the bearer token comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenFile {
+    /// `$CREDENTIALS_DIRECTORY/inventory-token` when that exists, else none.
+    Auto,
+    /// No token, even in the credentials directory.
+    Off,
+    Path(PathBuf),
+}
+
+pub fn parse_token_file(v: &str) -> Result<TokenFile, String> {
+    Ok(match v {
+        "auto" => TokenFile::Auto,
+        _ => match parse_file_setting(v)? {
+            None => TokenFile::Off,
+            Some(p) => TokenFile::Path(p),
+        },
+    })
+}
+
+pub fn format_token_file(t: &TokenFile) -> String {
+    match t {
+        TokenFile::Auto => "auto".into(),
+        TokenFile::Off => "none".into(),
+        TokenFile::Path(p) => format_path(p),
+    }
+}
+
+/// A file setting: a path, or `none` (write `./none` for a file of
+/// that name).
+pub fn parse_file_setting(v: &str) -> Result<Option<PathBuf>, String> {
+    if v == "none" {
+        return Ok(None);
+    }
+    if v.chars().any(char::is_control) {
+        return Err("must not contain control characters".into());
+    }
+    if v.ends_with('/') {
+        return Err(format!("{v:?} names a directory, not a file"));
+    }
+    Ok(Some(PathBuf::from(v)))
+}
+
+pub fn format_file_setting(p: &Option<PathBuf>) -> String {
+    p.as_deref().map_or_else(|| "none".into(), format_path)
+}
+
 pub fn format_path(p: &Path) -> String {
     p.display().to_string()
 }
