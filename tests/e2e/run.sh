@@ -1077,6 +1077,10 @@ s_instances() {
 	inst_configure one
 	in_ct systemctl restart sd-updater@one.service
 
+	# The example configuration reads every instance's file.
+	promtool check config "$REPO/packaging/prometheus-example.yml" >"$WORK/promtool.out" 2>&1 ||
+		fail "promtool check config packaging/prometheus-example.yml: $(tail -n 2 "$WORK/promtool.out")"
+
 	# The plain unit did not notice any of this.
 	[ "$(main_pid)" = "$plain_pid" ] || fail "sd-updater.service was restarted"
 	[ "$(sha256sum <"$(targets_file)")" = "$plain_sum" ] || fail "targets.json changed"
@@ -1102,8 +1106,7 @@ s_node_exporter() {
 	# Where it reads textfiles: its --help shows the default it was built with.
 	local dir help
 	help=$(in_ct prometheus-node-exporter --help 2>&1 || true)
-	dir=$(printf '%s\n' "$help" | awk '/--collector.textfile.directory=/ { f = 1 } f && /default:/ { sub(/.*default: *"?/, ""); sub(/"?\).*/, ""); print; exit }')
-	[ -z "$dir" ] && dir=$(printf '%s\n' "$help" | sed -n 's/.*--collector.textfile.directory=\([^ ]*\).*/\1/p' | head -n 1)
+	dir=$(printf '%s\n' "$help" | sed -n 's/.*--collector\.textfile\.directory="\([^"]*\)".*/\1/p' | head -n 1)
 	log "prometheus-node-exporter $(in_ct dpkg-query -W -f="\${Version}" prometheus-node-exporter) reads textfiles from '$dir'"
 	[ "$dir" = /var/lib/prometheus/node-exporter ] ||
 		fail "Debian's node_exporter reads textfiles from '$dir', not /var/lib/prometheus/node-exporter"
@@ -1332,10 +1335,14 @@ s_apt_repo() {
 	# The higher version appears in the repository.  Signed by a new key:
 	# apt must refuse it until it has that key.
 	repo_publish no "$DEB" "$DEB_NEXT"
-	if in_ct apt-get update >"$WORK/apt-update.out" 2>&1 && ! grep -qE 'NO_PUBKEY|not signed|BADSIG|EXPKEYSIG' "$WORK/apt-update.out"; then
-		fail "apt-get update accepted a repository signed by a key it does not know"
-	fi
-	log "apt with the old key: $(grep -E 'NO_PUBKEY|not signed|BADSIG' "$WORK/apt-update.out" | head -n 1)"
+	# (apt 2.6 fails with NO_PUBKEY; apt 3.0 warns that sqv could not
+	# verify the signature and keeps the lists it had.)
+	in_ct apt-get update >"$WORK/apt-update.out" 2>&1 || true
+	grep -qiE 'NO_PUBKEY|not signed|BADSIG|signature|Missing key' "$WORK/apt-update.out" ||
+		fail "apt-get update said nothing about the signature of the new key: $(grep -E '^(W|E):' "$WORK/apt-update.out" | head -n 2 | tr '\n' ' ')"
+	grep -qxF "  Candidate: $old" <<<"$(in_ct apt-cache policy sd-updater)" ||
+		fail "apt offers a version from a repository signed by a key it does not know: $(in_ct apt-cache policy sd-updater | tr '\n' ' ')"
+	log "apt with the old key: $(grep -iE 'NO_PUBKEY|not signed|BADSIG|signature|Missing key' "$WORK/apt-update.out" | head -n 1)"
 	in_ct install -m 0644 /opt/e2e/repo/sd-updater-test.gpg /etc/apt/keyrings/sd-updater-test.gpg
 	in_ct apt-get update >"$WORK/apt-update.out" 2>&1 || fail "apt-get update failed: $(tail -n 3 "$WORK/apt-update.out")"
 	grep -qxF "  Candidate: $new" <<<"$(in_ct apt-cache policy sd-updater)" ||
