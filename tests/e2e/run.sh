@@ -1106,7 +1106,9 @@ s_node_exporter() {
 	# Where it reads textfiles: its --help shows the default it was built with.
 	local dir help
 	help=$(in_ct prometheus-node-exporter --help 2>&1 || true)
-	dir=$(printf '%s\n' "$help" | sed -n 's/.*--collector\.textfile\.directory="\([^"]*\)".*/\1/p' | head -n 1)
+	# (1.5 prints --collector.textfile.directory="DIR", 1.9 DIR ... as it
+	# takes several.)
+	dir=$(printf '%s\n' "$help" | sed -n 's/.*--collector\.textfile\.directory="\{0,1\}\([^" ]*\).*/\1/p' | head -n 1)
 	log "prometheus-node-exporter $(in_ct dpkg-query -W -f="\${Version}" prometheus-node-exporter) reads textfiles from '$dir'"
 	[ "$dir" = /var/lib/prometheus/node-exporter ] ||
 		fail "Debian's node_exporter reads textfiles from '$dir', not /var/lib/prometheus/node-exporter"
