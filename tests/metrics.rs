@@ -567,6 +567,42 @@ fn as_root_missing_metrics_directories_go_to_the_service_user() {
     assert_eq!(fs::metadata(&path).unwrap().uid(), nobody.uid.as_raw());
 }
 
+/// As root, a metrics directory the start-up checks refuse (owned by
+/// another user, writable by all) is a warning, not a stop: the service
+/// user then writes the file there, and the targets file is written anyway.
+#[test]
+#[ignore = "needs root"]
+fn as_root_a_refused_metrics_directory_does_not_stop_the_agent() {
+    require_root();
+    let dir = TestDir::new("m-root-dir");
+    let notify = NotifySocket::new(&dir);
+    let other = dir.join("other");
+    fs::create_dir(&other).unwrap();
+    nix::unistd::chown(&other, Some(nix::unistd::Uid::from_raw(54321)), None).unwrap();
+    fs::set_permissions(&other, fs::Permissions::from_mode(0o777)).unwrap();
+    let path = other.join("sd.prom");
+    let inv = FakeInventory::start(Behavior::list(&["a"]));
+    let mut agent = daemon(&dir, &inv, &notify)
+        .env("RUN_AS_USER", "nobody")
+        .env("METRICS_FILE", path.display().to_string())
+        .spawn();
+    assert!(agent.wait_for_file(T), "{}", agent.stderr());
+    let shown = path.display().to_string();
+    assert!(
+        agent
+            .wait_log(
+                &format!("Cannot prepare the directory of metrics file {shown}"),
+                T
+            )
+            .is_some(),
+        "{}",
+        agent.stderr()
+    );
+    let s = wait_metrics(&path, &agent, |s| s.refreshes("changed") == 1.0);
+    assert_eq!(s.value("sd_updater_targets"), 1.0);
+    assert!(agent.is_alive());
+}
+
 #[test]
 fn promtool_accepts_the_metrics_file() {
     require_tool("promtool", "prometheus");

@@ -79,14 +79,12 @@ pub fn main() -> i32 {
         }
     };
     // --print writes nothing, so it creates no directory either.
-    let mut out_dirs = Vec::new();
-    if command != Command::Print {
-        out_dirs.push(writer::parent_dir(&config.targets_file));
-        if let Some(m) = &config.metrics_file {
-            out_dirs.push(writer::parent_dir(m));
-        }
-    }
-    if let Err(code) = drop_privileges(&config, &out_dirs, mode) {
+    let out_dir = (command != Command::Print).then(|| writer::parent_dir(&config.targets_file));
+    let metrics_file = config
+        .metrics_file
+        .as_deref()
+        .filter(|_| command != Command::Print);
+    if let Err(code) = drop_privileges(&config, out_dir, metrics_file, mode) {
         return code;
     }
 
@@ -180,11 +178,27 @@ fn check_config(config: &Config, files: &Files) -> i32 {
     exit::OK
 }
 
-fn drop_privileges(config: &Config, out_dirs: &[&Path], mode: logging::Mode) -> Result<(), i32> {
+fn drop_privileges(
+    config: &Config,
+    out_dir: Option<&Path>,
+    metrics_file: Option<&Path>,
+    mode: logging::Mode,
+) -> Result<(), i32> {
     let mut prepare = |uid, gid| {
-        out_dirs
-            .iter()
-            .try_for_each(|dir| writer::create_dirs_for(dir, uid, gid))
+        if let Some(dir) = out_dir {
+            writer::create_dirs_for(dir, uid, gid)?;
+        }
+        // The metrics file never stops the agent: each write tries again.
+        if let Some(file) = metrics_file {
+            if let Err(e) = writer::create_dirs_for(writer::parent_dir(file), uid, gid) {
+                let shown = file.display().to_string();
+                log::warn!(
+                    METRICS_FILE = shown.as_str();
+                    "Cannot prepare the directory of metrics file {shown}: {e}"
+                );
+            }
+        }
+        Ok(())
     };
     match privileges::drop_to(&config.run_as_user, &mut prepare) {
         Ok(privileges::Outcome::NotRoot) => Ok(()),
