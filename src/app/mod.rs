@@ -6,7 +6,7 @@ pub(crate) mod cli;
 use std::io::{BufReader, Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use self::cli::{exit, Command};
 use crate::config::{Config, TokenFile};
@@ -15,6 +15,7 @@ use crate::daemon::state::State;
 use crate::daemon::worker::Worker;
 use crate::daemon::{self, Daemon};
 use crate::model::targets;
+use crate::output::metrics::{self, Health, Refresh};
 use crate::output::publish::{self, Document, OnFailure};
 use crate::output::writer;
 use crate::source::credentials::{self, Files, LoadError, SecretFile};
@@ -64,7 +65,7 @@ pub fn main() -> i32 {
         return check_config(&config, &files);
     }
 
-    let mode = logging::init(config.log_level);
+    let mode = logging::init(config.log_level, &config.source_name);
     // Before the privilege drop: a credentials directory, or a file only
     // root may read, is out of reach afterwards.
     let secrets = match load_secrets(&config, files) {
@@ -79,7 +80,11 @@ pub fn main() -> i32 {
     };
     // --print writes nothing, so it creates no directory either.
     let out_dir = (command != Command::Print).then(|| writer::parent_dir(&config.targets_file));
-    if let Err(code) = drop_privileges(&config, out_dir, mode) {
+    let metrics_file = config
+        .metrics_file
+        .as_deref()
+        .filter(|_| command != Command::Print);
+    if let Err(code) = drop_privileges(&config, out_dir, metrics_file, mode) {
         return code;
     }
 
@@ -176,11 +181,24 @@ fn check_config(config: &Config, files: &Files) -> i32 {
 fn drop_privileges(
     config: &Config,
     out_dir: Option<&Path>,
+    metrics_file: Option<&Path>,
     mode: logging::Mode,
 ) -> Result<(), i32> {
-    let mut prepare = |uid, gid| match out_dir {
-        Some(dir) => writer::create_dirs_for(dir, uid, gid),
-        None => Ok(()),
+    let mut prepare = |uid, gid| {
+        if let Some(dir) = out_dir {
+            writer::create_dirs_for(dir, uid, gid)?;
+        }
+        // The metrics file never stops the agent: each write tries again.
+        if let Some(file) = metrics_file {
+            if let Err(e) = writer::create_dirs_for(writer::parent_dir(file), uid, gid) {
+                let shown = file.display().to_string();
+                log::warn!(
+                    METRICS_FILE = shown.as_str();
+                    "Cannot prepare the directory of metrics file {shown}: {e}"
+                );
+            }
+        }
+        Ok(())
     };
     match privileges::drop_to(&config.run_as_user, &mut prepare) {
         Ok(privileges::Outcome::NotRoot) => Ok(()),
@@ -213,7 +231,8 @@ fn drop_privileges(
 fn log_configuration(config: &Config) {
     log::info!(
         INVENTORY_URL = config.inventory_url.to_string().as_str();
-        "Starting sd-updater {} (Prometheus service discovery updater)", env!("CARGO_PKG_VERSION")
+        "Starting sd-updater {} (Prometheus service discovery updater) for source {}",
+        env!("CARGO_PKG_VERSION"), config.source_name
     );
     log::info!("Configuration:");
     for (name, value) in config.effective() {
@@ -222,14 +241,28 @@ fn log_configuration(config: &Config) {
 }
 
 fn remove_stale_temp_files(config: &Config) {
-    let shown = config.targets_file.display().to_string();
+    remove_stale_temp_files_of(&config.targets_file, false);
+    if let Some(m) = &config.metrics_file {
+        remove_stale_temp_files_of(m, true);
+    }
+}
+
+fn remove_stale_temp_files_of(path: &Path, is_metrics: bool) {
+    let shown = path.display().to_string();
     let cannot = |e: &writer::WriteError| {
-        log::warn!(
-            TARGETS_FILE = shown.as_str();
-            "Cannot clean up old temp files next to {shown}: {e}"
-        )
+        if is_metrics {
+            log::warn!(
+                METRICS_FILE = shown.as_str();
+                "Cannot clean up old temp files next to {shown}: {e}"
+            )
+        } else {
+            log::warn!(
+                TARGETS_FILE = shown.as_str();
+                "Cannot clean up old temp files next to {shown}: {e}"
+            )
+        }
     };
-    match writer::remove_stale_temp_files(&config.targets_file) {
+    match writer::remove_stale_temp_files(path) {
         Ok(cleanup) => {
             for p in cleanup.removed {
                 log::info!("Removed temp file left by an earlier run: {}", p.display());
@@ -351,10 +384,31 @@ fn one_cycle(config: &Config, secrets: &Secrets) -> Option<cycle::Update> {
 fn once(config: &Config, secrets: &Secrets) -> i32 {
     log_configuration(config);
     remove_stale_temp_files(config);
-    let mut previous = initial_state(config).targets;
+    let start = Instant::now();
+    let initial = initial_state(config);
+    let mut health = Health::new(
+        initial.targets.as_ref().map(|t| t.len()),
+        initial.changed_at,
+    );
+    let (refresh, code) = once_cycle(config, secrets, initial.targets, &mut health);
+    health.record(refresh, start.elapsed(), SystemTime::now());
+    if let Some(path) = &config.metrics_file {
+        metrics::publish(path, &health, &config.source_name);
+    }
+    code
+}
+
+/// The cycle of `--once`: its result for the metrics and the exit code.
+fn once_cycle(
+    config: &Config,
+    secrets: &Secrets,
+    mut previous: Option<targets::TargetSet>,
+    health: &mut Health,
+) -> (Refresh, i32) {
     let Some(update) = one_cycle(config, secrets) else {
-        return exit::FAILURE;
+        return (Refresh::Failed, exit::FAILURE);
     };
+    let invalid = update.invalid_count;
     let source = config.inventory_url.to_string();
     let fetched = update.fetched(&source);
     let groups = config.target_groups(update.targets);
@@ -373,8 +427,17 @@ fn once(config: &Config, secrets: &Secrets) -> i32 {
         &OnFailure::default(),
     );
     match published {
-        Ok(_) => exit::OK,
-        Err(_) => exit::FAILURE,
+        Ok(p) => {
+            health.targets = Some(p.targets.len());
+            health.invalid_entries = invalid;
+            if p.changed {
+                health.last_change = Some(SystemTime::now());
+                (Refresh::Changed, exit::OK)
+            } else {
+                (Refresh::Unchanged, exit::OK)
+            }
+        }
+        Err(_) => (Refresh::Failed, exit::FAILURE),
     }
 }
 

@@ -217,6 +217,20 @@ settings! {
         parse: parse_log_level,
         show: format_log_level,
     }
+    metrics_file: Option<PathBuf> {
+        name: "METRICS_FILE",
+        default: "",
+        help: "health metrics file for node_exporter, ending in .prom; empty: none",
+        parse: parse_metrics_file,
+        show: format_optional_path,
+    }
+    source_name: String {
+        name: "SOURCE_NAME",
+        default: "",
+        help: "metrics source label and journald field: [A-Za-z0-9_.@:-], max 64 bytes; empty: TARGETS_FILE stem",
+        parse: parse_source_name,
+        show: String::clone,
+    }
 }
 
 /// An invalid setting: which variable, and what is wrong with it.
@@ -257,11 +271,16 @@ impl Config {
     where
         F: Fn(&str) -> Option<Result<String, std::ffi::OsString>>,
     {
-        Config::read(|name, default, empty_is_default| match lookup(name) {
+        let mut config = Config::read(|name, default, empty_is_default| match lookup(name) {
             Some(Err(_)) => Err(err(name, "value is not valid UTF-8")),
             Some(Ok(v)) if !(v.is_empty() && empty_is_default) => Ok(v),
             _ => Ok(default.to_string()),
-        })
+        })?;
+        // The one default that depends on another setting.
+        if config.source_name.is_empty() {
+            config.source_name = source_name_for(&config.targets_file);
+        }
+        Ok(config)
     }
 
     /// The effective settings as `(NAME, value)` pairs in table order,
@@ -319,6 +338,28 @@ mod tests {
         assert!(!c.allow_empty);
         assert_eq!(c.run_as_user, "sd-updater");
         assert_eq!(c.log_level, LevelFilter::Info);
+        assert_eq!(c.metrics_file, None);
+        assert_eq!(c.source_name, "targets");
+    }
+
+    #[test]
+    fn source_name_defaults_to_the_targets_file_stem() {
+        let c = config(&[("TARGETS_FILE", "/var/lib/sd-updater/netbox.json")]).unwrap();
+        assert_eq!(c.source_name, "netbox");
+        assert!(c
+            .effective()
+            .contains(&("SOURCE_NAME", "netbox".to_string())));
+        let c = config(&[
+            ("TARGETS_FILE", "/x/netbox.json"),
+            ("SOURCE_NAME", "site-1"),
+            ("METRICS_FILE", "/x/sd.prom"),
+        ])
+        .unwrap();
+        assert_eq!(c.source_name, "site-1");
+        assert_eq!(c.metrics_file, Some(PathBuf::from("/x/sd.prom")));
+        assert!(c
+            .effective()
+            .contains(&("METRICS_FILE", "/x/sd.prom".to_string())));
     }
 
     #[test]
@@ -367,6 +408,11 @@ mod tests {
             ("LOG_LEVEL", "loud"),
             ("INVENTORY_TOKEN_FILE", "/etc/sd-updater/"),
             ("INVENTORY_CA_FILE", "/etc/ssl/\u{7}x.pem"),
+            ("METRICS_FILE", "/tmp/metrics.txt"),
+            ("METRICS_FILE", "/tmp/../x.prom"),
+            ("METRICS_FILE", "/tmp/x.prom/"),
+            ("SOURCE_NAME", "a b"),
+            ("SOURCE_NAME", "a\nb"),
         ];
         for (var, value) in cases {
             let e = config(&[(var, value)]).unwrap_err();

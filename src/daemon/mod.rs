@@ -20,6 +20,7 @@ use crate::daemon::state::{FileStamp, Refresh, State};
 use crate::daemon::worker::{Event, Request, Worker};
 use crate::model::targets;
 use crate::model::text::count;
+use crate::output::metrics::{self, Health};
 use crate::output::publish::{self, Document, Failed, OnFailure};
 use crate::sys::clock;
 use crate::sys::notify;
@@ -42,6 +43,8 @@ pub struct Daemon {
     signals: Signals,
     worker: Worker,
     state: State,
+    /// What the metrics file reports.
+    health: Health,
     watchdog: Option<Duration>,
     /// SIGHUP came: the next cycle reads the secret files again first.
     reread: bool,
@@ -49,7 +52,9 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn new(config: Config, signals: Signals, worker: Worker, state: State) -> Daemon {
+        let health = Health::new(state.targets.as_ref().map(|t| t.len()), state.changed_at);
         Daemon {
+            health,
             config,
             signals,
             worker,
@@ -73,6 +78,7 @@ impl Daemon {
             log::debug!("Watchdog enabled: pinging every {}", clock::human(w));
         }
         notify::ready(&self.state.status());
+        self.write_metrics();
         loop {
             let now = Instant::now();
             if let Some(deadline) = schedule.start_cycle(now) {
@@ -157,17 +163,35 @@ impl Daemon {
         let next = now
             .checked_add(done.next_cycle.saturating_duration_since(Instant::now()))
             .unwrap_or(now);
-        match result {
+        let started = Instant::now();
+        let took = match &result {
+            Ok(Outcome::Changed { update, .. }) => update.duration,
+            Ok(Outcome::Unchanged { duration, .. } | Outcome::NotModified { duration, .. }) => {
+                *duration
+            }
+            Err(failure) => failure.duration,
+        };
+        let ended = match result {
             Ok(Outcome::Changed { update, accepted }) => self.apply(update, accepted, next),
             Ok(Outcome::Unchanged {
                 accepted,
                 attempts,
                 duration,
-            }) => self.keep(Some(accepted), attempts, duration, next),
-            Ok(Outcome::NotModified { attempts, duration }) => {
-                self.keep(None, attempts, duration, next)
+            }) => {
+                self.keep(Some(accepted), attempts, duration, next);
+                true
             }
-            Err(failure) => self.fail(&failure, next),
+            Ok(Outcome::NotModified { attempts, duration }) => {
+                self.keep(None, attempts, duration, next);
+                true
+            }
+            Err(failure) => {
+                self.fail(&failure, next);
+                true
+            }
+        };
+        if let Some(refresh) = self.state.last_refresh.filter(|_| ended) {
+            self.record(refresh, took.saturating_add(started.elapsed()));
         }
         crate::sys::alloc::release_free_memory();
         let status = self.state.status();
@@ -178,8 +202,33 @@ impl Daemon {
         }
     }
 
-    /// Publishes a good update, or records why that failed.
-    fn apply(&mut self, update: Update, accepted: Accepted, next: SystemTime) {
+    /// Counts the refresh that just ended in the metrics, from what the
+    /// file holds now, and writes the metrics file.
+    fn record(&mut self, refresh: Refresh, took: Duration) {
+        // A 304 is a success that leaves the file as it is.
+        let result = match refresh {
+            Refresh::Changed => metrics::Refresh::Changed,
+            Refresh::Unchanged | Refresh::NotModified => metrics::Refresh::Unchanged,
+            Refresh::Failed => metrics::Refresh::Failed,
+        };
+        self.health.targets = self.state.targets.as_ref().map(|t| t.len());
+        self.health.last_change = self.state.changed_at;
+        if let Some((_, invalid)) = self.state.accepted_counts {
+            self.health.invalid_entries = invalid;
+        }
+        self.health.record(result, took, SystemTime::now());
+        self.write_metrics();
+    }
+
+    fn write_metrics(&self) {
+        if let Some(path) = &self.config.metrics_file {
+            metrics::publish(path, &self.health, &self.config.source_name);
+        }
+    }
+
+    /// Publishes a good update, or records why that failed. False when a
+    /// stop abandoned the write.
+    fn apply(&mut self, update: Update, accepted: Accepted, next: SystemTime) -> bool {
         let now = SystemTime::now();
         let counts = (update.sensor_count, update.invalid_count);
         let source = self.config.inventory_url.to_string();
@@ -211,9 +260,13 @@ impl Daemon {
                     .succeeded(published.targets, published.changed, now);
                 self.state.remember(accepted, &self.config.targets_file);
                 self.state.accepted_counts = Some(counts);
+                true
             }
-            Err(Failed::Abandoned) => {}
-            Err(Failed::Write(reason)) => self.state.failed(&reason, now),
+            Err(Failed::Abandoned) => false,
+            Err(Failed::Write(reason)) => {
+                self.state.failed(&reason, now);
+                true
+            }
         }
     }
 
