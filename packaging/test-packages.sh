@@ -117,8 +117,9 @@ sandbox_deb() {
 		[ "${#config_vars[@]}" -gt 0 ] ||
 			not_ok "deb: sd-updater --check-config names the variables" "$work/effective"
 		for var in "${config_vars[@]}"; do
-			value=$(sed -n "s/^#$var=//p" "$default")
-			if [ -n "$value" ]; then
+			# (An empty value is a default too: METRICS_FILE, SOURCE_NAME.)
+			if grep -q "^#$var=" "$default"; then
+				value=$(sed -n "s/^#$var=//p" "$default" | head -n 1)
 				settings+=("$var=$value")
 			else
 				not_ok "deb: $default lists #$var=<default>"

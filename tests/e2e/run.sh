@@ -338,7 +338,7 @@ s_configure() {
 		"$(targets_file)" >/dev/null || fail "targets.json has unexpected labels: $(jq -c '.[0].labels' "$(targets_file)")"
 	# No temp file is left next to it.
 	local left
-	left=$(in_ct find /var/lib/sd-updater -mindepth 1 ! -name targets.json)
+	left=$(in_ct find /var/lib/sd-updater -mindepth 1 ! -name targets.json ! -name '*.prom')
 	[ -z "$left" ] || fail "stray files in /var/lib/sd-updater: $left"
 }
 
@@ -399,7 +399,7 @@ SystemCallErrorNumber   setpriority   EPERM             ok
 UMask                   umask         0022              *
 '
 # [Service] lines about the life cycle and resource limits, not the sandbox.
-LIFECYCLE_KEYS=" Type NotifyAccess ExecStart ExecReload WatchdogSec Restart RestartSec RestartPreventExitStatus TimeoutStopSec Environment EnvironmentFile MemoryMax "
+LIFECYCLE_KEYS=" Type NotifyAccess ExecStartPre ExecStart ExecReload WatchdogSec Restart RestartSec RestartPreventExitStatus TimeoutStopSec Environment EnvironmentFile MemoryMax "
 
 # matches VALUE ALTERNATIVES: VALUE is one of the |-separated alternatives.
 matches() {
@@ -755,7 +755,7 @@ s_stop() {
 	wait_until 5 journal_has "$since" "$(agent_msg '^Received SIGTERM, stopping') and .SIGNAL == \"SIGTERM\"" ||
 		fail "the journal does not show the agent handling SIGTERM"
 	local left
-	left=$(in_ct find /var/lib/sd-updater -mindepth 1 ! -name targets.json)
+	left=$(in_ct find /var/lib/sd-updater -mindepth 1 ! -name targets.json ! -name '*.prom')
 	[ -z "$left" ] || fail "files left in /var/lib/sd-updater after stop: $left"
 	[ "$(sha256sum <"$(targets_file)")" = "$before" ] || fail "targets.json changed during the stop"
 	start_unit start || fail "systemctl start after stop failed (the agent said: $(agent_said))"
@@ -1084,7 +1084,7 @@ s_instances() {
 	# The plain unit did not notice any of this.
 	[ "$(main_pid)" = "$plain_pid" ] || fail "sd-updater.service was restarted"
 	[ "$(sha256sum <"$(targets_file)")" = "$plain_sum" ] || fail "targets.json changed"
-	left=$(in_ct find /var/lib/sd-updater -mindepth 1 ! -name targets.json ! -name one.json ! -name two.json)
+	left=$(in_ct find /var/lib/sd-updater -mindepth 1 ! -name targets.json ! -name one.json ! -name two.json ! -name '*.prom')
 	[ -z "$left" ] || fail "stray files in /var/lib/sd-updater: $left"
 }
 
@@ -1119,24 +1119,24 @@ s_node_exporter() {
 	in_ct systemctl restart prometheus-node-exporter.service || fail "node_exporter did not start"
 	wait_until 15 ne_metrics >/dev/null || fail "node_exporter does not answer on 127.0.0.1:$port"
 
-	# The one step sd-updater(8) documents for node_exporter installed later.
-	in_ct systemd-tmpfiles --create sd-updater.conf || fail "systemd-tmpfiles --create sd-updater.conf failed"
-	in_ct sh -c 'command -v getfacl >/dev/null' || in_ct apt-get install -y acl >/dev/null || true
-	log "ACL: $(in_ct getfacl -cp /var/lib/prometheus/node-exporter 2>&1 | tr '\n' ' ')"
-	grep -qx 'user:sd-updater:rwx' <<<"$(in_ct getfacl -cp /var/lib/prometheus/node-exporter)" ||
-		fail "no ACL entry user:sd-updater:rwx on /var/lib/prometheus/node-exporter"
 	metrics_supported || fail "the installed agent has no METRICS_FILE/SOURCE_NAME (the metrics work is not merged)"
-	local u
+	# The one step sd-updater(8) documents for node_exporter installed
+	# later: a restart links each unit's metrics file into its directory.
+	local u f
 	for u in sd-updater.service sd-updater@one.service sd-updater@two.service; do
-		in_ct systemctl reload "$u" || fail "systemctl reload $u failed"
+		in_ct systemctl restart "$u" || fail "systemctl restart $u failed"
 	done
-	local f
 	for f in sd-updater.prom sd-updater@one.prom sd-updater@two.prom; do
-		wait_until 10 in_ct test -s "/var/lib/prometheus/node-exporter/$f" ||
-			fail "no /var/lib/prometheus/node-exporter/$f"
-		[ "$(stat_in_ct "/var/lib/prometheus/node-exporter/$f")" = "sd-updater 644" ] ||
-			fail "$f is $(stat_in_ct "/var/lib/prometheus/node-exporter/$f"), expected 'sd-updater 644'"
+		wait_until 10 in_ct test -s "/var/lib/sd-updater/$f" || fail "no /var/lib/sd-updater/$f"
+		[ "$(stat_in_ct "/var/lib/sd-updater/$f")" = "sd-updater 644" ] ||
+			fail "$f is $(stat_in_ct "/var/lib/sd-updater/$f"), expected 'sd-updater 644'"
+		[ "$(in_ct readlink "/var/lib/prometheus/node-exporter/$f")" = "/var/lib/sd-updater/$f" ] ||
+			fail "/var/lib/prometheus/node-exporter/$f is not a link to /var/lib/sd-updater/$f: $(in_ct ls -l /var/lib/prometheus/node-exporter/ | tr '\n' ' ')"
 	done
+	# The agent had nothing to complain about while preparing its files.
+	if in_ct journalctl -u 'sd-updater*' -p warning -o cat --no-pager | grep -q 'metrics file'; then
+		fail "warnings about the metrics file: $(in_ct journalctl -u 'sd-updater*' -p warning -o cat --no-pager | grep 'metrics file' | head -n 1)"
+	fi
 	wait_until 10 sh -c "curl -fsS --max-time 5 http://127.0.0.1:$port/metrics | grep -q '^sd_updater_targets{.*source=\"one\"'" ||
 		fail "node_exporter does not serve sd_updater_targets{source=\"one\"}"
 	if ne_metrics | grep -q '^node_textfile_scrape_error 1'; then
@@ -1223,7 +1223,7 @@ s_strict() {
 	[ "$(in_ct readlink "/proc/$pid/ns/user")" != "$(in_ct readlink /proc/1/ns/user)" ] ||
 		fail "the agent shares PID 1's user namespace (PrivateUsers=yes)"
 	# It works: a reload refreshes, the file and the metrics are written.
-	local prom=/var/lib/prometheus/node-exporter/sd-updater.prom prom_before=""
+	local prom=/var/lib/sd-updater/sd-updater.prom prom_before=""
 	in_ct test -e "$prom" && prom_before=$(in_ct stat -c %Y.%i "$prom")
 	inv_sensors 110 0
 	since=$(now_us)
@@ -1233,12 +1233,12 @@ s_strict() {
 	if journal_has "$since" "$(agent_msg '^Dropped privileges')"; then
 		fail "the agent dropped privileges itself under strict.conf"
 	fi
-	if metrics_supported && in_ct test -d /var/lib/prometheus/node-exporter; then
+	if metrics_supported; then
 		wait_until 10 sh -c "[ \"\$(nsenter -t $(cat "$WORK/ct/$CT/init.pid") -a stat -c %Y.%i $prom 2>/dev/null)\" != '$prom_before' ]" ||
 			fail "$prom was not rewritten under strict.conf"
 		log "metrics written under strict.conf: $prom"
 	else
-		log "metrics not checked under strict.conf (no METRICS_FILE support or no node_exporter directory)"
+		log "metrics not checked under strict.conf (no METRICS_FILE support)"
 	fi
 	in_ct rm -f "$STRICT_DROPIN"
 	in_ct systemctl daemon-reload
