@@ -219,8 +219,10 @@ start_unit() {
 	local since
 	since=$(now_us)
 	in_ct systemctl "$1" sd-updater.service && return 0
-	journal_has "$since" '(.MESSAGE | tostring | test("Failed to spawn executor"))' || return 1
-	log "systemd could not spawn its executor (not the agent); starting once more"
+	# (systemd 252 here once failed the same way with status=219/CGROUP:
+	# the process could not join the unit's cgroup, before any exec.)
+	journal_has "$since" '(.MESSAGE | tostring | test("Failed to spawn executor|status=219/CGROUP"))' || return 1
+	log "systemd could not spawn the process (not the agent): $(journal "$since" | jq -r 'select(.MESSAGE | tostring | test("spawn executor|219/CGROUP")) | .MESSAGE' | head -n 1); starting once more"
 	in_ct systemctl reset-failed sd-updater.service || true
 	sleep 0.5
 	in_ct systemctl start sd-updater.service
