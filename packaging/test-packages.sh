@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Tests of the .deb and .rpm packages: both build, lintian and
-# rpmlint pass, "systemd-analyze verify" of the installed unit prints nothing
-# on stderr, the unit's security exposure is within its threshold, and the
-# payloads hold every file at its FHS path.
+# rpmlint pass, "systemd-analyze verify" of the installed units prints nothing
+# on stderr, the units' security exposure is within its threshold (with and
+# without packaging/examples/strict.conf), sd-updater@.service keeps the
+# sandbox of sd-updater.service, the payloads hold every file at its FHS
+# path, and packaging/build-repo.sh makes signed repositories of them.
 #
 # Runs as root on Debian 12 with the Rust toolchain from rustup, and installs
 # the Debian packages it needs (apt-get update first).  The .deb is installed,
@@ -17,6 +19,7 @@
 #                            exposure (default 2.0: the floor on systemd 252
 #                            for a unit that starts as root and drops
 #                            privileges itself)
+#   SD_UPDATER_MAX_STRICT_EXPOSURE  the same with strict.conf (default 1.1)
 set -euo pipefail
 
 # shellcheck source=packaging/common.sh

@@ -15,7 +15,7 @@
 #   --keep      keep the work directory and the (stopped) container roots,
 #               in a tmpfs still mounted at WORK/ct, for debugging
 #   --only      run only these scenarios, for example --only "5 6" (1 is
-#               added when needed: it boots the container of 2-10 and 12)
+#               added when needed: it boots the container of 2-10 and 12-16)
 #
 # Runs as root on Debian 12 and installs what it needs with apt (debootstrap,
 # systemd-container, prometheus, python3, jq, curl, gcc, zstd, and apt-utils,
