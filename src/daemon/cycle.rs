@@ -90,7 +90,11 @@ pub fn run(
         let error = match source.fetch(timeout) {
             Ok(body) => {
                 let elapsed = start.elapsed();
-                let parsed = inventory::parse(&body, config.metrics_port);
+                let parsed = inventory::parse_with_defaults(
+                    &body,
+                    config.metrics_port,
+                    config.default_labels(),
+                );
                 // Only the compact targets go on from here.
                 drop(body);
                 return match parsed {
@@ -144,7 +148,8 @@ fn accept(
     attempts: u32,
     duration: Duration,
 ) -> Result<Update, Failure> {
-    let refused = v.targets.is_empty() && !config.allow_empty;
+    let too_many_invalid = too_many_invalid(&v, config.max_invalid_percent);
+    let refused = too_many_invalid.is_some() || (v.targets.is_empty() && !config.allow_empty);
     if refused {
         // A good fetch is otherwise logged with its outcome, once published.
         let source = config.inventory_url.to_string();
@@ -170,6 +175,14 @@ fn accept(
             "... and {} more invalid entries not listed", v.invalid_count - MAX_LOGGED_INVALID
         );
     }
+    if let Some(reason) = too_many_invalid {
+        return Err(Failure {
+            reason,
+            attempts,
+            duration,
+            retry_after: None,
+        });
+    }
     if refused {
         return Err(Failure {
             reason: format!(
@@ -189,6 +202,23 @@ fn accept(
         targets: v.targets,
         attempts,
         duration,
+    })
+}
+
+/// Why the inventory is refused as a whole: more than `max_percent` of
+/// its entries are invalid. 100 never refuses; an inventory without
+/// entries is left to `ALLOW_EMPTY`.
+fn too_many_invalid(v: &Validated, max_percent: u8) -> Option<String> {
+    let (invalid, all) = (v.invalid_count, v.sensor_count);
+    let over = max_percent < 100
+        && all > 0
+        && (invalid as u128) * 100 > u128::from(max_percent) * (all as u128);
+    over.then(|| {
+        let share = (invalid as u128) * 100 / (all as u128);
+        format!(
+            "refused inventory: {invalid} of {all} entries ({share}%) are invalid, \
+             more than MAX_INVALID_PERCENT={max_percent}; keeping the previous targets"
+        )
     })
 }
 
@@ -269,6 +299,35 @@ mod tests {
         assert_eq!((f.attempts, s.1), (1, 1));
     }
 
+    fn body_with(valid: usize, invalid: usize) -> Vec<u8> {
+        let mut names: Vec<String> = (0..valid).map(|i| format!("s{i}")).collect();
+        names.extend((0..invalid).map(|i| format!("bad {i}")));
+        serde_json::to_vec(&names).unwrap()
+    }
+
+    #[test]
+    fn too_many_invalid_entries_refuse_the_inventory() {
+        let run_with = |percent: &str, valid: usize, invalid: usize| {
+            let c = config(&[("MAX_INVALID_PERCENT", percent), ("ALLOW_EMPTY", "true")]);
+            let mut s = Script(VecDeque::from([Ok(body_with(valid, invalid))]), 0);
+            run(&mut s, &c, far(), &mut |_| {})
+        };
+        let f = run_with("50", 388, 612).unwrap_err();
+        assert_eq!(
+            f.reason,
+            "refused inventory: 612 of 1000 entries (61%) are invalid, more than \
+             MAX_INVALID_PERCENT=50; keeping the previous targets"
+        );
+        // Exactly the limit is still accepted.
+        assert_eq!(run_with("50", 5, 5).unwrap().invalid_count, 5);
+        assert!(run_with("49", 5, 5).is_err());
+        assert!(run_with("0", 9, 1).is_err());
+        assert!(run_with("0", 9, 0).is_ok());
+        // 100 never refuses; ALLOW_EMPTY then decides about an empty result.
+        assert!(run_with("100", 0, 7).unwrap().targets.is_empty());
+        assert!(run_with("50", 0, 0).unwrap().targets.is_empty());
+    }
+
     #[test]
     fn bad_shapes_and_empty_lists_fail() {
         let c = config(&[]);
@@ -278,7 +337,8 @@ mod tests {
             .reason
             .contains("object"));
         let mut s = Script(VecDeque::from([Ok(b"[\"bad name\"]".to_vec())]), 0);
-        assert!(run(&mut s, &c, far(), &mut |_| {})
+        let c100 = config(&[("MAX_INVALID_PERCENT", "100")]);
+        assert!(run(&mut s, &c100, far(), &mut |_| {})
             .unwrap_err()
             .reason
             .contains("no valid sensors"));
