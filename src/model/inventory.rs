@@ -442,8 +442,8 @@ impl Object {
     /// `text`, with the bad label named when there is one, escaped.
     fn describe(&self, text: &str) -> String {
         match &self.label_error {
-            Some((label, _)) => escape(&format!("{text} (label {label})")),
-            None => escape(text),
+            Some((label, _)) if !label.is_empty() => escape(&format!("{text} (label {label})")),
+            _ => escape(text),
         }
     }
 
@@ -836,7 +836,7 @@ impl<'de> Visitor<'de> for LabelsSeed<'_> {
 
 impl LabelsSeed<'_> {
     fn not_an_object(mut self) {
-        self.refuse("labels", "\"labels\" is not an object of strings");
+        self.refuse("", "\"labels\" is not an object of strings");
     }
 }
 
