@@ -35,8 +35,11 @@ fn written(tag: &str, body: &Value, env: &[(&str, &str)]) -> (RunOutput, Vec<u8>
     (out, file)
 }
 
+/// A group as read back: its targets, and its labels sorted by name.
+type Read = (Vec<String>, Vec<(String, String)>);
+
 /// Groups as (targets, labels sorted by name), read strictly.
-fn groups(file: &[u8]) -> Vec<(Vec<String>, Vec<(String, String)>)> {
+fn groups(file: &[u8]) -> Vec<Read> {
     parse_groups(file)
         .unwrap_or_else(|e| panic!("{e}\n{}", String::from_utf8_lossy(file)))
         .into_iter()
