@@ -148,8 +148,11 @@ fn accept(
     attempts: u32,
     duration: Duration,
 ) -> Result<Update, Failure> {
-    let too_many_invalid = too_many_invalid(&v, config.max_invalid_percent);
-    let refused = too_many_invalid.is_some() || (v.targets.is_empty() && !config.allow_empty);
+    // No valid target and ALLOW_EMPTY=false has its own, older message;
+    // the share guard refuses everything else that is mostly invalid.
+    let empty = v.targets.is_empty() && !config.allow_empty;
+    let too_many_invalid = too_many_invalid(&v, config.max_invalid_percent).filter(|_| !empty);
+    let refused = empty || too_many_invalid.is_some();
     if refused {
         // A good fetch is otherwise logged with its outcome, once published.
         let source = config.inventory_url.to_string();
@@ -183,7 +186,7 @@ fn accept(
             retry_after: None,
         });
     }
-    if refused {
+    if empty {
         return Err(Failure {
             reason: format!(
                 "inventory has no valid sensors ({}, {} invalid); \
@@ -215,9 +218,11 @@ fn too_many_invalid(v: &Validated, max_percent: u8) -> Option<String> {
         && (invalid as u128) * 100 > u128::from(max_percent) * (all as u128);
     over.then(|| {
         let share = (invalid as u128) * 100 / (all as u128);
+        let verb = if invalid == 1 { "is" } else { "are" };
         format!(
-            "refused inventory: {invalid} of {all} entries ({share}%) are invalid, \
-             more than MAX_INVALID_PERCENT={max_percent}; keeping the previous targets"
+            "refused inventory: {invalid} of {} ({share}%) {verb} invalid, \
+             more than MAX_INVALID_PERCENT={max_percent}; keeping the previous targets",
+            count(all, "entry", "entries")
         )
     })
 }
@@ -321,10 +326,26 @@ mod tests {
         // Exactly the limit is still accepted.
         assert_eq!(run_with("50", 5, 5).unwrap().invalid_count, 5);
         assert!(run_with("49", 5, 5).is_err());
-        assert!(run_with("0", 9, 1).is_err());
+        let f = run_with("0", 9, 1).unwrap_err();
+        assert!(
+            f.reason.contains("1 of 10 entries (10%) is invalid"),
+            "{}",
+            f.reason
+        );
         assert!(run_with("0", 9, 0).is_ok());
         // 100 never refuses; ALLOW_EMPTY then decides about an empty result.
         assert!(run_with("100", 0, 7).unwrap().targets.is_empty());
+        let f = run_with("50", 0, 1).unwrap_err();
+        assert!(
+            f.reason.contains("1 of 1 entry (100%) is invalid"),
+            "{}",
+            f.reason
+        );
+        // Without ALLOW_EMPTY, no valid target keeps its own message.
+        let c = config(&[]);
+        let mut s = Script(VecDeque::from([Ok(body_with(0, 3))]), 0);
+        let f = run(&mut s, &c, far(), &mut |_| {}).unwrap_err();
+        assert!(f.reason.contains("no valid sensors"), "{}", f.reason);
         assert!(run_with("50", 0, 0).unwrap().targets.is_empty());
     }
 
