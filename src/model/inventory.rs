@@ -106,14 +106,7 @@ impl Collector {
         }
         let outcome = match address::parse(entry, self.default_port) {
             Ok(t) => {
-                let g = match self.plain {
-                    Some(g) => g,
-                    None => {
-                        let g = self.v.targets.group(&self.defaults).map_err(keep_error)?;
-                        self.plain = Some(g);
-                        g
-                    }
-                };
+                let g = self.plain_group()?;
                 let kept = self
                     .v
                     .targets
@@ -134,6 +127,16 @@ impl Collector {
             self.last_outcome = None;
         }
         Ok(())
+    }
+
+    /// The group of entries without labels of their own.
+    fn plain_group(&mut self) -> Result<usize, ShapeError> {
+        if let Some(g) = self.plain {
+            return Ok(g);
+        }
+        let g = self.v.targets.group(&self.defaults).map_err(keep_error)?;
+        self.plain = Some(g);
+        Ok(g)
     }
 
     /// Adds one entry object: `{"name": ..., "port": ..., "labels": {...}}`.
@@ -166,8 +169,12 @@ impl Collector {
             }
             (own, _) => own,
         };
-        let labels = merge_labels(&self.defaults, &o.labels);
-        let g = self.v.targets.group(&labels).map_err(keep_error)?;
+        let g = if o.labels.is_empty() {
+            self.plain_group()?
+        } else {
+            let labels = merge_labels(&self.defaults, &o.labels);
+            self.v.targets.group(&labels).map_err(keep_error)?
+        };
         if !self
             .v
             .targets
@@ -393,6 +400,8 @@ impl Walk<'_> {
 #[derive(Default)]
 struct Object {
     name: Option<String>,
+    /// A spare buffer for the next name.
+    name_buf: Option<String>,
     name_error: Option<&'static str>,
     port: Option<Result<u16, ()>>,
     /// As given; checked one by one.
@@ -412,7 +421,9 @@ struct Object {
 
 impl Object {
     fn clear(&mut self) {
-        self.name = None;
+        if let Some(name) = self.name.take() {
+            self.name_buf = Some(name);
+        }
         self.name_error = None;
         self.port = None;
         self.labels.clear();
@@ -573,16 +584,18 @@ impl<'de> Visitor<'de> for Element<'_, '_> {
             }
             match key {
                 Key::Name => {
-                    let mut name = String::new();
+                    // The buffer of the previous element is reused.
+                    let mut name = o.name_buf.take().unwrap_or_default();
+                    name.clear();
                     match map.next_value_seed(StrInto(&mut name))? {
                         None => o.name = Some(name),
                         Some(_) => {
-                            o.name = None;
+                            o.name_buf = Some(name);
                             o.name_error = Some("\"name\" is not a string");
                         }
                     }
                 }
-                Key::Port => o.port = Some(map.next_value_seed(PortSeed)?),
+                Key::Port => o.port = map.next_value_seed(PortSeed)?,
                 Key::Labels => map.next_value_seed(LabelsSeed(&mut o))?,
                 Key::Targets => {
                     o.has_targets = true;
@@ -720,44 +733,46 @@ impl<'de> Visitor<'de> for StrInto<'_> {
     }
 }
 
-/// `"port"`: a whole number 1-65535, or `Err` for anything else.
+/// `"port"`: a whole number 1-65535, `None` for `null`, or `Err` for
+/// anything else.
 struct PortSeed;
 
 impl<'de> DeserializeSeed<'de> for PortSeed {
-    type Value = Result<u16, ()>;
+    type Value = Option<Result<u16, ()>>;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_any(self)
     }
 }
 
 impl<'de> Visitor<'de> for PortSeed {
-    type Value = Result<u16, ()>;
+    type Value = Option<Result<u16, ()>>;
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a port number")
     }
     fn visit_u64<E: de::Error>(self, n: u64) -> Result<Self::Value, E> {
-        Ok(u16::try_from(n).ok().filter(|&p| p > 0).ok_or(()))
+        Ok(Some(u16::try_from(n).ok().filter(|&p| p > 0).ok_or(())))
     }
     fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
-        Ok(Err(()))
+        Ok(Some(Err(())))
     }
     fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
-        Ok(Err(()))
+        Ok(Some(Err(())))
     }
     fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
-        Ok(Err(()))
+        Ok(Some(Err(())))
     }
     fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
-        Ok(Err(()))
+        Ok(Some(Err(())))
     }
+    /// `null`, as Go writes an unset field: no port.
     fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(Err(()))
+        Ok(None)
     }
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
-        skip_seq(seq).map(|()| Err(()))
+        skip_seq(seq).map(|()| Some(Err(())))
     }
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-        skip_map(map).map(|()| Err(()))
+        skip_map(map).map(|()| Some(Err(())))
     }
 }
 
@@ -824,8 +839,8 @@ impl<'de> Visitor<'de> for LabelsSeed<'_> {
         self.not_an_object();
         Ok(())
     }
+    /// `null`, as Go writes an empty map: no labels.
     fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-        self.not_an_object();
         Ok(())
     }
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
@@ -892,8 +907,8 @@ impl<'de> Visitor<'de> for TargetsSeed<'_> {
         self.0.targets_error = Some(BAD_TARGETS);
         Ok(())
     }
+    /// `null`, as Go writes an empty list: no targets.
     fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-        self.0.targets_error = Some(BAD_TARGETS);
         Ok(())
     }
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
@@ -1116,6 +1131,17 @@ mod tests {
         assert_eq!(r[3], ("(not a string)", BAD_TARGETS));
         assert_eq!(r[4].0, "bad name");
         assert_eq!(r[5], ("(target group)", BAD_TARGETS));
+    }
+
+    #[test]
+    fn null_is_an_unset_optional_key_as_go_writes_it() {
+        let (g, v) =
+            groups(r#"[{"name": "a", "port": null, "labels": null}, {"name": null}, "b"]"#);
+        assert_eq!(v.invalid_count, 1);
+        assert_eq!(g, [(defaults(), vec!["a:9100".into(), "b:9100".into()])]);
+        let (g, v) = groups(r#"[{"targets": null, "labels": null}, {"targets": ["c"]}]"#);
+        assert_eq!((v.sensor_count, v.invalid_count), (1, 0));
+        assert_eq!(g, [(defaults(), vec!["c:9100".into()])]);
     }
 
     #[test]
