@@ -1,5 +1,7 @@
-//! The inventory document: a JSON array of sensor names. Parsing is strict
-//! about the shape and lenient about single bad entries, which are dropped.
+//! The inventory document: a JSON array of sensor names, of names and entry
+//! objects (`{"name", "port", "labels"}`), or of Prometheus target groups
+//! (`{"targets", "labels"}`). Parsing is strict about the shape and lenient
+//! about single bad entries, which are dropped.
 //!
 //! The body is read in one streaming pass: each element is validated as it
 //! arrives and only valid targets are kept, compactly, so memory stays a
@@ -39,12 +41,14 @@ pub struct Rejected {
 /// The validated inventory.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Validated {
-    /// Every string entry, duplicates and invalid ones included.
+    /// Every entry (a name, an entry object, or one target of a group),
+    /// duplicates and invalid ones included.
     pub sensor_count: usize,
     pub invalid_count: usize,
     /// The first [`MAX_EXAMPLES`] invalid entries.
     pub rejected: Vec<Rejected>,
-    /// Grouped by their own labels, each group sorted and unique.
+    /// Grouped by their labels (with the defaults the collector was given),
+    /// each group sorted and unique.
     pub targets: Entries,
 }
 
@@ -99,7 +103,7 @@ impl Collector {
             if entry.as_bytes() == self.last.as_slice() {
                 // A valid repeat is already the last target added.
                 if let Some(reason) = outcome {
-                    self.reject_text(escape(entry), reason);
+                    self.reject_with(reason, || escape(entry));
                 }
                 return Ok(());
             }
@@ -117,7 +121,7 @@ impl Collector {
             Err(reason) => Some(reason),
         };
         if let Some(reason) = outcome {
-            self.reject_text(escape(entry), reason);
+            self.reject_with(reason, || escape(entry));
         }
         self.last.clear();
         if entry.len() <= MAX_REMEMBERED {
@@ -145,17 +149,17 @@ impl Collector {
         self.last_outcome = None;
         let Some(name) = o.name.as_deref() else {
             let reason = o.name_error.unwrap_or("entry object without a \"name\"");
-            self.reject_text("(entry object)".into(), reason);
+            self.reject_with(reason, || "(entry object)".into());
             return Ok(());
         };
         if let Some(reason) = o.problem() {
-            self.reject_text(o.describe(name), reason);
+            self.reject_with(reason, || o.describe(name));
             return Ok(());
         }
         let t = match address::parse(name, 0) {
             Ok(t) => t,
             Err(reason) => {
-                self.reject_text(escape(name), reason);
+                self.reject_with(reason, || escape(name));
                 return Ok(());
             }
         };
@@ -181,7 +185,7 @@ impl Collector {
             .push_to(g, t.host(), port)
             .map_err(keep_error)?
         {
-            self.reject_text(escape(name), CONFLICT);
+            self.reject_with(CONFLICT, || escape(name));
         }
         Ok(())
     }
@@ -194,7 +198,7 @@ impl Collector {
         if o.targets_error.is_some() && o.target_count() == 0 {
             self.v.sensor_count = self.v.sensor_count.saturating_add(1);
             let reason = o.targets_error.unwrap_or(BAD_TARGETS);
-            self.reject_text("(target group)".into(), reason);
+            self.reject_with(reason, || "(target group)".into());
             return Ok(());
         }
         let problem = o.problem().or(o.targets_error);
@@ -209,8 +213,9 @@ impl Collector {
             self.v.sensor_count = self.v.sensor_count.saturating_add(1);
             let (Some(g), Some(target)) = (group, target) else {
                 let reason = problem.unwrap_or(BAD_TARGETS);
-                let shown = target.map_or_else(|| "(not a string)".into(), |t| o.describe(t));
-                self.reject_text(shown, reason);
+                self.reject_with(reason, || {
+                    target.map_or_else(|| "(not a string)".into(), |t| o.describe(t))
+                });
                 continue;
             };
             match address::parse(target, self.default_port) {
@@ -221,25 +226,29 @@ impl Collector {
                         .push_to(g, t.host(), t.port())
                         .map_err(keep_error)?
                     {
-                        self.reject_text(escape(target), CONFLICT);
+                        self.reject_with(CONFLICT, || escape(target));
                     }
                 }
-                Err(reason) => self.reject_text(escape(target), reason),
+                Err(reason) => self.reject_with(reason, || escape(target)),
             }
         }
         Ok(())
     }
 
     fn refuse(&mut self, name: &str, reason: &'static str) -> Result<(), ShapeError> {
-        self.reject_text(escape(name), reason);
+        self.reject_with(reason, || escape(name));
         Ok(())
     }
 
-    /// Counts one invalid entry; `entry` is already escaped.
-    fn reject_text(&mut self, entry: String, reason: &'static str) {
+    /// Counts one invalid entry. `shown` gives it escaped for the log, and
+    /// is called only while examples are still kept.
+    fn reject_with(&mut self, reason: &'static str, shown: impl FnOnce() -> String) {
         self.v.invalid_count = self.v.invalid_count.saturating_add(1);
         if self.v.rejected.len() < MAX_EXAMPLES {
-            self.v.rejected.push(Rejected { entry, reason });
+            self.v.rejected.push(Rejected {
+                entry: shown(),
+                reason,
+            });
         }
     }
 
