@@ -65,6 +65,10 @@ pub struct Collector {
     defaults: Labels,
     /// The group of plain names, once there is one.
     plain: Option<usize>,
+    /// The own labels of the last entry or group that had some, and its
+    /// group: neighbours usually share labels, and skip the merge.
+    last_own: Labels,
+    last_group: Option<usize>,
     v: Validated,
     /// The previous entry, when a short plain name, and why it was refused
     /// (`None`: valid): a run of one entry is validated once.
@@ -90,6 +94,8 @@ impl Collector {
             default_port,
             defaults,
             plain: None,
+            last_own: Vec::new(),
+            last_group: None,
             v: Validated::default(),
             last: Vec::with_capacity(MAX_REMEMBERED),
             last_outcome: None,
@@ -143,6 +149,21 @@ impl Collector {
         Ok(g)
     }
 
+    /// The group of an entry or target group with these own labels.
+    fn group_of(&mut self, own: &Labels) -> Result<usize, ShapeError> {
+        if own.is_empty() {
+            return self.plain_group();
+        }
+        if let Some(g) = self.last_group.filter(|_| self.last_own == *own) {
+            return Ok(g);
+        }
+        let labels = merge_labels(&self.defaults, own);
+        let g = self.v.targets.group(&labels).map_err(keep_error)?;
+        self.last_own.clone_from(own);
+        self.last_group = Some(g);
+        Ok(g)
+    }
+
     /// Adds one entry object: `{"name": ..., "port": ..., "labels": {...}}`.
     fn add_entry(&mut self, o: &Object) -> Result<(), ShapeError> {
         self.v.sensor_count = self.v.sensor_count.saturating_add(1);
@@ -173,12 +194,7 @@ impl Collector {
             }
             (own, _) => own,
         };
-        let g = if o.labels.is_empty() {
-            self.plain_group()?
-        } else {
-            let labels = merge_labels(&self.defaults, &o.labels);
-            self.v.targets.group(&labels).map_err(keep_error)?
-        };
+        let g = self.group_of(&o.labels)?;
         if !self
             .v
             .targets
@@ -204,10 +220,7 @@ impl Collector {
         let problem = o.problem().or(o.targets_error);
         let group = match problem {
             Some(_) => None,
-            None => {
-                let labels = merge_labels(&self.defaults, &o.labels);
-                Some(self.v.targets.group(&labels).map_err(keep_error)?)
-            }
+            None => Some(self.group_of(&o.labels)?),
         };
         for target in o.targets() {
             self.v.sensor_count = self.v.sensor_count.saturating_add(1);
