@@ -463,6 +463,22 @@ fn too_many_invalid_entries_refuse_the_inventory_and_keep_the_old_file() {
     assert_eq!(dropped(&out).len(), 6, "{}", out.describe());
     assert_eq!(fs::read(cmd.targets_file()).unwrap(), before);
     assert_eq!(stamp(&cmd.targets_file()), st);
+    // All invalid: both reasons, ALLOW_EMPTY's and the share's.
+    inv.set(
+        "all-bad",
+        Reply::json(serde_json::to_vec(&share(10)).unwrap()),
+    );
+    let out = cmd.run(T);
+    assert_eq!(out.code(), Some(1), "{}", out.describe());
+    assert!(
+        out.stderr.contains(
+            "inventory has no valid sensors (10 entries, 10 invalid); refused inventory: \
+             10 of 10 entries (100%) are invalid, more than MAX_INVALID_PERCENT=50"
+        ),
+        "{}",
+        out.describe()
+    );
+    assert_eq!(fs::read(cmd.targets_file()).unwrap(), before);
     // Even ALLOW_EMPTY does not let an all-invalid inventory through.
     inv.set(
         "all-bad",

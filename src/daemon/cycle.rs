@@ -148,10 +148,8 @@ fn accept(
     attempts: u32,
     duration: Duration,
 ) -> Result<Update, Failure> {
-    // No valid target and ALLOW_EMPTY=false has its own, older message;
-    // the share guard refuses everything else that is mostly invalid.
     let empty = v.targets.is_empty() && !config.allow_empty;
-    let too_many_invalid = too_many_invalid(&v, config.max_invalid_percent).filter(|_| !empty);
+    let too_many_invalid = too_many_invalid(&v, config.max_invalid_percent);
     let refused = empty || too_many_invalid.is_some();
     if refused {
         // A good fetch is otherwise logged with its outcome, once published.
@@ -178,22 +176,30 @@ fn accept(
             "... and {} more invalid entries not listed", v.invalid_count - MAX_LOGGED_INVALID
         );
     }
-    if let Some(reason) = too_many_invalid {
+    let no_valid = || {
+        format!(
+            "inventory has no valid sensors ({}, {} invalid)",
+            count(v.sensor_count, "entry", "entries"),
+            v.invalid_count
+        )
+    };
+    // Both reasons are given when both apply: ALLOW_EMPTY alone would not
+    // let a mostly invalid inventory through.
+    let reason = match (empty, too_many_invalid) {
+        (false, None) => None,
+        (true, None) => Some(format!(
+            "{}; keeping the previous targets (ALLOW_EMPTY=true would write an empty list)",
+            no_valid()
+        )),
+        (true, Some(share)) => Some(format!(
+            "{}; {share}; keeping the previous targets",
+            no_valid()
+        )),
+        (false, Some(share)) => Some(format!("{share}; keeping the previous targets")),
+    };
+    if let Some(reason) = reason {
         return Err(Failure {
             reason,
-            attempts,
-            duration,
-            retry_after: None,
-        });
-    }
-    if empty {
-        return Err(Failure {
-            reason: format!(
-                "inventory has no valid sensors ({}, {} invalid); \
-                 keeping the previous targets (ALLOW_EMPTY=true would write an empty list)",
-                count(v.sensor_count, "entry", "entries"),
-                v.invalid_count
-            ),
             attempts,
             duration,
             retry_after: None,
@@ -221,7 +227,7 @@ fn too_many_invalid(v: &Validated, max_percent: u8) -> Option<String> {
         let verb = if invalid == 1 { "is" } else { "are" };
         format!(
             "refused inventory: {invalid} of {} ({share}%) {verb} invalid, \
-             more than MAX_INVALID_PERCENT={max_percent}; keeping the previous targets",
+             more than MAX_INVALID_PERCENT={max_percent}",
             count(all, "entry", "entries")
         )
     })
@@ -341,11 +347,16 @@ mod tests {
             "{}",
             f.reason
         );
-        // Without ALLOW_EMPTY, no valid target keeps its own message.
+        // Without ALLOW_EMPTY, both reasons are given.
         let c = config(&[]);
         let mut s = Script(VecDeque::from([Ok(body_with(0, 3))]), 0);
         let f = run(&mut s, &c, far(), &mut |_| {}).unwrap_err();
-        assert!(f.reason.contains("no valid sensors"), "{}", f.reason);
+        assert_eq!(
+            f.reason,
+            "inventory has no valid sensors (3 entries, 3 invalid); refused inventory: \
+             3 of 3 entries (100%) are invalid, more than MAX_INVALID_PERCENT=50; \
+             keeping the previous targets"
+        );
         assert!(run_with("50", 0, 0).unwrap().targets.is_empty());
     }
 
