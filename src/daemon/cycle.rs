@@ -11,7 +11,7 @@ use crate::model::targets::Entries;
 use crate::model::text::count;
 use crate::output::publish::{self, Fetched};
 use crate::source::retry;
-use crate::source::{FetchError, Source};
+use crate::source::{BodyHash, FetchError, Response, Source, Validators};
 use crate::sys::clock;
 
 /// At most this many dropped entries are logged one by one per cycle, so a
@@ -42,6 +42,37 @@ impl Update {
     }
 }
 
+/// What the last accepted response left to compare the next one with.
+/// Empty after a restart: the first request is unconditional.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Known {
+    /// Sent as `If-None-Match` / `If-Modified-Since`.
+    pub validators: Option<Validators>,
+    pub body_hash: Option<BodyHash>,
+}
+
+/// What an accepted response leaves behind, once its targets are published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    pub validators: Validators,
+    pub body_hash: BodyHash,
+}
+
+/// A cycle that got an answer.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// A new body, parsed and validated: to publish.
+    Changed { update: Update, accepted: Accepted },
+    /// A 200 whose body is the last accepted one: not parsed again.
+    Unchanged {
+        accepted: Accepted,
+        attempts: u32,
+        duration: Duration,
+    },
+    /// `304 Not Modified`: the last accepted body still holds.
+    NotModified { attempts: u32, duration: Duration },
+}
+
 /// A cycle that produced nothing to write.
 #[derive(Debug, Clone)]
 pub struct Failure {
@@ -60,14 +91,38 @@ pub struct Retrying {
     pub delay: Duration,
 }
 
-/// Runs one cycle. Retries stop at `deadline`, so a cycle never runs into
-/// the next one.
+/// Runs one cycle without anything known from before (`--once`,
+/// `--print`): always a full fetch.
 pub fn run(
     source: &mut dyn Source,
     config: &Config,
     deadline: Instant,
     on_retry: &mut dyn FnMut(&Retrying),
 ) -> Result<Update, Failure> {
+    match run_with(source, config, deadline, &Known::default(), on_retry)? {
+        Outcome::Changed { update, .. } => Ok(update),
+        Outcome::Unchanged {
+            attempts, duration, ..
+        }
+        | Outcome::NotModified { attempts, duration } => Err(Failure {
+            reason: "internal error: an unconditional fetch came back unchanged".into(),
+            attempts,
+            duration,
+            retry_after: None,
+        }),
+    }
+}
+
+/// Runs one cycle. Retries stop at `deadline`, so a cycle never runs into
+/// the next one. `known` makes the request conditional, and a body equal
+/// to the last accepted one skips parsing.
+pub fn run_with(
+    source: &mut dyn Source,
+    config: &Config,
+    deadline: Instant,
+    known: &Known,
+    on_retry: &mut dyn FnMut(&Retrying),
+) -> Result<Outcome, Failure> {
     let start = Instant::now();
     let tries = config.retry_attempts.saturating_add(1);
     let url = &config.inventory_url;
@@ -87,9 +142,26 @@ pub fn run(
             duration: start.elapsed(),
             retry_after: None,
         };
-        let error = match source.fetch(timeout) {
-            Ok(body) => {
+        let error = match source.fetch_if(timeout, known.validators.as_ref()) {
+            Ok(Response::NotModified) => {
+                return Ok(Outcome::NotModified {
+                    attempts: attempt,
+                    duration: start.elapsed(),
+                })
+            }
+            Ok(Response::Body { body, validators }) => {
                 let elapsed = start.elapsed();
+                let accepted = Accepted {
+                    validators,
+                    body_hash: BodyHash::of(&body),
+                };
+                if known.body_hash == Some(accepted.body_hash) {
+                    return Ok(Outcome::Unchanged {
+                        accepted,
+                        attempts: attempt,
+                        duration: elapsed,
+                    });
+                }
                 let parsed = inventory::parse_with_defaults(
                     &body,
                     config.metrics_port,
@@ -98,7 +170,8 @@ pub fn run(
                 // Only the compact targets go on from here.
                 drop(body);
                 return match parsed {
-                    Ok(v) => accept(v, config, attempt, elapsed),
+                    Ok(v) => accept(v, config, attempt, elapsed)
+                        .map(|update| Outcome::Changed { update, accepted }),
                     Err(e) => Err(fail(format!("bad inventory from {url}: {e}"))),
                 };
             }
@@ -271,6 +344,73 @@ mod tests {
 
     fn far() -> Instant {
         Instant::now() + Duration::from_secs(60)
+    }
+
+    /// Answers 304 to a request with validators, else the body.
+    struct Conditional(Vec<u8>, Vec<Option<Validators>>);
+
+    impl Source for Conditional {
+        fn fetch(&mut self, _t: Duration) -> Result<Vec<u8>, FetchError> {
+            Ok(self.0.clone())
+        }
+
+        fn fetch_if(
+            &mut self,
+            _t: Duration,
+            v: Option<&Validators>,
+        ) -> Result<Response, FetchError> {
+            self.1.push(v.cloned());
+            Ok(match v {
+                Some(_) => Response::NotModified,
+                None => Response::Body {
+                    body: self.0.clone(),
+                    validators: Validators {
+                        etag: Some("\"e1\"".into()),
+                        last_modified: None,
+                    },
+                },
+            })
+        }
+    }
+
+    #[test]
+    fn known_validators_and_bodies_skip_the_parse() {
+        let c = config(&[]);
+        let mut s = Conditional(b"[\"a\"]".to_vec(), vec![]);
+        let first = run_with(&mut s, &c, far(), &Known::default(), &mut |_| {}).unwrap();
+        let Outcome::Changed { update, accepted } = first else {
+            panic!("{first:?}")
+        };
+        assert_eq!(update.targets.to_strings(), ["a:9100"]);
+        assert_eq!(accepted.validators.etag.as_deref(), Some("\"e1\""));
+        assert_eq!(accepted.body_hash, BodyHash::of(b"[\"a\"]"));
+        // The same body again: not parsed (a broken parse would fail).
+        let known = Known {
+            validators: None,
+            body_hash: Some(accepted.body_hash),
+        };
+        let same = run_with(&mut s, &c, far(), &known, &mut |_| {}).unwrap();
+        assert!(matches!(same, Outcome::Unchanged { .. }), "{same:?}");
+        let known = Known {
+            validators: Some(accepted.validators),
+            body_hash: Some(accepted.body_hash),
+        };
+        let not = run_with(&mut s, &c, far(), &known, &mut |_| {}).unwrap();
+        assert!(
+            matches!(not, Outcome::NotModified { attempts: 1, .. }),
+            "{not:?}"
+        );
+        assert_eq!(s.1.iter().filter(|v| v.is_some()).count(), 1);
+        // Another body is parsed as usual.
+        s.0 = b"[\"b\"]".to_vec();
+        let known = Known {
+            validators: None,
+            body_hash: Some(BodyHash::of(b"[\"a\"]")),
+        };
+        assert!(matches!(
+            run_with(&mut s, &c, far(), &known, &mut |_| {}).unwrap(),
+            Outcome::Changed { .. }
+        ));
     }
 
     #[test]

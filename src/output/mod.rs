@@ -1,5 +1,6 @@
 //! Where results go: the atomic, symlink-safe writer, and publishing
 //! through it.
 
+pub mod metrics;
 pub mod publish;
 pub mod writer;
