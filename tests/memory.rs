@@ -470,3 +470,37 @@ fn tiny_inventory_baseline() {
     );
     assert!(m.peak < OVERHEAD / 2, "{}", m.describe());
 }
+
+/// Every entry with a label set of its own: each set costs far more than
+/// its bytes in the body, so their memory is capped (2 × MAX_RESPONSE_BYTES)
+/// and a body past the cap is refused, within 4 × MAX_RESPONSE_BYTES +
+/// 24 MiB.
+#[test]
+fn distinct_label_sets_stay_within_the_bound() {
+    let dir = TestDir::new("mem-labels");
+    let n = 200_000;
+    let mut body = Vec::with_capacity(n * 48);
+    body.push(b'[');
+    for i in 0..n {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(
+            format!("{{\"name\":\"h{i}\",\"labels\":{{\"a\":\"{i}\"}}}}").as_bytes(),
+        );
+    }
+    body.push(b']');
+    let len = body.len();
+    let limit = len.to_string();
+    let inv = FakeInventory::start(Behavior::json(body));
+    let m = measure(
+        &dir,
+        &inv,
+        "--once",
+        &[("MAX_RESPONSE_BYTES", limit.as_str())],
+    );
+    check_bound("entries, a distinct label set each", len, &m);
+    assert_ne!(m.code, Some(0), "{}", m.describe());
+    assert!(m.stderr.contains("label sets"), "{}", m.describe());
+    assert!(m.file.is_none());
+}

@@ -305,7 +305,19 @@ pub fn parse_with_defaults(
     default_port: u16,
     defaults: Labels,
 ) -> Result<Validated, ShapeError> {
+    parse_limited(body, default_port, defaults, usize::MAX)
+}
+
+/// As [`parse_with_defaults`], with what distinct label sets may cost
+/// capped at about `label_budget` bytes: past it the body is refused.
+pub fn parse_limited(
+    body: &[u8],
+    default_port: u16,
+    defaults: Labels,
+    label_budget: usize,
+) -> Result<Validated, ShapeError> {
     let mut c = Collector::with_defaults(default_port, defaults);
+    c.v.targets.set_label_budget(label_budget);
     walk(body, &mut c)?;
     Ok(c.finish())
 }
@@ -1031,6 +1043,29 @@ mod tests {
 
     fn defaults() -> Labels {
         labels(&[("__metrics_path__", "/metrics"), ("job", "sensors")])
+    }
+
+    #[test]
+    fn distinct_label_sets_are_capped_by_their_budget() {
+        let body = |n: usize| {
+            let items: Vec<String> = (0..n)
+                .map(|i| format!("{{\"name\":\"h{i}\",\"labels\":{{\"a\":\"{i}\"}}}}"))
+                .collect();
+            format!("[{}]", items.join(","))
+        };
+        let small = body(10);
+        let v = parse_limited(small.as_bytes(), 9100, defaults(), 64 * 1024).unwrap();
+        assert_eq!(v.targets.len(), 10);
+        let big = body(1000);
+        let e = parse_limited(big.as_bytes(), 9100, defaults(), 64 * 1024).unwrap_err();
+        assert!(e.0.contains("distinct label sets"), "{e}");
+        // One label set for every entry costs nothing more.
+        let same: Vec<String> = (0..1000)
+            .map(|i| format!("{{\"name\":\"h{i}\",\"labels\":{{\"a\":\"x\"}}}}"))
+            .collect();
+        let same = format!("[{}]", same.join(","));
+        let v = parse_limited(same.as_bytes(), 9100, defaults(), 64 * 1024).unwrap();
+        assert_eq!(v.targets.len(), 1000);
     }
 
     /// Groups as (labels, targets), with the defaults applied.

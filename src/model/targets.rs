@@ -452,6 +452,22 @@ pub struct Entries {
     /// (by the hash of its case-folded text), to find conflicting
     /// duplicates. A single label set never pays for it.
     owner: Option<OwnerMap>,
+    /// Cap on what the label sets may cost, in bytes; `None`: no cap.
+    label_budget: Option<usize>,
+    /// What the label sets cost so far, as [`label_set_cost`] counts it.
+    label_cost: usize,
+}
+
+/// Bytes one label set is counted as: it is held twice while collecting
+/// (in its group and in the index), each pair as two strings, and its
+/// group has a target list. Measured, rounded up.
+fn label_set_cost(labels: &[(String, String)]) -> usize {
+    const GROUP: usize = 512;
+    const PAIR: usize = 160;
+    labels.iter().fold(GROUP, |sum, (n, v)| {
+        sum.saturating_add(PAIR)
+            .saturating_add(n.len().saturating_add(v.len()).saturating_mul(2))
+    })
 }
 
 /// The same groups with the same targets, however they were collected.
@@ -466,6 +482,12 @@ impl Eq for Entries {}
 impl Entries {
     pub fn new() -> Entries {
         Entries::default()
+    }
+
+    /// Caps what distinct label sets may cost, about `bytes` in all: one
+    /// label set per entry costs far more than the entry's text.
+    pub fn set_label_budget(&mut self, bytes: usize) {
+        self.label_budget = Some(bytes);
     }
 
     /// Adds one entry: its address and its labels. `Ok(false)`: the same
@@ -487,6 +509,14 @@ impl Entries {
             return Ok(i);
         }
         let i = self.groups.len();
+        let cost = self.label_cost.saturating_add(label_set_cost(labels));
+        if let Some(budget) = self.label_budget.filter(|&b| cost > b) {
+            return Err(CapacityError(format!(
+                "{i} distinct label sets take the {budget} bytes allowed for them \
+                 (twice MAX_RESPONSE_BYTES)"
+            )));
+        }
+        self.label_cost = cost;
         if i == 1 {
             // A second label set: from now on every address is checked.
             let mut owner = OwnerMap::default();
