@@ -372,6 +372,7 @@ mod tests {
                     validators: Validators {
                         etag: Some("\"e1\"".into()),
                         last_modified: None,
+                        uri: String::new(),
                     },
                 },
             })
