@@ -238,7 +238,8 @@ fn gzip_of_64_mib_of_empty_names() {
     let decoded = 1 + chunk.len() * times + 5;
     assert!(gz.len() < 100 * 1024, "{} bytes of gzip", gz.len());
     let inv = FakeInventory::start(gzip_behavior(gz));
-    let m = measure(&dir, &inv, "--once", &[]);
+    // All but one invalid on purpose: past the default MAX_INVALID_PERCENT.
+    let m = measure(&dir, &inv, "--once", &[("MAX_INVALID_PERCENT", "100")]);
     check_bound("gzip, 64 MiB of \"\",", decoded, &m);
     assert_eq!(m.code, Some(0), "{}", m.describe());
     assert_eq!(
@@ -468,4 +469,38 @@ fn tiny_inventory_baseline() {
         m.peak as f64 / MIB as f64
     );
     assert!(m.peak < OVERHEAD / 2, "{}", m.describe());
+}
+
+/// Every entry with a label set of its own: each set costs far more than
+/// its bytes in the body, so their memory is capped (2 × MAX_RESPONSE_BYTES)
+/// and a body past the cap is refused, within 4 × MAX_RESPONSE_BYTES +
+/// 24 MiB.
+#[test]
+fn distinct_label_sets_stay_within_the_bound() {
+    let dir = TestDir::new("mem-labels");
+    let n = 200_000;
+    let mut body = Vec::with_capacity(n * 48);
+    body.push(b'[');
+    for i in 0..n {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(
+            format!("{{\"name\":\"h{i}\",\"labels\":{{\"a\":\"{i}\"}}}}").as_bytes(),
+        );
+    }
+    body.push(b']');
+    let len = body.len();
+    let limit = len.to_string();
+    let inv = FakeInventory::start(Behavior::json(body));
+    let m = measure(
+        &dir,
+        &inv,
+        "--once",
+        &[("MAX_RESPONSE_BYTES", limit.as_str())],
+    );
+    check_bound("entries, a distinct label set each", len, &m);
+    assert_ne!(m.code, Some(0), "{}", m.describe());
+    assert!(m.stderr.contains("label sets"), "{}", m.describe());
+    assert!(m.file.is_none());
 }

@@ -203,6 +203,13 @@ settings! {
         parse: parse_bool,
         show: |b| b.to_string(),
     }
+    max_invalid_percent: u8 {
+        name: "MAX_INVALID_PERCENT",
+        default: "50",
+        help: "refuse an inventory with more invalid entries than this (0-100; 100: never)",
+        parse: parse_percent,
+        show: |n| n.to_string(),
+    }
     run_as_user: String {
         name: "RUN_AS_USER",
         default: "sd-updater",
@@ -253,10 +260,16 @@ impl Config {
     /// and `TARGET_LABELS` are every group's defaults, which an entry's own
     /// labels override.
     pub fn target_groups(&self, entries: Entries) -> Vec<TargetGroup> {
+        entries.into_groups(&self.default_labels())
+    }
+
+    /// The labels of a plain name: `__metrics_path__` first, then
+    /// `TARGET_LABELS` in their order.
+    pub fn default_labels(&self) -> Vec<(String, String)> {
         let mut defaults = Vec::with_capacity(self.target_labels.len() + 1);
         defaults.push(("__metrics_path__".to_string(), self.metrics_path.clone()));
         defaults.extend(self.target_labels.iter().cloned());
-        entries.into_groups(&defaults)
+        defaults
     }
 
     /// Reads the process environment.
@@ -336,6 +349,7 @@ mod tests {
         assert_eq!(c.retry_backoff, Duration::from_secs(1));
         assert_eq!(c.max_response_bytes, 67_108_864);
         assert!(!c.allow_empty);
+        assert_eq!(c.max_invalid_percent, 50);
         assert_eq!(c.run_as_user, "sd-updater");
         assert_eq!(c.log_level, LevelFilter::Info);
         assert_eq!(c.metrics_file, None);
@@ -404,6 +418,7 @@ mod tests {
             ("MAX_RESPONSE_BYTES", "1"),
             ("MAX_RESPONSE_BYTES", "99999999999999999999999"),
             ("ALLOW_EMPTY", "maybe"),
+            ("MAX_INVALID_PERCENT", "101"),
             ("RUN_AS_USER", "a b"),
             ("LOG_LEVEL", "loud"),
             ("INVENTORY_TOKEN_FILE", "/etc/sd-updater/"),

@@ -8,6 +8,7 @@ use std::time::Duration;
 use log::LevelFilter;
 
 use crate::model::address;
+use crate::model::labels::is_label_name;
 
 /// The shortest HTTP timeout: below it not even a loopback request can
 /// complete, and the retry arithmetic only spins.
@@ -275,6 +276,15 @@ pub fn parse_metrics_path(v: &str) -> Result<String, String> {
     Ok(v.to_string())
 }
 
+/// `MAX_INVALID_PERCENT`: a whole number 0-100.
+pub fn parse_percent(v: &str) -> Result<u8, String> {
+    parse_uint(v)
+        .ok()
+        .and_then(|n| u8::try_from(n).ok())
+        .filter(|n| *n <= 100)
+        .ok_or_else(|| format!("{v:?} is not a whole number from 0 to 100"))
+}
+
 /// `RUN_AS_USER`: a user name or UID; whether it exists is checked later.
 pub fn parse_user(v: &str) -> Result<String, String> {
     if v.chars()
@@ -284,13 +294,6 @@ pub fn parse_user(v: &str) -> Result<String, String> {
     } else {
         Ok(v.to_string())
     }
-}
-
-/// Whether `name` is a legacy Prometheus label name, `[a-zA-Z_][a-zA-Z0-9_]*`.
-pub fn is_label_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// `job=sensors, environment=production` (spaces around names and values are trimmed).
@@ -437,6 +440,16 @@ mod tests {
             "..x.json",
         ] {
             assert_eq!(parse_targets_file(ok), Ok(PathBuf::from(ok)), "{ok}");
+        }
+    }
+
+    #[test]
+    fn percents() {
+        assert_eq!(parse_percent("0"), Ok(0));
+        assert_eq!(parse_percent("50"), Ok(50));
+        assert_eq!(parse_percent("100"), Ok(100));
+        for bad in ["", "101", "-1", "5.5", "50%", "999999999999999999999"] {
+            assert!(parse_percent(bad).is_err(), "{bad}");
         }
     }
 

@@ -162,7 +162,16 @@ pub fn run_with(
                         duration: elapsed,
                     });
                 }
-                let parsed = inventory::parse(&body, config.metrics_port);
+                // Label sets may take twice the largest body.
+                let label_budget = usize::try_from(config.max_response_bytes)
+                    .unwrap_or(usize::MAX)
+                    .saturating_mul(2);
+                let parsed = inventory::parse_limited(
+                    &body,
+                    config.metrics_port,
+                    config.default_labels(),
+                    label_budget,
+                );
                 // Only the compact targets go on from here.
                 drop(body);
                 return match parsed {
@@ -217,7 +226,9 @@ fn accept(
     attempts: u32,
     duration: Duration,
 ) -> Result<Update, Failure> {
-    let refused = v.targets.is_empty() && !config.allow_empty;
+    let empty = v.targets.is_empty() && !config.allow_empty;
+    let too_many_invalid = too_many_invalid(&v, config.max_invalid_percent);
+    let refused = empty || too_many_invalid.is_some();
     if refused {
         // A good fetch is otherwise logged with its outcome, once published.
         let source = config.inventory_url.to_string();
@@ -243,14 +254,30 @@ fn accept(
             "... and {} more invalid entries not listed", v.invalid_count - MAX_LOGGED_INVALID
         );
     }
-    if refused {
+    let no_valid = || {
+        format!(
+            "inventory has no valid sensors ({}, {} invalid)",
+            count(v.sensor_count, "entry", "entries"),
+            v.invalid_count
+        )
+    };
+    // Both reasons are given when both apply: ALLOW_EMPTY alone would not
+    // let a mostly invalid inventory through.
+    let reason = match (empty, too_many_invalid) {
+        (false, None) => None,
+        (true, None) => Some(format!(
+            "{}; keeping the previous targets (ALLOW_EMPTY=true would write an empty list)",
+            no_valid()
+        )),
+        (true, Some(share)) => Some(format!(
+            "{}; {share}; keeping the previous targets",
+            no_valid()
+        )),
+        (false, Some(share)) => Some(format!("{share}; keeping the previous targets")),
+    };
+    if let Some(reason) = reason {
         return Err(Failure {
-            reason: format!(
-                "inventory has no valid sensors ({}, {} invalid); \
-                 keeping the previous targets (ALLOW_EMPTY=true would write an empty list)",
-                count(v.sensor_count, "entry", "entries"),
-                v.invalid_count
-            ),
+            reason,
             attempts,
             duration,
             retry_after: None,
@@ -262,6 +289,25 @@ fn accept(
         targets: v.targets,
         attempts,
         duration,
+    })
+}
+
+/// Why the inventory is refused as a whole: more than `max_percent` of
+/// its entries are invalid. 100 never refuses; an inventory without
+/// entries is left to `ALLOW_EMPTY`.
+fn too_many_invalid(v: &Validated, max_percent: u8) -> Option<String> {
+    let (invalid, all) = (v.invalid_count, v.sensor_count);
+    let over = max_percent < 100
+        && all > 0
+        && (invalid as u128) * 100 > u128::from(max_percent) * (all as u128);
+    over.then(|| {
+        let share = (invalid as u128) * 100 / (all as u128);
+        let verb = if invalid == 1 { "is" } else { "are" };
+        format!(
+            "refused inventory: {invalid} of {} ({share}%) {verb} invalid, \
+             more than MAX_INVALID_PERCENT={max_percent}",
+            count(all, "entry", "entries")
+        )
     })
 }
 
@@ -326,6 +372,7 @@ mod tests {
                     validators: Validators {
                         etag: Some("\"e1\"".into()),
                         last_modified: None,
+                        uri: String::new(),
                     },
                 },
             })
@@ -409,6 +456,56 @@ mod tests {
         assert_eq!((f.attempts, s.1), (1, 1));
     }
 
+    fn body_with(valid: usize, invalid: usize) -> Vec<u8> {
+        let mut names: Vec<String> = (0..valid).map(|i| format!("s{i}")).collect();
+        names.extend((0..invalid).map(|i| format!("bad {i}")));
+        serde_json::to_vec(&names).unwrap()
+    }
+
+    #[test]
+    fn too_many_invalid_entries_refuse_the_inventory() {
+        let run_with = |percent: &str, valid: usize, invalid: usize| {
+            let c = config(&[("MAX_INVALID_PERCENT", percent), ("ALLOW_EMPTY", "true")]);
+            let mut s = Script(VecDeque::from([Ok(body_with(valid, invalid))]), 0);
+            run(&mut s, &c, far(), &mut |_| {})
+        };
+        let f = run_with("50", 388, 612).unwrap_err();
+        assert_eq!(
+            f.reason,
+            "refused inventory: 612 of 1000 entries (61%) are invalid, more than \
+             MAX_INVALID_PERCENT=50; keeping the previous targets"
+        );
+        // Exactly the limit is still accepted.
+        assert_eq!(run_with("50", 5, 5).unwrap().invalid_count, 5);
+        assert!(run_with("49", 5, 5).is_err());
+        let f = run_with("0", 9, 1).unwrap_err();
+        assert!(
+            f.reason.contains("1 of 10 entries (10%) is invalid"),
+            "{}",
+            f.reason
+        );
+        assert!(run_with("0", 9, 0).is_ok());
+        // 100 never refuses; ALLOW_EMPTY then decides about an empty result.
+        assert!(run_with("100", 0, 7).unwrap().targets.is_empty());
+        let f = run_with("50", 0, 1).unwrap_err();
+        assert!(
+            f.reason.contains("1 of 1 entry (100%) is invalid"),
+            "{}",
+            f.reason
+        );
+        // Without ALLOW_EMPTY, both reasons are given.
+        let c = config(&[]);
+        let mut s = Script(VecDeque::from([Ok(body_with(0, 3))]), 0);
+        let f = run(&mut s, &c, far(), &mut |_| {}).unwrap_err();
+        assert_eq!(
+            f.reason,
+            "inventory has no valid sensors (3 entries, 3 invalid); refused inventory: \
+             3 of 3 entries (100%) are invalid, more than MAX_INVALID_PERCENT=50; \
+             keeping the previous targets"
+        );
+        assert!(run_with("50", 0, 0).unwrap().targets.is_empty());
+    }
+
     #[test]
     fn bad_shapes_and_empty_lists_fail() {
         let c = config(&[]);
@@ -418,7 +515,8 @@ mod tests {
             .reason
             .contains("object"));
         let mut s = Script(VecDeque::from([Ok(b"[\"bad name\"]".to_vec())]), 0);
-        assert!(run(&mut s, &c, far(), &mut |_| {})
+        let c100 = config(&[("MAX_INVALID_PERCENT", "100")]);
+        assert!(run(&mut s, &c100, far(), &mut |_| {})
             .unwrap_err()
             .reason
             .contains("no valid sensors"));
