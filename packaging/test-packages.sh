@@ -344,6 +344,9 @@ if [ "$rpm_built" = 1 ]; then
 		cmp "$unit_src" "$work/rpm-root/usr/lib/systemd/system/sd-updater.service"
 	check "rpm template unit is systemd/sd-updater@.service unchanged" \
 		cmp "$template_src" "$work/rpm-root/usr/lib/systemd/system/sd-updater@.service"
+	check "rpm and deb ship the same examples (packaging/examples)" \
+		diff <(find "$work/rpm-root/usr/share/doc/sd-updater/examples" -type f -printf '%f\n' | sort) \
+		<(find "$work/deb-root/usr/share/doc/sd-updater/examples" -type f -printf '%f\n' | sed 's/\.gz$//' | sort)
 	check "rpm and deb ship the same example instance file" \
 		cmp "$work/rpm-root/etc/sd-updater/example.env" "$work/deb-root/etc/sd-updater/example.env"
 	check "rpm and deb ship the same configuration file" \
