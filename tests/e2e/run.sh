@@ -210,22 +210,26 @@ state_is() { [ "$(unit_prop ActiveState)" = "$1" ]; }
 status_matches() { unit_prop StatusText | grep -Eq "$1"; }
 nrestarts_above() { [ "$(unit_prop NRestarts)" -gt "$1" ]; }
 
-# start_unit VERB: systemctl VERB sd-updater, retried once when systemd itself
-# could not spawn the process.  systemd 257 in this container sometimes fails
+# start_unit VERB [UNIT]: systemctl VERB UNIT (sd-updater.service), retried
+# once when systemd itself could not spawn the process.  systemd 257 in this container sometimes fails
 # a start right after a stop with "Failed to spawn executor: No such file or
 # directory" (Result=resources), before the agent's binary is even executed;
 # that is systemd's race, not the agent's, and a second start works.
 start_unit() {
-	local since
+	local since unit=${2:-sd-updater.service} spawn_failed
 	since=$(now_us)
-	in_ct systemctl "$1" sd-updater.service && return 0
+	in_ct systemctl "$1" "$unit" && return 0
 	# (systemd 252 here once failed the same way with status=219/CGROUP:
 	# the process could not join the unit's cgroup, before any exec.)
-	journal_has "$since" '(.MESSAGE | tostring | test("Failed to spawn executor|status=219/CGROUP"))' || return 1
-	log "systemd could not spawn the process (not the agent): $(journal "$since" | jq -r 'select(.MESSAGE | tostring | test("spawn executor|219/CGROUP")) | .MESSAGE' | head -n 1); starting once more"
-	in_ct systemctl reset-failed sd-updater.service || true
+	spawn_failed=$(in_ct journalctl -u "$unit" -o json --no-pager |
+		jq -r -s --argjson s "$since" '[.[] | select((.__REALTIME_TIMESTAMP | tonumber) >= $s)
+			| select(.MESSAGE | tostring | test("Failed to spawn executor|status=219/CGROUP"))
+			| .MESSAGE | tostring] | first // empty')
+	[ -n "$spawn_failed" ] || return 1
+	log "systemd could not spawn the process of $unit (not the agent): $spawn_failed; starting once more"
+	in_ct systemctl reset-failed "$unit" || true
 	sleep 0.5
-	in_ct systemctl start sd-updater.service
+	in_ct systemctl start "$unit"
 }
 
 # restart_agent: restarts the unit and waits until it is active again.
@@ -974,7 +978,7 @@ inst_ready() {
 	ninv_running "$name" || ninv_start "$name" || fail "inventory $name did not start"
 	inst_configure "$name" "$@"
 	in_ct systemctl enable "sd-updater@$name.service" 2>/dev/null || fail "systemctl enable sd-updater@$name failed"
-	in_ct systemctl restart "sd-updater@$name.service" || fail "systemctl restart sd-updater@$name failed: $(inst_said "$name")"
+	start_unit restart "sd-updater@$name.service" || fail "systemctl restart sd-updater@$name failed: $(inst_said "$name")"
 	wait_until 10 inst_active "$name" || fail "sd-updater@$name is not active: $(inst_said "$name")"
 	wait_until 10 inst_targets_are "$name" "$n" "$first" ||
 		fail "/var/lib/sd-updater/$name.json does not hold the $n sensors ($(inst_count "$name") targets)"
@@ -1056,7 +1060,7 @@ s_instances() {
 	# One inventory goes away: its instance keeps its last good file, the
 	# other instance carries on.
 	inst_configure one UPDATE_INTERVAL=2 RETRY_ATTEMPTS=0 HTTP_TIMEOUT=1
-	in_ct systemctl restart sd-updater@one.service
+	start_unit restart sd-updater@one.service || fail "systemctl restart sd-updater@one failed: $(inst_said one)"
 	wait_until 10 inst_active one || fail "sd-updater@one is not active after the restart"
 	local one_sum
 	one_sum=$(sha256sum <"$(inst_file one)")
@@ -1077,7 +1081,7 @@ s_instances() {
 	wait_until 15 inst_journal_has one "$since" '.SYSLOG_IDENTIFIER == "sd-updater" and (.MESSAGE | test("^Targets unchanged|^Successfully"))' ||
 		fail "sd-updater@one did not recover after its inventory came back"
 	inst_configure one
-	in_ct systemctl restart sd-updater@one.service
+	start_unit restart sd-updater@one.service || fail "systemctl restart sd-updater@one failed: $(inst_said one)"
 
 	# The example configuration reads every instance's file.
 	promtool check config "$REPO/packaging/prometheus-example.yml" >"$WORK/promtool.out" 2>&1 ||
@@ -1126,7 +1130,7 @@ s_node_exporter() {
 	# later: a restart links each unit's metrics file into its directory.
 	local u f
 	for u in sd-updater.service sd-updater@one.service sd-updater@two.service; do
-		in_ct systemctl restart "$u" || fail "systemctl restart $u failed"
+		start_unit restart "$u" || fail "systemctl restart $u failed"
 	done
 	for f in sd-updater.prom sd-updater@one.prom sd-updater@two.prom; do
 		wait_until 10 in_ct test -s "/var/lib/sd-updater/$f" || fail "no /var/lib/sd-updater/$f"
@@ -1167,7 +1171,7 @@ s_node_exporter() {
 
 	# An outage of inventory one: one goes stale, two stays current.
 	inst_configure one UPDATE_INTERVAL=2 RETRY_ATTEMPTS=0 HTTP_TIMEOUT=1
-	in_ct systemctl restart sd-updater@one.service
+	start_unit restart sd-updater@one.service || fail "systemctl restart sd-updater@one failed: $(inst_said one)"
 	wait_until 10 inst_active one || fail "sd-updater@one is not active"
 	ninv_stop one
 	wait_until 60 prom_value_is 'sd_updater_stale{source="one"}' 1 ||
@@ -1186,7 +1190,7 @@ s_node_exporter() {
 	wait_until 60 prom_value_is 'sd_updater_stale{source="one"}' 0 ||
 		fail "sd_updater_stale{source=\"one\"} did not go back to 0: $(prom_query 'sd_updater_stale')"
 	inst_configure one
-	in_ct systemctl restart sd-updater@one.service
+	start_unit restart sd-updater@one.service || fail "systemctl restart sd-updater@one failed: $(inst_said one)"
 	stop_spawned prometheus
 }
 
