@@ -16,7 +16,7 @@ use crate::daemon::worker::Worker;
 use crate::daemon::{self, Daemon};
 use crate::model::targets;
 use crate::output::publish::{self, Document, OnFailure};
-use crate::output::writer;
+use crate::output::writer::{self, ContentHasher, HashingReader, Known};
 use crate::source;
 use crate::sys::logging;
 use crate::sys::privileges::{self, DropError};
@@ -164,9 +164,10 @@ fn remove_stale_temp_files(config: &Config) {
 const EXISTING_FILE_SLACK: u64 = 1 << 20;
 
 /// What the file already holds, so that STATUS= and ADDED/REMOVED make
-/// sense from the first cycle. The file is streamed (only a hash per
-/// target is kept), and skipped when it is larger than any this agent
-/// writes for MAX_RESPONSE_BYTES.
+/// sense from the first cycle, and its content hash, so that an unchanged
+/// render is told without reading it again. The file is streamed (only a
+/// hash per target is kept), and skipped when it is larger than any this
+/// agent writes for MAX_RESPONSE_BYTES.
 fn initial_state(config: &Config) -> State {
     let mut state = State::default();
     let path = &config.targets_file;
@@ -189,8 +190,22 @@ fn initial_state(config: &Config) -> State {
         );
         return state;
     }
-    let reader = BufReader::with_capacity(64 * 1024, file.take(limit));
-    match targets::TargetSet::from_reader(reader) {
+    let mut hasher = ContentHasher::default();
+    let mut reader = BufReader::with_capacity(
+        64 * 1024,
+        HashingReader {
+            inner: (&file).take(limit),
+            hasher: &mut hasher,
+        },
+    );
+    let parsed = targets::TargetSet::from_reader(&mut reader);
+    // The rest of the file, if any, for the hash.
+    let drained = std::io::copy(&mut reader, &mut std::io::sink()).is_ok();
+    drop(reader);
+    if drained {
+        state.file = Known::of_read(&file, &hasher);
+    }
+    match parsed {
         Some(t) => {
             log::info!(
                 TARGET_COUNT = t.len(), TARGETS_FILE = shown.as_str();
@@ -257,7 +272,8 @@ fn one_cycle(config: &Config) -> Option<cycle::Update> {
 fn once(config: &Config) -> i32 {
     log_configuration(config);
     remove_stale_temp_files(config);
-    let mut previous = initial_state(config).targets;
+    let start = initial_state(config);
+    let (mut previous, mut known) = (start.targets, start.file);
     let Some(update) = one_cycle(config) else {
         return exit::FAILURE;
     };
@@ -269,12 +285,14 @@ fn once(config: &Config) -> i32 {
     let doc = Document {
         path: &config.targets_file,
         render: &mut render,
+        known: &mut known,
     };
     let published = publish::publish_targets(
         doc,
         groups,
         &fetched,
         &mut previous,
+        false,
         &|| false,
         &OnFailure::default(),
     );

@@ -178,12 +178,14 @@ impl Daemon {
         let doc = Document {
             path: &self.config.targets_file,
             render: &mut render,
+            known: &mut self.state.file,
         };
         match publish::publish_targets(
             doc,
             groups,
             &fetched,
             &mut self.state.targets,
+            true,
             &|| signals.stop_requested(),
             &on_failure,
         ) {
