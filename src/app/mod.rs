@@ -16,6 +16,7 @@ use crate::daemon::worker::Worker;
 use crate::daemon::{self, Daemon};
 use crate::model::targets;
 use crate::output::publish::{self, Document, OnFailure};
+use crate::output::render;
 use crate::output::writer::{self, ContentHasher, HashingReader, Known};
 use crate::source;
 use crate::sys::logging;
@@ -281,7 +282,7 @@ fn once(config: &Config) -> i32 {
     let fetched = update.fetched(&source);
     let groups = config.target_groups(update.targets);
     let groups = groups.as_slice();
-    let mut render = |w: &mut dyn Write| targets::render_to(w, groups);
+    let mut render = |w: &mut dyn Write| render::render_to(w, groups);
     let doc = Document {
         path: &config.targets_file,
         render: &mut render,
@@ -310,7 +311,7 @@ fn print(config: &Config) -> i32 {
     publish::log_fetched(&update.fetched(&source), log::Level::Info);
     let groups = config.target_groups(update.targets);
     let mut out = std::io::stdout().lock();
-    match targets::render_to(&mut out, &groups).and_then(|()| out.flush()) {
+    match render::render_to(&mut out, &groups).and_then(|()| out.flush()) {
         Ok(()) => exit::OK,
         Err(e) => {
             log::error!("Cannot write to stdout: {e}");

@@ -18,8 +18,8 @@ use crate::daemon::cycle::{Failure, Update};
 use crate::daemon::schedule::{Ping, Schedule};
 use crate::daemon::state::State;
 use crate::daemon::worker::{Event, Worker};
-use crate::model::targets;
 use crate::output::publish::{self, Document, Failed, OnFailure};
+use crate::output::render;
 use crate::sys::clock;
 use crate::sys::notify;
 use crate::sys::signals::Signals;
@@ -174,7 +174,7 @@ impl Daemon {
         };
         // SIGTERM during a large write abandons it: the old file stays.
         let signals = &self.signals;
-        let mut render = |w: &mut dyn Write| targets::render_to(w, groups);
+        let mut render = |w: &mut dyn Write| render::render_to(w, groups);
         let doc = Document {
             path: &self.config.targets_file,
             render: &mut render,
