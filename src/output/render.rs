@@ -3,68 +3,109 @@
 //! ([`crate::model::targets::render_to`]), without its call per token and
 //! its formatting of each target, which cost most of a large render.
 
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 
 use crate::model::targets::TargetGroup;
 
 /// Writes `groups` as pretty JSON (two-space indent, trailing newline) into
-/// `w`, through one buffer. An error means `w` got part of a document,
-/// which the caller must not publish.
+/// `w`, in chunks of about 64 KiB. An error means `w` got part of a
+/// document, which the caller must not publish.
 pub fn render_to(w: &mut dyn Write, groups: &[TargetGroup]) -> io::Result<()> {
-    let mut out = BufWriter::with_capacity(64 * 1024, w);
+    let mut out = Chunks {
+        w,
+        buf: Vec::with_capacity(CHUNK + 1024),
+    };
     if groups.is_empty() {
-        out.write_all(b"[]\n")?;
-        return out.flush();
+        out.put(b"[]\n");
+        return out.finish();
     }
-    out.write_all(b"[\n")?;
+    out.put(b"[\n");
     for (i, g) in groups.iter().enumerate() {
         if i > 0 {
-            out.write_all(b",\n")?;
+            out.put(b",\n");
         }
-        out.write_all(b"  {\n    \"targets\": ")?;
+        out.put(b"  {\n    \"targets\": ");
         if g.targets.is_empty() {
-            out.write_all(b"[]")?;
+            out.put(b"[]");
         } else {
-            out.write_all(b"[")?;
-            let mut sep: &[u8] = b"\n      ";
+            out.put(b"[");
+            // Constant pieces: copied inline, not by a call per piece.
+            let mut first = true;
             for t in g.targets.iter() {
-                out.write_all(sep)?;
-                string(&mut out, t.as_bytes())?;
-                sep = b",\n      ";
+                if first {
+                    out.put(b"\n      ");
+                    first = false;
+                } else {
+                    out.put(b",\n      ");
+                }
+                out.string(t.as_bytes())?;
+                out.ship()?;
             }
-            out.write_all(b"\n    ]")?;
+            out.put(b"\n    ]");
         }
-        out.write_all(b",\n    \"labels\": ")?;
+        out.put(b",\n    \"labels\": ");
         if g.labels.is_empty() {
-            out.write_all(b"{}")?;
+            out.put(b"{}");
         } else {
-            out.write_all(b"{")?;
+            out.put(b"{");
             let mut sep: &[u8] = b"\n      ";
             for (name, value) in &g.labels {
-                out.write_all(sep)?;
-                string(&mut out, name.as_bytes())?;
-                out.write_all(b": ")?;
-                string(&mut out, value.as_bytes())?;
+                out.put(sep);
+                out.string(name.as_bytes())?;
+                out.put(b": ");
+                out.string(value.as_bytes())?;
+                out.ship()?;
                 sep = b",\n      ";
             }
-            out.write_all(b"\n    }")?;
+            out.put(b"\n    }");
         }
-        out.write_all(b"\n  }")?;
+        out.put(b"\n  }");
     }
-    out.write_all(b"\n]\n")?;
-    out.flush()
+    out.put(b"\n]\n");
+    out.finish()
 }
 
-/// A JSON string: as it is when nothing in it needs escaping (the usual
-/// host name), else escaped by serde_json itself.
-fn string(out: &mut impl Write, text: &[u8]) -> io::Result<()> {
-    if text.iter().all(|&b| b >= 0x20 && b != b'"' && b != b'\\') {
-        out.write_all(b"\"")?;
-        out.write_all(text)?;
-        return out.write_all(b"\"");
+/// Size of the pieces handed to the writer.
+const CHUNK: usize = 64 * 1024;
+
+/// The document collected in one buffer and handed on in large pieces:
+/// appending to a Vec is cheaper than a buffered writer's checks per call.
+struct Chunks<'w> {
+    w: &'w mut dyn Write,
+    buf: Vec<u8>,
+}
+
+impl Chunks<'_> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
     }
-    let text = std::str::from_utf8(text).map_err(io::Error::other)?;
-    serde_json::to_writer(out, text).map_err(io::Error::from)
+
+    /// A JSON string: as it is when nothing in it needs escaping (the usual
+    /// host name), else escaped by serde_json itself.
+    fn string(&mut self, text: &[u8]) -> io::Result<()> {
+        if text.iter().all(|&b| b >= 0x20 && b != b'"' && b != b'\\') {
+            self.buf.push(b'"');
+            self.buf.extend_from_slice(text);
+            self.buf.push(b'"');
+            return Ok(());
+        }
+        let text = std::str::from_utf8(text).map_err(io::Error::other)?;
+        serde_json::to_writer(&mut self.buf, text).map_err(io::Error::from)
+    }
+
+    /// Hands the buffer on once it holds a chunk.
+    fn ship(&mut self) -> io::Result<()> {
+        if self.buf.len() >= CHUNK {
+            self.w.write_all(&self.buf)?;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> io::Result<()> {
+        self.w.write_all(&self.buf)?;
+        self.w.flush()
+    }
 }
 
 #[cfg(test)]
