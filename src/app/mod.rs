@@ -17,7 +17,7 @@ use crate::daemon::{self, Daemon};
 use crate::model::targets;
 use crate::output::publish::{self, Document, OnFailure};
 use crate::output::render;
-use crate::output::writer::{self, ContentHasher, HashingReader, Known};
+use crate::output::writer::{self, ContentHasher, FileDigest, HashingReader};
 use crate::source;
 use crate::sys::logging;
 use crate::sys::privileges::{self, DropError};
@@ -204,7 +204,7 @@ fn initial_state(config: &Config) -> State {
     let drained = std::io::copy(&mut reader, &mut std::io::sink()).is_ok();
     drop(reader);
     if drained {
-        state.file = Known::of_read(&file, &hasher);
+        state.file = FileDigest::of_read(&file, &hasher);
     }
     match parsed {
         Some(t) => {

@@ -5,7 +5,7 @@ use std::time::SystemTime;
 
 use crate::model::targets::TargetSet;
 use crate::model::text::count;
-use crate::output::writer::Known;
+use crate::output::writer::FileDigest;
 use crate::sys::clock;
 
 #[derive(Debug, Default, Clone)]
@@ -14,7 +14,7 @@ pub struct State {
     pub targets: Option<TargetSet>,
     /// The file's content hash and identity, when known: an unchanged
     /// render is told without reading the file.
-    pub file: Option<Known>,
+    pub file: Option<FileDigest>,
     /// When the file's content last changed (or its mtime at start-up).
     pub changed_at: Option<SystemTime>,
     /// When a cycle last succeeded.

@@ -9,7 +9,7 @@ use log::Level;
 
 use crate::model::targets::{TargetGroup, TargetSet};
 use crate::model::text::count;
-use crate::output::writer::{self, Interruptible, Known, Outcome, Render, WriteError};
+use crate::output::writer::{self, FileDigest, Interruptible, Outcome, Render, WriteError};
 use crate::sys::clock;
 
 /// A document to publish: where it goes and how it renders.
@@ -19,7 +19,7 @@ pub struct Document<'a> {
     /// as it is.
     pub render: &'a mut Render<'a>,
     /// What the file held when last read or written; the write updates it.
-    pub known: &'a mut Option<Known>,
+    pub known: &'a mut Option<FileDigest>,
 }
 
 /// Writes `doc` unless its file already holds exactly that. Once `stop`

@@ -599,7 +599,7 @@ pub fn write_if_changed(target: &Path, render: &mut Render<'_>) -> Result<Outcom
 pub fn write_known(
     target: &Path,
     render: &mut Render<'_>,
-    known: &mut Option<Known>,
+    known: &mut Option<FileDigest>,
 ) -> Result<Outcome, WriteError> {
     let name = file_name(target)?;
     let dir = parent_dir(target);
@@ -628,12 +628,12 @@ pub fn write_known(
 struct Current {
     file: File,
     identity: Identity,
-    known: Option<Known>,
+    known: Option<FileDigest>,
 }
 
 impl Current {
     /// `known` is trusted while the file's identity is the one it describes.
-    fn new(file: File, target: &Path, known: Option<Known>) -> Result<Current, WriteError> {
+    fn new(file: File, target: &Path, known: Option<FileDigest>) -> Result<Current, WriteError> {
         let identity = Identity::of(&sys(fstat(&file), "stat", target)?);
         Ok(Current {
             file,
@@ -657,7 +657,7 @@ impl Current {
 
 /// Reads `file` to its end and hashes it; `None` when it cannot be read or
 /// changed meanwhile.
-fn hash_file(file: &File, identity: Identity) -> Option<Known> {
+fn hash_file(file: &File, identity: Identity) -> Option<FileDigest> {
     let mut hasher = ContentHasher::default();
     let mut buf = vec![0; BUFFER];
     // Bounded: a file that grows meanwhile is not read without end.
@@ -671,7 +671,7 @@ fn hash_file(file: &File, identity: Identity) -> Option<Known> {
             Err(_) => return None,
         }
     }
-    Known::of_read(file, &hasher).filter(|k| k.identity == identity)
+    FileDigest::of_read(file, &hasher).filter(|k| k.identity == identity)
 }
 
 /// What a file holds, as far as deciding "unchanged" goes: a keyed hash of
@@ -686,7 +686,7 @@ pub struct Digest {
 /// replaced or written to, so that the digest is trusted only while they
 /// stay the same.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Known {
+pub struct FileDigest {
     digest: Digest,
     identity: Identity,
 }
@@ -712,13 +712,13 @@ impl Identity {
     }
 }
 
-impl Known {
+impl FileDigest {
     /// The digest of an open file read to its end through `hasher`; `None`
     /// when the file changed while it was read.
-    pub fn of_read(file: &File, hasher: &ContentHasher) -> Option<Known> {
+    pub fn of_read(file: &File, hasher: &ContentHasher) -> Option<FileDigest> {
         let st = fstat(file).ok()?;
         let digest = hasher.digest();
-        (u64::try_from(st.st_size).ok() == Some(digest.len)).then_some(Known {
+        (u64::try_from(st.st_size).ok() == Some(digest.len)).then_some(FileDigest {
             digest,
             identity: Identity::of(&st),
         })
@@ -853,7 +853,7 @@ fn replace(
     target: &Path,
     render: &mut Render<'_>,
     current: Option<&mut Current>,
-) -> Result<(Outcome, Option<Known>), WriteError> {
+) -> Result<(Outcome, Option<FileDigest>), WriteError> {
     let (file, temp_name) = match create_temp(dirfd, dir, || temp_name(name)) {
         Ok(created) => created,
         Err(e) => {
@@ -905,7 +905,7 @@ fn replace(
         log::warn!("{e}");
     }
     // Taken from the descriptor after the rename, which sets the ctime.
-    let known = fstat(&file.0).ok().map(|st| Known {
+    let known = fstat(&file.0).ok().map(|st| FileDigest {
         digest: file.1,
         identity: Identity::of(&st),
     });
@@ -1257,7 +1257,7 @@ mod tests {
             hasher: &mut hasher,
         };
         io::copy(&mut r, &mut io::sink()).unwrap();
-        let mut from_start = Known::of_read(&f, &hasher);
+        let mut from_start = FileDigest::of_read(&f, &hasher);
         assert_eq!(from_start, known);
         assert_eq!(
             write_known(&t, &mut doc(b"[1]\n"), &mut from_start).unwrap(),
