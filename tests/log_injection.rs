@@ -82,7 +82,10 @@ fn assert_clean_lines(log: &[u8], ctx: &str) {
 fn hostile_names_are_rejected_and_logged_escaped_on_one_line_in_stderr_mode() {
     let dir = TestDir::new("inject");
     let server = Server::start("hostile", Reply::json(hostile_inventory()));
-    let spawn = AgentCmd::for_url(&dir, &server.url()).arg("--once");
+    // Mostly invalid on purpose: past the default MAX_INVALID_PERCENT.
+    let spawn = AgentCmd::for_url(&dir, &server.url())
+        .env("MAX_INVALID_PERCENT", "100")
+        .arg("--once");
     let mut agent = spawn.spawn();
     let st = agent.wait_exit(T);
     let log = agent.log_bytes();
@@ -207,6 +210,7 @@ fn hostile_names_are_logged_escaped_in_journal_mode() {
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
         .env("RUN_AS_USER", "nobody")
+        .env("MAX_INVALID_PERCENT", "100")
         .env("INVENTORY_URL", server.url())
         .env("TARGETS_FILE", dir.join("out/targets.json"))
         .stdin(Stdio::null())

@@ -70,6 +70,7 @@ fn entries_validated_normalised_deduplicated_sorted() {
     all.reverse();
     let inv = FakeInventory::start(Behavior::json(serde_json::to_vec(&all).unwrap()));
     let cmd = AgentCmd::new(&dir)
+        .env("MAX_INVALID_PERCENT", "100")
         .inventory(&inv)
         .env("METRICS_PORT", "9200")
         .env("METRICS_PATH", "/probe")
@@ -133,7 +134,11 @@ fn dropped_entries_are_escaped_in_the_log() {
     let mut list = vec!["sensor_0"];
     list.extend(nasty);
     let inv = FakeInventory::start(Behavior::list(&list));
-    let cmd = AgentCmd::new(&dir).inventory(&inv).arg("--once");
+    let cmd = AgentCmd::new(&dir)
+        .inventory(&inv)
+        // Mostly invalid on purpose: the share guard is tested in formats.rs.
+        .env("MAX_INVALID_PERCENT", "100")
+        .arg("--once");
     let mut agent = cmd.spawn();
     let status = agent.wait_exit(T);
     assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", agent.stderr());
@@ -358,7 +363,11 @@ fn unscrapeable_and_non_canonical_addresses_are_dropped() {
     let mut list: Vec<&str> = refused.iter().map(|(e, _)| *e).collect();
     list.extend(["127.0.0.1", "10.0.0.10:80", "0x7f.example", "::1"]);
     let inv = FakeInventory::start(Behavior::list(&list));
-    let cmd = AgentCmd::new(&dir).inventory(&inv).arg("--once");
+    let cmd = AgentCmd::new(&dir)
+        .inventory(&inv)
+        // Mostly invalid on purpose: the share guard is tested in formats.rs.
+        .env("MAX_INVALID_PERCENT", "100")
+        .arg("--once");
     let out = cmd.run(T);
     assert_eq!(out.code(), Some(0), "{}", out.describe());
     assert_eq!(

@@ -209,30 +209,39 @@ proptest! {
         let _ = inventory::parse(&body, 9100);
     }
 
-    /// Arbitrary JSON values: accepted exactly when they are a list of
-    /// strings, and then with those strings, in order.
+    /// Arbitrary JSON values: accepted exactly when they are an array of
+    /// one shape (strings and entry objects, or target groups), and a list
+    /// of strings gives the targets of its valid names.
     #[test]
-    fn parse_accepts_exactly_lists_of_strings(v in json_value(), pretty in any::<bool>()) {
+    fn parse_accepts_exactly_inventories(v in json_value(), pretty in any::<bool>()) {
         let body = if pretty {
             serde_json::to_vec_pretty(&v).unwrap()
         } else {
             serde_json::to_vec(&v).unwrap()
         };
-        let expected: Option<Vec<String>> = v.as_array().and_then(|items| {
-            items.iter().map(|i| i.as_str().map(str::to_string)).collect()
+        // Per element: Some(true) a target group, Some(false) a name or
+        // entry object, None anything else.
+        let kinds: Option<Vec<Option<bool>>> = v.as_array().map(|items| {
+            items
+                .iter()
+                .map(|i| match i {
+                    Value::String(_) => Some(false),
+                    Value::Object(o) => Some(o.contains_key("targets")),
+                    _ => None,
+                })
+                .collect()
         });
-        let mut got = Vec::new();
-        let parsed = inventory::for_each_entry(&body, &mut |e| {
-            got.push(e.to_string());
-            Ok(())
-        })
-        .map(|()| got);
-        // The validating parse accepts the same bodies.
-        prop_assert_eq!(inventory::parse(&body, 9100).is_ok(), parsed.is_ok());
-        match (parsed, expected) {
-            (Ok(got), Some(want)) => prop_assert_eq!(got, want),
-            (Err(_), None) => {}
-            (got, want) => prop_assert!(false, "parse gave {:?}, expected {:?}", got, want),
+        let expected = kinds.is_some_and(|k| {
+            k.iter().all(|x| *x == Some(false)) || k.iter().all(|x| *x == Some(true))
+        });
+        let parsed = inventory::parse(&body, 9100);
+        prop_assert_eq!(parsed.is_ok(), expected, "{}", String::from_utf8_lossy(&body));
+        let strings: Option<Vec<&str>> = v
+            .as_array()
+            .and_then(|items| items.iter().map(Value::as_str).collect());
+        if let (Ok(got), Some(names)) = (parsed, strings) {
+            let want = inventory::validate(names.iter().copied(), 9100);
+            prop_assert_eq!(got, want);
         }
     }
 
@@ -512,5 +521,167 @@ fn known_bad_shapes_are_refused() {
         "::1:9100", "a/b:1", "a:0", "a:65536", "[::1]", "a:09100", "[x]:1",
     ] {
         assert!(prometheus_accepts(t).is_err(), "{t}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Entries with labels and target groups
+// ---------------------------------------------------------------------------
+
+fn defaults() -> Vec<(String, String)> {
+    vec![
+        ("__metrics_path__".to_string(), "/metrics".to_string()),
+        ("job".to_string(), "sensors".to_string()),
+    ]
+}
+
+/// Label names: valid ones, reserved ones allowed or not, and bad ones.
+fn label_name() -> impl Strategy<Value = String> {
+    prop_oneof![
+        6 => "[a-z_][a-z0-9_]{0,6}",
+        1 => Just("job".to_string()),
+        1 => Just("__metrics_path__".to_string()),
+        1 => Just("__param_module".to_string()),
+        1 => Just("__meta_x".to_string()),
+        1 => Just("__scheme__".to_string()),
+        1 => Just("__x".to_string()),
+        1 => Just("__address__".to_string()),
+        1 => "[0-9-][a-z]{0,3}",
+    ]
+}
+
+fn label_set() -> impl Strategy<Value = serde_json::Map<String, Value>> {
+    prop::collection::btree_map(
+        label_name(),
+        prop_oneof![
+            8 => any::<String>().prop_map(Value::String),
+            1 => any::<i64>().prop_map(Value::from),
+        ],
+        0..4,
+    )
+    .prop_map(|m| m.into_iter().collect())
+}
+
+/// An inventory of names and entry objects whose labels are those of its
+/// name (one of a small pool), so that no two entries conflict and any
+/// order must give the same output. Some entries are invalid.
+fn labelled_inventory() -> impl Strategy<Value = Vec<Value>> {
+    (
+        prop::collection::vec(label_set(), 4),
+        prop::collection::vec((0usize..24, prop::option::of(1u16..4), 0u8..3), 0..40),
+    )
+        .prop_map(|(sets, picks)| {
+            picks
+                .into_iter()
+                .map(|(n, port, form)| {
+                    let name = if n == 23 {
+                        "bad name".to_string()
+                    } else {
+                        format!("h{n}")
+                    };
+                    let labels = sets[n % 4].clone();
+                    let port = port.map(|p| 9000 + p);
+                    match (form, port) {
+                        (0, None) if labels.is_empty() => Value::String(name),
+                        (1, Some(p)) => serde_json::json!({
+                            "name": format!("{name}:{p}"), "labels": labels, "x": [1]
+                        }),
+                        (_, Some(p)) => serde_json::json!({
+                            "name": name, "port": p, "labels": labels
+                        }),
+                        _ => serde_json::json!({"name": name, "labels": labels}),
+                    }
+                })
+                .collect()
+        })
+}
+
+/// Target groups, some with bad labels or targets.
+fn group_inventory() -> impl Strategy<Value = Vec<Value>> {
+    prop::collection::vec(
+        (
+            prop::collection::vec(entry(), 0..6),
+            prop::option::of(label_set()),
+        ),
+        0..6,
+    )
+    .prop_map(|groups| {
+        groups
+            .into_iter()
+            .map(|(targets, labels)| match labels {
+                Some(l) => serde_json::json!({"targets": targets, "labels": l}),
+                None => serde_json::json!({"targets": targets}),
+            })
+            .collect()
+    })
+}
+
+fn render_inventory(items: &[Value]) -> Result<Vec<u8>, String> {
+    let body = serde_json::to_vec(items).unwrap();
+    let v = inventory::parse_with_defaults(&body, 9100, defaults()).map_err(|e| e.0)?;
+    Ok(render(&v.targets.into_groups(&defaults())).unwrap())
+}
+
+/// A rendered document read as strictly as Prometheus' file_sd: a list
+/// of objects with exactly `targets` and `labels`, targets non-empty
+/// strings that Prometheus accepts, label names valid, values strings.
+fn check_strict_file_sd(content: &[u8]) -> Result<(), String> {
+    let v: Value = serde_json::from_slice(content).map_err(|e| e.to_string())?;
+    for g in v.as_array().ok_or("not a list")? {
+        let g = g.as_object().ok_or("group not an object")?;
+        let mut keys: Vec<&str> = g.keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        if keys != ["labels", "targets"] {
+            return Err(format!("group keys {keys:?}"));
+        }
+        for t in g["targets"].as_array().ok_or("targets not a list")? {
+            let t = t.as_str().ok_or("target not a string")?;
+            if t.is_empty() {
+                return Err("empty target".into());
+            }
+            prometheus_accepts(t)?;
+        }
+        for (k, v) in g["labels"].as_object().ok_or("labels not an object")? {
+            if !valid_label_name(k) || k == "__address__" {
+                return Err(format!("invalid label name {k:?}"));
+            }
+            v.as_str().ok_or("label value not a string")?;
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// Any permutation of an inventory of labelled entries renders the
+    /// same bytes.
+    #[test]
+    fn any_order_of_labelled_entries_renders_the_same(
+        items in labelled_inventory(),
+        seed in any::<u64>(),
+    ) {
+        let out = render_inventory(&items).unwrap();
+        let mut shuffled = items.clone();
+        let mut seed = seed;
+        for i in (1..shuffled.len()).rev() {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            shuffled.swap(i, (seed >> 33) as usize % (i + 1));
+        }
+        let again = render_inventory(&shuffled).unwrap();
+        prop_assert_eq!(
+            String::from_utf8_lossy(&out),
+            String::from_utf8_lossy(&again)
+        );
+    }
+
+    /// Every rendered document is strict file_sd, whatever the shape.
+    #[test]
+    fn rendered_documents_are_strict_file_sd(
+        items in prop_oneof![labelled_inventory(), group_inventory()],
+    ) {
+        let out = render_inventory(&items).unwrap();
+        check_strict_file_sd(&out).map_err(|e| TestCaseError::fail(format!(
+            "{e}: {}", String::from_utf8_lossy(&out))))?;
     }
 }

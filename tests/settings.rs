@@ -45,6 +45,8 @@ fn table() -> Vec<(String, String)> {
         if let Some(default) = line.strip_prefix("default: ") {
             let last = settings.last_mut().expect("a default before any setting");
             assert!(last.1.is_none(), "two defaults for {}", last.0);
+            // An empty default is shown as "(empty)".
+            let default = if default == "(empty)" { "" } else { default };
             last.1 = Some(default.to_string());
         } else {
             let name = line.split_whitespace().next().unwrap_or("");

@@ -8,6 +8,11 @@
 //!   plaintext request with a trap list, a plain-HTTP server holds another
 //!   trap, and an HTTPS redirect to `http://` is refused.
 //! - Through `HTTPS_PROXY` the request is tunnelled with CONNECT.
+//! - `INVENTORY_CA_FILE` trusts a private CA without `SSL_CERT_FILE`; a
+//!   server that demands a client certificate accepts the one from
+//!   `INVENTORY_CLIENT_CERT`/`INVENTORY_CLIENT_KEY` and refuses a client
+//!   without; one of the two alone, or a file that is no PEM, is exit 78;
+//!   SIGHUP reads a replaced CA file.
 
 mod common;
 
@@ -176,7 +181,45 @@ impl Pki {
                 "expired.pem",
             ],
         );
+        // A client certificate for mutual TLS, signed by the test CA.
+        csr("client", "sd-updater test client");
+        fs::write(
+            d.join("client.ext"),
+            "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n\
+             extendedKeyUsage=clientAuth\n",
+        )
+        .unwrap();
+        sign("client", "ca");
         Pki { dir: d }
+    }
+
+    /// `config("good")`, demanding a client certificate from the test CA.
+    fn mtls_config(&self) -> Arc<rustls::ServerConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_file_iter(self.ca()).unwrap() {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider.clone(),
+        )
+        .build()
+        .unwrap();
+        let chain: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_file_iter(self.dir.join("good.pem"))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+        let key = PrivateKeyDer::from_pem_file(self.dir.join("good.key")).unwrap();
+        Arc::new(
+            rustls::ServerConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_client_cert_verifier(verifier)
+                .with_single_cert(chain, key)
+                .unwrap(),
+        )
     }
 
     fn ca(&self) -> PathBuf {
@@ -733,4 +776,184 @@ fn socks_in_the_https_proxy_variables_is_ignored_with_a_warning() {
             "{log}"
         );
     }
+}
+
+#[test]
+fn a_private_ca_file_is_trusted_instead_of_the_system_store() {
+    let c = case("tls-cafile");
+    let srv = Https::start(
+        c.pki.config("good"),
+        http_response(200, "", &c.good.body),
+        c.trap.body.to_vec(),
+    );
+    let ca = c.pki.ca().display().to_string();
+    let dir = TestDir::new("tls-cafile-run");
+    let cmd = AgentCmd::for_url(&dir, &srv.url("127.0.0.1")).arg("--once");
+    // Without it the test CA is unknown: the system store is used.
+    let out = cmd.run(T);
+    assert_eq!(out.code(), Some(1), "{}", out.describe());
+    assert!(
+        out.stderr.to_ascii_lowercase().contains("unknown"),
+        "{}",
+        out.describe()
+    );
+    let out = cmd.clone().env("INVENTORY_CA_FILE", &ca).run(T);
+    assert_eq!(out.code(), Some(0), "{}", out.describe());
+    assert_eq!(fs::read(cmd.targets_file()).unwrap(), *c.good.rendered);
+    // The CA file replaces the system store: a server of the rogue CA fails.
+    let rogue = Https::start(
+        c.pki.config("rogue-leaf"),
+        http_response(200, "", &c.good.body),
+        c.trap.body.to_vec(),
+    );
+    let out = AgentCmd::for_url(&dir, &rogue.url("127.0.0.1"))
+        .arg("--once")
+        .env("INVENTORY_CA_FILE", &ca)
+        .run(T);
+    assert_eq!(out.code(), Some(1), "{}", out.describe());
+}
+
+#[test]
+fn mutual_tls_uses_the_client_certificate_and_fails_without_it() {
+    let c = case("tls-mtls");
+    let srv = Https::start(
+        c.pki.mtls_config(),
+        http_response(200, "", &c.good.body),
+        c.trap.body.to_vec(),
+    );
+    let url = srv.url("127.0.0.1");
+    let ca = c.pki.ca().display().to_string();
+    let cert = c.pki.dir.join("client.pem").display().to_string();
+    let key = c.pki.dir.join("client.key").display().to_string();
+
+    let dir = TestDir::new("tls-mtls-no");
+    let out = AgentCmd::for_url(&dir, &url)
+        .arg("--once")
+        .env("INVENTORY_CA_FILE", &ca)
+        .run(T);
+    assert_eq!(
+        out.code(),
+        Some(1),
+        "without a client certificate: {}",
+        out.describe()
+    );
+    assert!(srv.record().tls_requests.is_empty());
+
+    let dir = TestDir::new("tls-mtls-yes");
+    let cmd = AgentCmd::for_url(&dir, &url)
+        .arg("--once")
+        .env("INVENTORY_CA_FILE", &ca)
+        .env("INVENTORY_CLIENT_CERT", &cert)
+        .env("INVENTORY_CLIENT_KEY", &key);
+    let out = cmd.run(T);
+    assert_eq!(out.code(), Some(0), "{}", out.describe());
+    assert_eq!(fs::read(cmd.targets_file()).unwrap(), *c.good.rendered);
+    assert_eq!(srv.record().tls_requests, vec!["/inventory"]);
+    // The key never shows, not even at trace level.
+    let pem = fs::read_to_string(&key).unwrap();
+    let body_line = pem.lines().nth(1).unwrap();
+    let out = cmd.clone().env("LOG_LEVEL", "trace").run(T);
+    assert_eq!(out.code(), Some(0), "{}", out.describe());
+    assert!(!out.stderr.contains(body_line), "{}", out.describe());
+}
+
+#[test]
+fn client_certificate_settings_are_checked_at_start_up() {
+    let c = case("tls-mtls-cfg");
+    let dir = TestDir::new("tls-mtls-cfg-run");
+    let cert = c.pki.dir.join("client.pem").display().to_string();
+    let key = c.pki.dir.join("client.key").display().to_string();
+    let not_pem = dir.join("not.pem");
+    fs::write(&not_pem, "hello\n").unwrap();
+    let not_pem = not_pem.display().to_string();
+    let base = AgentCmd::for_url(&dir, "https://127.0.0.1:9/inventory");
+    // The variables set, the variable the error names, the path it shows.
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str);
+    let cases: [Case; 5] = [
+        (
+            &[("INVENTORY_CLIENT_CERT", &cert)],
+            "INVENTORY_CLIENT_CERT",
+            "INVENTORY_CLIENT_KEY",
+        ),
+        (
+            &[("INVENTORY_CLIENT_KEY", &key)],
+            "INVENTORY_CLIENT_KEY",
+            "INVENTORY_CLIENT_CERT",
+        ),
+        (
+            &[("INVENTORY_CA_FILE", &not_pem)],
+            "INVENTORY_CA_FILE",
+            &not_pem,
+        ),
+        (
+            &[
+                ("INVENTORY_CLIENT_CERT", &not_pem),
+                ("INVENTORY_CLIENT_KEY", &key),
+            ],
+            "INVENTORY_CLIENT_CERT",
+            &not_pem,
+        ),
+        // A certificate is not a key.
+        (
+            &[
+                ("INVENTORY_CLIENT_CERT", &cert),
+                ("INVENTORY_CLIENT_KEY", &cert),
+            ],
+            "INVENTORY_CLIENT_KEY",
+            &cert,
+        ),
+    ];
+    for (env, var, shown) in cases {
+        for arg in ["--once", "--check-config"] {
+            let mut cmd = base.clone().arg(arg);
+            for (k, v) in env {
+                cmd = cmd.env(k, v);
+            }
+            let out = cmd.run(T);
+            assert_eq!(out.code(), Some(78), "{env:?} {arg}: {}", out.describe());
+            let line = out
+                .stderr
+                .lines()
+                .find(|l| l.contains("invalid configuration"));
+            let line = line.unwrap_or_else(|| panic!("{env:?}: {}", out.describe()));
+            assert!(line.contains(&format!("{var}: ")), "{line}");
+            assert!(line.contains(shown), "{line}");
+            assert!(!out.stderr.contains("PRIVATE KEY"), "{}", out.describe());
+        }
+    }
+}
+
+#[test]
+fn sighup_reads_a_replaced_ca_file() {
+    let c = case("tls-ca-reload");
+    let srv = Https::start(
+        c.pki.config("good"),
+        http_response(200, "", &c.good.body),
+        c.trap.body.to_vec(),
+    );
+    let dir = TestDir::new("tls-ca-reload-run");
+    let ca = dir.join("ca.pem");
+    fs::copy(c.pki.dir.join("rogue.pem"), &ca).unwrap();
+    let agent = AgentCmd::new(&dir)
+        .env("INVENTORY_URL", srv.url("127.0.0.1"))
+        .env("INVENTORY_CA_FILE", ca.display().to_string())
+        .spawn();
+    assert!(
+        agent.wait_for_log(0, T, |l| l.contains("Failed to fetch inventory")),
+        "{}",
+        agent.stderr()
+    );
+    fs::copy(c.pki.ca(), &ca).unwrap();
+    agent.signal(Signal::SIGHUP);
+    assert!(
+        wait_for(T, || fs::read(agent.targets_file()).ok().as_ref()
+            == Some(&*c.good.rendered)),
+        "{}",
+        agent.stderr()
+    );
+    assert!(
+        agent.stderr().contains("TLS files changed"),
+        "{}",
+        agent.stderr()
+    );
 }

@@ -1,13 +1,16 @@
-//! Fuzz target for the inventory parser, the entry validator and the
-//! renderer: arbitrary bytes as a response body, and the same bytes as one
-//! entry. Checks the properties of tests/prop.rs on every input.
+//! Fuzz target for the inventory parser (names, entry objects and target
+//! groups), the entry validator and the renderer: arbitrary bytes as a
+//! response body, and the same bytes as one entry. Checks the properties
+//! of tests/prop.rs on every input.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use sd_updater::model::address::target_address;
 use sd_updater::model::inventory;
+use sd_updater::model::labels;
 use sd_updater::model::targets::{parse_targets, render};
+use serde_json::Value;
 
 fn check_target(t: &str) {
     assert!(!t.contains('/'), "{t:?}");
@@ -31,44 +34,76 @@ fn check_target(t: &str) {
     assert!((1..=65535).contains(&n) && n.to_string() == port, "{t:?}");
 }
 
-fuzz_target!(|data: &[u8]| {
-    let mut entries: Vec<String> = Vec::new();
-    let shape = inventory::for_each_entry(data, &mut |e| {
-        entries.push(e.to_string());
-        Ok(())
-    });
-    let parsed = inventory::parse(data, 9100);
-    assert_eq!(shape.is_ok(), parsed.is_ok());
-    if let Ok(v) = parsed {
-        let mut shuffled = entries.clone();
-        shuffled.reverse();
-        if let Some(first) = entries.first() {
-            shuffled.push(first.clone());
-            // A case variant of an entry is the same target: one more
-            // spelling never adds one.
-            let mut variants = entries.clone();
-            variants.push(first.to_ascii_uppercase());
-            let n = inventory::validate(variants.iter().map(String::as_str), 9100)
-                .targets
-                .len();
-            assert_eq!(n, v.targets.len(), "a case variant added a target");
+/// A rendered document is strict file_sd: only `targets` and `labels`,
+/// valid targets, label names Prometheus accepts and none refused.
+fn check_document(out: &[u8]) {
+    let v: Value = serde_json::from_slice(out).expect("rendered JSON");
+    for g in v.as_array().expect("a list") {
+        let g = g.as_object().expect("a group object");
+        assert!(g.keys().all(|k| k == "targets" || k == "labels"), "{g:?}");
+        for t in g["targets"].as_array().expect("targets") {
+            check_target(t.as_str().expect("a target string"));
         }
-        assert_eq!(v.sensor_count, entries.len());
+        for (k, v) in g["labels"].as_object().expect("labels") {
+            assert!(labels::is_label_name(k) && k != "__address__", "{k:?}");
+            let v = v.as_str().expect("a label string");
+            assert!(labels::check(k, v).is_ok(), "{k:?}={v:?}");
+        }
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let defaults = vec![
+        ("__metrics_path__".to_string(), "/metrics".to_string()),
+        ("job".to_string(), "sensors".to_string()),
+    ];
+    if let Ok(v) = inventory::parse_with_defaults(data, 9100, defaults.clone()) {
+        assert!(v.invalid_count <= v.sensor_count);
+        assert!(v.targets.len() <= v.sensor_count);
+        assert_eq!(
+            v.rejected.len(),
+            v.invalid_count.min(inventory::MAX_EXAMPLES)
+        );
         let texts = v.targets.to_strings();
-        assert!(texts.windows(2).all(|w| w[0] < w[1]));
-        assert!(texts.windows(2).all(|w| !w[0].eq_ignore_ascii_case(&w[1])));
         for t in &texts {
             check_target(t);
         }
-        let labels = vec![
-            ("__metrics_path__".to_string(), "/metrics".to_string()),
-            ("job".to_string(), "sensors".to_string()),
-        ];
-        let out = render(&v.targets.into_groups(&labels)).expect("render into memory");
-        assert_eq!(parse_targets(&out).as_ref(), Some(&texts));
-        let w = inventory::validate(shuffled.iter().map(String::as_str), 9100);
-        let out2 = render(&w.targets.into_groups(&labels)).expect("render into memory");
-        assert_eq!(out, out2, "order, duplicates or case changed the output");
+        // Case variants and conflicting duplicates never reach the file.
+        let mut folded: Vec<String> = texts.iter().map(|t| t.to_ascii_lowercase()).collect();
+        folded.sort();
+        let n = folded.len();
+        folded.dedup();
+        assert_eq!(n, folded.len(), "one address in two groups: {texts:?}");
+        let out = render(&v.targets.into_groups(&defaults)).expect("render into memory");
+        check_document(&out);
+        let mut back = parse_targets(&out).expect("reads back");
+        back.sort();
+        let mut want = texts.clone();
+        want.sort();
+        assert_eq!(back, want);
+    }
+    // A list of names: any order and repeats give the same output.
+    if let Ok(Value::Array(items)) = serde_json::from_slice::<Value>(data) {
+        let names: Option<Vec<String>> = items
+            .iter()
+            .map(|i| i.as_str().map(str::to_string))
+            .collect();
+        if let Some(entries) = names {
+            let v = inventory::parse(data, 9100).expect("a list of names parses");
+            assert_eq!(v.sensor_count, entries.len());
+            let texts = v.targets.to_strings();
+            assert!(texts.windows(2).all(|w| w[0] < w[1]));
+            assert!(texts.windows(2).all(|w| !w[0].eq_ignore_ascii_case(&w[1])));
+            let mut shuffled = entries.clone();
+            shuffled.reverse();
+            if let Some(first) = entries.first() {
+                shuffled.push(first.clone());
+            }
+            let out = render(&v.targets.into_groups(&defaults)).expect("render");
+            let w = inventory::validate(shuffled.iter().map(String::as_str), 9100);
+            let out2 = render(&w.targets.into_groups(&defaults)).expect("render");
+            assert_eq!(out, out2, "order, duplicates or case changed the output");
+        }
     }
     if let Ok(s) = std::str::from_utf8(data) {
         if let Ok(t) = target_address(s, 9100) {

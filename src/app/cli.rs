@@ -73,7 +73,14 @@ pub fn help() -> String {
     for setting in SETTINGS {
         s.push_str(&format!(
             "  {:<19} {}\n  {:<19} default: {}\n",
-            setting.name, setting.help, "", setting.default
+            setting.name,
+            setting.help,
+            "",
+            if setting.default.is_empty() {
+                "(empty)"
+            } else {
+                setting.default
+            }
         ));
     }
     s.push_str(

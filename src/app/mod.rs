@@ -6,20 +6,23 @@ pub(crate) mod cli;
 use std::io::{BufReader, Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use self::cli::{exit, Command};
-use crate::config::Config;
+use crate::config::{Config, TokenFile};
 use crate::daemon::cycle;
 use crate::daemon::state::State;
 use crate::daemon::worker::Worker;
 use crate::daemon::{self, Daemon};
 use crate::model::targets;
+use crate::output::metrics::{self, Health, Refresh};
 use crate::output::publish::{self, Document, OnFailure};
 use crate::output::render;
 use crate::output::writer::{self, ContentHasher, FileDigest, HashingReader};
-use crate::source;
+use crate::source::credentials::{self, Files, LoadError, SecretFile};
+use crate::source::{self, Secrets};
 use crate::sys::logging;
+use crate::sys::paths::Trust;
 use crate::sys::privileges::{self, DropError};
 use crate::sys::signals::Signals;
 
@@ -51,31 +54,123 @@ pub fn main() -> i32 {
         }
     };
 
+    let files = match secret_files(&config) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("sd-updater: invalid configuration: {e}");
+            return exit::CONFIG;
+        }
+    };
+
     if command == Command::CheckConfig {
-        return check_config(&config);
+        return check_config(&config, &files);
     }
 
-    let mode = logging::init(config.log_level);
+    let mode = logging::init(config.log_level, &config.source_name);
+    // Before the privilege drop: a credentials directory, or a file only
+    // root may read, is out of reach afterwards.
+    let secrets = match load_secrets(&config, files) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("sd-updater: invalid configuration: {e}");
+            if mode == logging::Mode::Journal {
+                log::error!(ERROR = e.to_string().as_str(); "Invalid configuration: {e}");
+            }
+            return exit::CONFIG;
+        }
+    };
     // --print writes nothing, so it creates no directory either.
     let out_dir = (command != Command::Print).then(|| writer::parent_dir(&config.targets_file));
-    if let Err(code) = drop_privileges(&config, out_dir, mode) {
+    let metrics_file = config
+        .metrics_file
+        .as_deref()
+        .filter(|_| command != Command::Print);
+    if let Err(code) = drop_privileges(&config, out_dir, metrics_file, mode) {
         return code;
     }
 
     match command {
-        Command::Once => once(&config),
-        Command::Print => print(&config),
-        _ => daemon(config, mode),
+        Command::Once => once(&config, &secrets),
+        Command::Print => print(&config, &secrets),
+        _ => daemon(config, mode, secrets),
     }
 }
 
-fn check_config(config: &Config) -> i32 {
+/// The secret and TLS files the settings name, checked against each other
+/// and the URL. An unset INVENTORY_TOKEN_FILE takes the token systemd's
+/// `LoadCredential=inventory-token:...` puts in `$CREDENTIALS_DIRECTORY`.
+fn secret_files(config: &Config) -> Result<Files, LoadError> {
+    let file =
+        |var, path: &Option<std::path::PathBuf>| path.as_deref().map(|p| SecretFile::new(var, p));
+    let token = match &config.inventory_token_file {
+        TokenFile::Path(p) => Some(SecretFile::new("INVENTORY_TOKEN_FILE", p)),
+        TokenFile::Off => None,
+        TokenFile::Auto => std::env::var_os("CREDENTIALS_DIRECTORY")
+            .filter(|d| !d.is_empty())
+            .map(|d| Path::new(&d).join(credentials::CREDENTIAL_NAME))
+            // Present in any form: a link or a FIFO is then refused.
+            .filter(|p| p.symlink_metadata().is_ok())
+            .map(|path| SecretFile {
+                var: "INVENTORY_TOKEN_FILE",
+                path,
+                trusted_dir: true,
+            }),
+    };
+    let files = Files {
+        token,
+        password: file("INVENTORY_PASSWORD_FILE", &config.inventory_password_file),
+        ca: file("INVENTORY_CA_FILE", &config.inventory_ca_file),
+        client_cert: file("INVENTORY_CLIENT_CERT", &config.inventory_client_cert),
+        client_key: file("INVENTORY_CLIENT_KEY", &config.inventory_client_key),
+    };
+    files.check(&config.inventory_url)?;
+    Ok(files)
+}
+
+/// Reads the secret files. As root nothing on the way may be a symbolic
+/// link or a directory another user (but the service user) could change.
+fn load_secrets(config: &Config, files: Files) -> Result<Secrets, LoadError> {
+    let trust = match Trust::current() {
+        Trust::Strict { .. } => Trust::Strict {
+            service_uid: privileges::lookup(&config.run_as_user)
+                .map(|u| u.uid.as_raw())
+                .unwrap_or(0),
+        },
+        any => any,
+    };
+    let loaded = files.load(trust)?;
+    let all = [
+        &files.token,
+        &files.password,
+        &files.ca,
+        &files.client_cert,
+        &files.client_key,
+    ];
+    for f in all.into_iter().flatten() {
+        log::info!("Read {} from {}", f.var, f.path.display());
+    }
+    let plain = matches!(
+        config.inventory_url.location(),
+        source::url::Location::Http { https: false, .. }
+    );
+    if plain && (loaded.token.is_some() || loaded.password.is_some()) {
+        log::warn!("INVENTORY_URL is plain http://: the token or password travels unencrypted");
+    }
+    Ok(Secrets { files, loaded })
+}
+
+fn check_config(config: &Config, files: &Files) -> i32 {
     // As root the user must exist, or the daemon would stop at start-up.
     if nix::unistd::geteuid().is_root() {
         if let Err(e) = privileges::lookup(&config.run_as_user) {
             eprintln!("sd-updater: invalid configuration: {e}");
             return exit::CONFIG;
         }
+    }
+    // The files must be readable as at start-up; only their paths show.
+    if let Err(e) = load_secrets(config, files.clone()) {
+        eprintln!("sd-updater: invalid configuration: {e}");
+        return exit::CONFIG;
     }
     let mut out = std::io::stdout().lock();
     for (name, value) in config.effective() {
@@ -87,11 +182,24 @@ fn check_config(config: &Config) -> i32 {
 fn drop_privileges(
     config: &Config,
     out_dir: Option<&Path>,
+    metrics_file: Option<&Path>,
     mode: logging::Mode,
 ) -> Result<(), i32> {
-    let mut prepare = |uid, gid| match out_dir {
-        Some(dir) => writer::create_dirs_for(dir, uid, gid),
-        None => Ok(()),
+    let mut prepare = |uid, gid| {
+        if let Some(dir) = out_dir {
+            writer::create_dirs_for(dir, uid, gid)?;
+        }
+        // The metrics file never stops the agent: each write tries again.
+        if let Some(file) = metrics_file {
+            if let Err(e) = writer::create_dirs_for(writer::parent_dir(file), uid, gid) {
+                let shown = file.display().to_string();
+                log::warn!(
+                    METRICS_FILE = shown.as_str();
+                    "Cannot prepare the directory of metrics file {shown}: {e}"
+                );
+            }
+        }
+        Ok(())
     };
     match privileges::drop_to(&config.run_as_user, &mut prepare) {
         Ok(privileges::Outcome::NotRoot) => Ok(()),
@@ -124,7 +232,8 @@ fn drop_privileges(
 fn log_configuration(config: &Config) {
     log::info!(
         INVENTORY_URL = config.inventory_url.to_string().as_str();
-        "Starting sd-updater {} (Prometheus service discovery updater)", env!("CARGO_PKG_VERSION")
+        "Starting sd-updater {} (Prometheus service discovery updater) for source {}",
+        env!("CARGO_PKG_VERSION"), config.source_name
     );
     log::info!("Configuration:");
     for (name, value) in config.effective() {
@@ -133,14 +242,28 @@ fn log_configuration(config: &Config) {
 }
 
 fn remove_stale_temp_files(config: &Config) {
-    let shown = config.targets_file.display().to_string();
+    remove_stale_temp_files_of(&config.targets_file, false);
+    if let Some(m) = &config.metrics_file {
+        remove_stale_temp_files_of(m, true);
+    }
+}
+
+fn remove_stale_temp_files_of(path: &Path, is_metrics: bool) {
+    let shown = path.display().to_string();
     let cannot = |e: &writer::WriteError| {
-        log::warn!(
-            TARGETS_FILE = shown.as_str();
-            "Cannot clean up old temp files next to {shown}: {e}"
-        )
+        if is_metrics {
+            log::warn!(
+                METRICS_FILE = shown.as_str();
+                "Cannot clean up old temp files next to {shown}: {e}"
+            )
+        } else {
+            log::warn!(
+                TARGETS_FILE = shown.as_str();
+                "Cannot clean up old temp files next to {shown}: {e}"
+            )
+        }
     };
-    match writer::remove_stale_temp_files(&config.targets_file) {
+    match writer::remove_stale_temp_files(path) {
         Ok(cleanup) => {
             for p in cleanup.removed {
                 log::info!("Removed temp file left by an earlier run: {}", p.display());
@@ -224,7 +347,7 @@ fn initial_state(config: &Config) -> State {
     state
 }
 
-fn daemon(config: Config, mode: logging::Mode) -> i32 {
+fn daemon(config: Config, mode: logging::Mode, secrets: Secrets) -> i32 {
     crate::sys::alloc::tune_allocator();
     let signals = match Signals::install() {
         Ok(s) => s,
@@ -239,7 +362,7 @@ fn daemon(config: Config, mode: logging::Mode) -> i32 {
     let state = initial_state(&config);
     let worker = match Worker::spawn(
         config.clone(),
-        source::source_for(&config.inventory_url, config.max_response_bytes),
+        source::source_with(&config.inventory_url, config.max_response_bytes, secrets),
     ) {
         Ok(w) => w,
         Err(e) => {
@@ -251,10 +374,14 @@ fn daemon(config: Config, mode: logging::Mode) -> i32 {
 }
 
 /// One cycle in the foreground, for --once and --print.
-fn one_cycle(config: &Config) -> Option<cycle::Update> {
+fn one_cycle(config: &Config, secrets: &Secrets) -> Option<cycle::Update> {
     // Large buffers are mapped whole, and grow by remapping, not copying.
     crate::sys::alloc::tune_allocator();
-    let mut source = source::source_for(&config.inventory_url, config.max_response_bytes);
+    let mut source = source::source_with(
+        &config.inventory_url,
+        config.max_response_bytes,
+        secrets.clone(),
+    );
     let deadline = Instant::now() + daemon::cycle_budget(config);
     match cycle::run(source.as_mut(), config, deadline, &mut |_| {}) {
         Ok(u) => Some(u),
@@ -270,14 +397,41 @@ fn one_cycle(config: &Config) -> Option<cycle::Update> {
 
 /// One cycle, published as the daemon publishes it. ADDED and REMOVED
 /// count against the file found at start, as in the daemon's first cycle.
-fn once(config: &Config) -> i32 {
+fn once(config: &Config, secrets: &Secrets) -> i32 {
     log_configuration(config);
     remove_stale_temp_files(config);
-    let start = initial_state(config);
-    let (mut previous, mut known) = (start.targets, start.file);
-    let Some(update) = one_cycle(config) else {
-        return exit::FAILURE;
+    let start = Instant::now();
+    let initial = initial_state(config);
+    let mut health = Health::new(
+        initial.targets.as_ref().map(|t| t.len()),
+        initial.changed_at,
+    );
+    let (refresh, code) = once_cycle(
+        config,
+        secrets,
+        (initial.targets, initial.file),
+        &mut health,
+    );
+    health.record(refresh, start.elapsed(), SystemTime::now());
+    if let Some(path) = &config.metrics_file {
+        metrics::publish(path, &health, &config.source_name);
+    }
+    code
+}
+
+/// The cycle of `--once`: its result for the metrics and the exit code.
+/// `found` is what the file held at start: its targets and its digest.
+fn once_cycle(
+    config: &Config,
+    secrets: &Secrets,
+    found: (Option<targets::TargetSet>, Option<FileDigest>),
+    health: &mut Health,
+) -> (Refresh, i32) {
+    let (mut previous, mut known) = found;
+    let Some(update) = one_cycle(config, secrets) else {
+        return (Refresh::Failed, exit::FAILURE);
     };
+    let invalid = update.invalid_count;
     let source = config.inventory_url.to_string();
     let fetched = update.fetched(&source);
     let groups = config.target_groups(update.targets);
@@ -298,13 +452,22 @@ fn once(config: &Config) -> i32 {
         &OnFailure::default(),
     );
     match published {
-        Ok(_) => exit::OK,
-        Err(_) => exit::FAILURE,
+        Ok(p) => {
+            health.targets = Some(p.target_count);
+            health.invalid_entries = invalid;
+            if p.changed {
+                health.last_change = Some(SystemTime::now());
+                (Refresh::Changed, exit::OK)
+            } else {
+                (Refresh::Unchanged, exit::OK)
+            }
+        }
+        Err(_) => (Refresh::Failed, exit::FAILURE),
     }
 }
 
-fn print(config: &Config) -> i32 {
-    let Some(update) = one_cycle(config) else {
+fn print(config: &Config, secrets: &Secrets) -> i32 {
+    let Some(update) = one_cycle(config, secrets) else {
         return exit::FAILURE;
     };
     let source = config.inventory_url.to_string();

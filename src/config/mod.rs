@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use log::LevelFilter;
 
+pub use self::values::TokenFile;
 use self::values::*;
 use crate::model::targets::{Entries, TargetGroup};
 use crate::source::url::InventoryUrl;
@@ -95,6 +96,41 @@ settings! {
         // The Display form has the password redacted.
         show: |url| url.to_string(),
     }
+    inventory_token_file: TokenFile {
+        name: "INVENTORY_TOKEN_FILE",
+        default: "auto",
+        help: "bearer token file; auto: $CREDENTIALS_DIRECTORY/inventory-token",
+        parse: parse_token_file,
+        show: format_token_file,
+    }
+    inventory_password_file: Option<PathBuf> {
+        name: "INVENTORY_PASSWORD_FILE",
+        default: "none",
+        help: "password file for the user in INVENTORY_URL (https://user@host/)",
+        parse: parse_file_setting,
+        show: format_file_setting,
+    }
+    inventory_ca_file: Option<PathBuf> {
+        name: "INVENTORY_CA_FILE",
+        default: "none",
+        help: "PEM bundle of CAs to trust instead of the system store",
+        parse: parse_file_setting,
+        show: format_file_setting,
+    }
+    inventory_client_cert: Option<PathBuf> {
+        name: "INVENTORY_CLIENT_CERT",
+        default: "none",
+        help: "PEM client certificate (chain) for mutual TLS",
+        parse: parse_file_setting,
+        show: format_file_setting,
+    }
+    inventory_client_key: Option<PathBuf> {
+        name: "INVENTORY_CLIENT_KEY",
+        default: "none",
+        help: "PEM private key of INVENTORY_CLIENT_CERT",
+        parse: parse_file_setting,
+        show: format_file_setting,
+    }
     update_interval: Duration {
         name: "UPDATE_INTERVAL",
         default: "30",
@@ -167,6 +203,13 @@ settings! {
         parse: parse_bool,
         show: |b| b.to_string(),
     }
+    max_invalid_percent: u8 {
+        name: "MAX_INVALID_PERCENT",
+        default: "50",
+        help: "refuse an inventory with more invalid entries than this (0-100; 100: never)",
+        parse: parse_percent,
+        show: |n| n.to_string(),
+    }
     run_as_user: String {
         name: "RUN_AS_USER",
         default: "sd-updater",
@@ -180,6 +223,20 @@ settings! {
         help: "error, warn, info, debug or trace",
         parse: parse_log_level,
         show: format_log_level,
+    }
+    metrics_file: Option<PathBuf> {
+        name: "METRICS_FILE",
+        default: "",
+        help: "health metrics file for node_exporter, ending in .prom; empty: none",
+        parse: parse_metrics_file,
+        show: format_optional_path,
+    }
+    source_name: String {
+        name: "SOURCE_NAME",
+        default: "",
+        help: "metrics source label and journald field: [A-Za-z0-9_.@:-], max 64 bytes; empty: TARGETS_FILE stem",
+        parse: parse_source_name,
+        show: String::clone,
     }
 }
 
@@ -203,10 +260,16 @@ impl Config {
     /// and `TARGET_LABELS` are every group's defaults, which an entry's own
     /// labels override.
     pub fn target_groups(&self, entries: Entries) -> Vec<TargetGroup> {
+        entries.into_groups(&self.default_labels())
+    }
+
+    /// The labels of a plain name: `__metrics_path__` first, then
+    /// `TARGET_LABELS` in their order.
+    pub fn default_labels(&self) -> Vec<(String, String)> {
         let mut defaults = Vec::with_capacity(self.target_labels.len() + 1);
         defaults.push(("__metrics_path__".to_string(), self.metrics_path.clone()));
         defaults.extend(self.target_labels.iter().cloned());
-        entries.into_groups(&defaults)
+        defaults
     }
 
     /// Reads the process environment.
@@ -221,11 +284,16 @@ impl Config {
     where
         F: Fn(&str) -> Option<Result<String, std::ffi::OsString>>,
     {
-        Config::read(|name, default, empty_is_default| match lookup(name) {
+        let mut config = Config::read(|name, default, empty_is_default| match lookup(name) {
             Some(Err(_)) => Err(err(name, "value is not valid UTF-8")),
             Some(Ok(v)) if !(v.is_empty() && empty_is_default) => Ok(v),
             _ => Ok(default.to_string()),
-        })
+        })?;
+        // The one default that depends on another setting.
+        if config.source_name.is_empty() {
+            config.source_name = source_name_for(&config.targets_file);
+        }
+        Ok(config)
     }
 
     /// The effective settings as `(NAME, value)` pairs in table order,
@@ -281,8 +349,31 @@ mod tests {
         assert_eq!(c.retry_backoff, Duration::from_secs(1));
         assert_eq!(c.max_response_bytes, 67_108_864);
         assert!(!c.allow_empty);
+        assert_eq!(c.max_invalid_percent, 50);
         assert_eq!(c.run_as_user, "sd-updater");
         assert_eq!(c.log_level, LevelFilter::Info);
+        assert_eq!(c.metrics_file, None);
+        assert_eq!(c.source_name, "targets");
+    }
+
+    #[test]
+    fn source_name_defaults_to_the_targets_file_stem() {
+        let c = config(&[("TARGETS_FILE", "/var/lib/sd-updater/netbox.json")]).unwrap();
+        assert_eq!(c.source_name, "netbox");
+        assert!(c
+            .effective()
+            .contains(&("SOURCE_NAME", "netbox".to_string())));
+        let c = config(&[
+            ("TARGETS_FILE", "/x/netbox.json"),
+            ("SOURCE_NAME", "site-1"),
+            ("METRICS_FILE", "/x/sd.prom"),
+        ])
+        .unwrap();
+        assert_eq!(c.source_name, "site-1");
+        assert_eq!(c.metrics_file, Some(PathBuf::from("/x/sd.prom")));
+        assert!(c
+            .effective()
+            .contains(&("METRICS_FILE", "/x/sd.prom".to_string())));
     }
 
     #[test]
@@ -327,14 +418,49 @@ mod tests {
             ("MAX_RESPONSE_BYTES", "1"),
             ("MAX_RESPONSE_BYTES", "99999999999999999999999"),
             ("ALLOW_EMPTY", "maybe"),
+            ("MAX_INVALID_PERCENT", "101"),
             ("RUN_AS_USER", "a b"),
             ("LOG_LEVEL", "loud"),
+            ("INVENTORY_TOKEN_FILE", "/etc/sd-updater/"),
+            ("INVENTORY_CA_FILE", "/etc/ssl/\u{7}x.pem"),
+            ("METRICS_FILE", "/tmp/metrics.txt"),
+            ("METRICS_FILE", "/tmp/../x.prom"),
+            ("METRICS_FILE", "/tmp/x.prom/"),
+            ("SOURCE_NAME", "a b"),
+            ("SOURCE_NAME", "a\nb"),
         ];
         for (var, value) in cases {
             let e = config(&[(var, value)]).unwrap_err();
             assert_eq!(e.var, *var, "{var}={value}: {e}");
             assert!(e.to_string().starts_with(var));
         }
+    }
+
+    #[test]
+    fn file_settings_take_a_path_none_or_auto() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.inventory_token_file, TokenFile::Auto);
+        assert_eq!(c.inventory_ca_file, None);
+        let c = config(&[
+            ("INVENTORY_TOKEN_FILE", "none"),
+            ("INVENTORY_PASSWORD_FILE", "/etc/sd-updater/pw"),
+            ("INVENTORY_CLIENT_KEY", "./none"),
+        ])
+        .unwrap();
+        assert_eq!(c.inventory_token_file, TokenFile::Off);
+        assert_eq!(
+            c.inventory_password_file,
+            Some(PathBuf::from("/etc/sd-updater/pw"))
+        );
+        assert_eq!(c.inventory_client_key, Some(PathBuf::from("./none")));
+        let shown = c.effective();
+        assert!(shown.contains(&("INVENTORY_TOKEN_FILE", "none".to_string())));
+        assert!(shown.contains(&("INVENTORY_PASSWORD_FILE", "/etc/sd-updater/pw".to_string())));
+        let c = config(&[("INVENTORY_TOKEN_FILE", "/run/t")]).unwrap();
+        assert_eq!(
+            c.inventory_token_file,
+            TokenFile::Path(PathBuf::from("/run/t"))
+        );
     }
 
     #[test]

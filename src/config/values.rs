@@ -8,6 +8,7 @@ use std::time::Duration;
 use log::LevelFilter;
 
 use crate::model::address;
+use crate::model::labels::is_label_name;
 
 /// The shortest HTTP timeout: below it not even a loopback request can
 /// complete, and the retry arithmetic only spins.
@@ -141,6 +142,123 @@ pub fn parse_targets_file(v: &str) -> Result<PathBuf, String> {
     Ok(PathBuf::from(v))
 }
 
+/// `INVENTORY_TOKEN_FILE`: where the bearer token comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenFile {
+    /// `$CREDENTIALS_DIRECTORY/inventory-token` when that exists, else none.
+    Auto,
+    /// No token, even in the credentials directory.
+    Off,
+    Path(PathBuf),
+}
+
+pub fn parse_token_file(v: &str) -> Result<TokenFile, String> {
+    Ok(match v {
+        "auto" => TokenFile::Auto,
+        _ => match parse_file_setting(v)? {
+            None => TokenFile::Off,
+            Some(p) => TokenFile::Path(p),
+        },
+    })
+}
+
+pub fn format_token_file(t: &TokenFile) -> String {
+    match t {
+        TokenFile::Auto => "auto".into(),
+        TokenFile::Off => "none".into(),
+        TokenFile::Path(p) => format_path(p),
+    }
+}
+
+/// A file setting: a path, or `none` (write `./none` for a file of
+/// that name).
+pub fn parse_file_setting(v: &str) -> Result<Option<PathBuf>, String> {
+    if v == "none" {
+        return Ok(None);
+    }
+    if v.chars().any(char::is_control) {
+        return Err("must not contain control characters".into());
+    }
+    if v.ends_with('/') {
+        return Err(format!("{v:?} names a directory, not a file"));
+    }
+    Ok(Some(PathBuf::from(v)))
+}
+
+pub fn format_file_setting(p: &Option<PathBuf>) -> String {
+    p.as_deref().map_or_else(|| "none".into(), format_path)
+}
+
+/// `METRICS_FILE`: empty for none, else a path checked as `TARGETS_FILE`
+/// is, ending in `.prom` (node_exporter's textfile collector reads only
+/// those).
+pub fn parse_metrics_file(v: &str) -> Result<Option<PathBuf>, String> {
+    if v.is_empty() {
+        return Ok(None);
+    }
+    let name = v.rsplit('/').next().unwrap_or(v);
+    if !name.ends_with(".prom") || name == ".prom" {
+        return Err(format!(
+            "{v:?} must name a file ending in .prom (the textfile collector reads only those)"
+        ));
+    }
+    if v.chars().any(char::is_control) {
+        return Err("must not contain control characters".into());
+    }
+    if v.split('/').any(|segment| segment == "..") {
+        return Err(format!("{v:?} must not contain a .. component"));
+    }
+    Ok(Some(PathBuf::from(v)))
+}
+
+pub fn format_optional_path(p: &Option<PathBuf>) -> String {
+    p.as_deref().map(format_path).unwrap_or_default()
+}
+
+/// The longest `SOURCE_NAME`, in bytes.
+pub const MAX_SOURCE_NAME: usize = 64;
+
+/// A `SOURCE_NAME` character: those of systemd instance names.
+fn is_source_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '@' | ':' | '-')
+}
+
+/// `SOURCE_NAME`: `[A-Za-z0-9_.@:-]`, 1 to 64 bytes; empty for the
+/// default, which `source_name_for` derives.
+pub fn parse_source_name(v: &str) -> Result<String, String> {
+    if v.len() > MAX_SOURCE_NAME {
+        return Err(format!(
+            "is {} bytes long, more than {MAX_SOURCE_NAME}",
+            v.len()
+        ));
+    }
+    if let Some(c) = v.chars().find(|c| !is_source_char(*c)) {
+        return Err(format!(
+            "{v:?} contains {c:?}; use only letters, digits and _ . @ : -"
+        ));
+    }
+    Ok(v.to_string())
+}
+
+/// The default `SOURCE_NAME`: the file stem of `TARGETS_FILE`, with any
+/// other character replaced by `_` and cut to the maximum length.
+pub fn source_name_for(targets_file: &Path) -> String {
+    let stem = targets_file
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let name: String = stem
+        .chars()
+        .map(|c| if is_source_char(c) { c } else { '_' })
+        .take(MAX_SOURCE_NAME)
+        .collect();
+    if name.is_empty() {
+        "targets".to_string()
+    } else {
+        name
+    }
+}
+
 pub fn format_path(p: &Path) -> String {
     p.display().to_string()
 }
@@ -158,6 +276,15 @@ pub fn parse_metrics_path(v: &str) -> Result<String, String> {
     Ok(v.to_string())
 }
 
+/// `MAX_INVALID_PERCENT`: a whole number 0-100.
+pub fn parse_percent(v: &str) -> Result<u8, String> {
+    parse_uint(v)
+        .ok()
+        .and_then(|n| u8::try_from(n).ok())
+        .filter(|n| *n <= 100)
+        .ok_or_else(|| format!("{v:?} is not a whole number from 0 to 100"))
+}
+
 /// `RUN_AS_USER`: a user name or UID; whether it exists is checked later.
 pub fn parse_user(v: &str) -> Result<String, String> {
     if v.chars()
@@ -167,13 +294,6 @@ pub fn parse_user(v: &str) -> Result<String, String> {
     } else {
         Ok(v.to_string())
     }
-}
-
-/// Whether `name` is a legacy Prometheus label name, `[a-zA-Z_][a-zA-Z0-9_]*`.
-pub fn is_label_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// `job=sensors, environment=production` (spaces around names and values are trimmed).
@@ -321,6 +441,55 @@ mod tests {
         ] {
             assert_eq!(parse_targets_file(ok), Ok(PathBuf::from(ok)), "{ok}");
         }
+    }
+
+    #[test]
+    fn percents() {
+        assert_eq!(parse_percent("0"), Ok(0));
+        assert_eq!(parse_percent("50"), Ok(50));
+        assert_eq!(parse_percent("100"), Ok(100));
+        for bad in ["", "101", "-1", "5.5", "50%", "999999999999999999999"] {
+            assert!(parse_percent(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn metrics_file() {
+        assert_eq!(parse_metrics_file(""), Ok(None));
+        assert_eq!(
+            parse_metrics_file("/x/sd.prom"),
+            Ok(Some(PathBuf::from("/x/sd.prom")))
+        );
+        for bad in [
+            "/x/sd.json",
+            "/x/.prom",
+            "/x/sd.prom/",
+            "/x/../sd.prom",
+            "/x/s\nd.prom",
+            "/x/s\td.prom",
+        ] {
+            assert!(parse_metrics_file(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn source_names() {
+        for ok in ["", "targets", "netbox", "a-b_c.d@e:f", &"x".repeat(64)] {
+            assert_eq!(parse_source_name(ok), Ok(ok.to_string()), "{ok}");
+        }
+        for bad in ["a b", "a\nb", "é", "a/b", "a\"b", &"x".repeat(65)] {
+            assert!(parse_source_name(bad).is_err(), "{bad:?}");
+        }
+        for (file, name) in [
+            ("/var/lib/sd-updater/targets.json", "targets"),
+            ("/var/lib/sd-updater/netbox.json", "netbox"),
+            ("rel/my site.json", "my_site"),
+            ("..json", "."),
+        ] {
+            assert_eq!(source_name_for(Path::new(file)), name, "{file}");
+        }
+        let long = format!("/x/{}.json", "y".repeat(100));
+        assert_eq!(source_name_for(Path::new(&long)).len(), MAX_SOURCE_NAME);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use crate::model::targets::Entries;
 use crate::model::text::count;
 use crate::output::publish::{self, Fetched};
 use crate::source::retry;
-use crate::source::{FetchError, Source};
+use crate::source::{BodyHash, FetchError, Response, Source, Validators};
 use crate::sys::clock;
 
 /// At most this many dropped entries are logged one by one per cycle, so a
@@ -42,6 +42,37 @@ impl Update {
     }
 }
 
+/// What the last accepted response left to compare the next one with.
+/// Empty after a restart: the first request is unconditional.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Known {
+    /// Sent as `If-None-Match` / `If-Modified-Since`.
+    pub validators: Option<Validators>,
+    pub body_hash: Option<BodyHash>,
+}
+
+/// What an accepted response leaves behind, once its targets are published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    pub validators: Validators,
+    pub body_hash: BodyHash,
+}
+
+/// A cycle that got an answer.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// A new body, parsed and validated: to publish.
+    Changed { update: Update, accepted: Accepted },
+    /// A 200 whose body is the last accepted one: not parsed again.
+    Unchanged {
+        accepted: Accepted,
+        attempts: u32,
+        duration: Duration,
+    },
+    /// `304 Not Modified`: the last accepted body still holds.
+    NotModified { attempts: u32, duration: Duration },
+}
+
 /// A cycle that produced nothing to write.
 #[derive(Debug, Clone)]
 pub struct Failure {
@@ -60,14 +91,38 @@ pub struct Retrying {
     pub delay: Duration,
 }
 
-/// Runs one cycle. Retries stop at `deadline`, so a cycle never runs into
-/// the next one.
+/// Runs one cycle without anything known from before (`--once`,
+/// `--print`): always a full fetch.
 pub fn run(
     source: &mut dyn Source,
     config: &Config,
     deadline: Instant,
     on_retry: &mut dyn FnMut(&Retrying),
 ) -> Result<Update, Failure> {
+    match run_with(source, config, deadline, &Known::default(), on_retry)? {
+        Outcome::Changed { update, .. } => Ok(update),
+        Outcome::Unchanged {
+            attempts, duration, ..
+        }
+        | Outcome::NotModified { attempts, duration } => Err(Failure {
+            reason: "internal error: an unconditional fetch came back unchanged".into(),
+            attempts,
+            duration,
+            retry_after: None,
+        }),
+    }
+}
+
+/// Runs one cycle. Retries stop at `deadline`, so a cycle never runs into
+/// the next one. `known` makes the request conditional, and a body equal
+/// to the last accepted one skips parsing.
+pub fn run_with(
+    source: &mut dyn Source,
+    config: &Config,
+    deadline: Instant,
+    known: &Known,
+    on_retry: &mut dyn FnMut(&Retrying),
+) -> Result<Outcome, Failure> {
     let start = Instant::now();
     let tries = config.retry_attempts.saturating_add(1);
     let url = &config.inventory_url;
@@ -87,14 +142,36 @@ pub fn run(
             duration: start.elapsed(),
             retry_after: None,
         };
-        let error = match source.fetch(timeout) {
-            Ok(body) => {
+        let error = match source.fetch_if(timeout, known.validators.as_ref()) {
+            Ok(Response::NotModified) => {
+                return Ok(Outcome::NotModified {
+                    attempts: attempt,
+                    duration: start.elapsed(),
+                })
+            }
+            Ok(Response::Body { body, validators }) => {
                 let elapsed = start.elapsed();
-                let parsed = inventory::parse(&body, config.metrics_port);
+                let accepted = Accepted {
+                    validators,
+                    body_hash: BodyHash::of(&body),
+                };
+                if known.body_hash == Some(accepted.body_hash) {
+                    return Ok(Outcome::Unchanged {
+                        accepted,
+                        attempts: attempt,
+                        duration: elapsed,
+                    });
+                }
+                let parsed = inventory::parse_with_defaults(
+                    &body,
+                    config.metrics_port,
+                    config.default_labels(),
+                );
                 // Only the compact targets go on from here.
                 drop(body);
                 return match parsed {
-                    Ok(v) => accept(v, config, attempt, elapsed),
+                    Ok(v) => accept(v, config, attempt, elapsed)
+                        .map(|update| Outcome::Changed { update, accepted }),
                     Err(e) => Err(fail(format!("bad inventory from {url}: {e}"))),
                 };
             }
@@ -144,7 +221,9 @@ fn accept(
     attempts: u32,
     duration: Duration,
 ) -> Result<Update, Failure> {
-    let refused = v.targets.is_empty() && !config.allow_empty;
+    let empty = v.targets.is_empty() && !config.allow_empty;
+    let too_many_invalid = too_many_invalid(&v, config.max_invalid_percent);
+    let refused = empty || too_many_invalid.is_some();
     if refused {
         // A good fetch is otherwise logged with its outcome, once published.
         let source = config.inventory_url.to_string();
@@ -170,14 +249,30 @@ fn accept(
             "... and {} more invalid entries not listed", v.invalid_count - MAX_LOGGED_INVALID
         );
     }
-    if refused {
+    let no_valid = || {
+        format!(
+            "inventory has no valid sensors ({}, {} invalid)",
+            count(v.sensor_count, "entry", "entries"),
+            v.invalid_count
+        )
+    };
+    // Both reasons are given when both apply: ALLOW_EMPTY alone would not
+    // let a mostly invalid inventory through.
+    let reason = match (empty, too_many_invalid) {
+        (false, None) => None,
+        (true, None) => Some(format!(
+            "{}; keeping the previous targets (ALLOW_EMPTY=true would write an empty list)",
+            no_valid()
+        )),
+        (true, Some(share)) => Some(format!(
+            "{}; {share}; keeping the previous targets",
+            no_valid()
+        )),
+        (false, Some(share)) => Some(format!("{share}; keeping the previous targets")),
+    };
+    if let Some(reason) = reason {
         return Err(Failure {
-            reason: format!(
-                "inventory has no valid sensors ({}, {} invalid); \
-                 keeping the previous targets (ALLOW_EMPTY=true would write an empty list)",
-                count(v.sensor_count, "entry", "entries"),
-                v.invalid_count
-            ),
+            reason,
             attempts,
             duration,
             retry_after: None,
@@ -189,6 +284,25 @@ fn accept(
         targets: v.targets,
         attempts,
         duration,
+    })
+}
+
+/// Why the inventory is refused as a whole: more than `max_percent` of
+/// its entries are invalid. 100 never refuses; an inventory without
+/// entries is left to `ALLOW_EMPTY`.
+fn too_many_invalid(v: &Validated, max_percent: u8) -> Option<String> {
+    let (invalid, all) = (v.invalid_count, v.sensor_count);
+    let over = max_percent < 100
+        && all > 0
+        && (invalid as u128) * 100 > u128::from(max_percent) * (all as u128);
+    over.then(|| {
+        let share = (invalid as u128) * 100 / (all as u128);
+        let verb = if invalid == 1 { "is" } else { "are" };
+        format!(
+            "refused inventory: {invalid} of {} ({share}%) {verb} invalid, \
+             more than MAX_INVALID_PERCENT={max_percent}",
+            count(all, "entry", "entries")
+        )
     })
 }
 
@@ -232,6 +346,73 @@ mod tests {
         Instant::now() + Duration::from_secs(60)
     }
 
+    /// Answers 304 to a request with validators, else the body.
+    struct Conditional(Vec<u8>, Vec<Option<Validators>>);
+
+    impl Source for Conditional {
+        fn fetch(&mut self, _t: Duration) -> Result<Vec<u8>, FetchError> {
+            Ok(self.0.clone())
+        }
+
+        fn fetch_if(
+            &mut self,
+            _t: Duration,
+            v: Option<&Validators>,
+        ) -> Result<Response, FetchError> {
+            self.1.push(v.cloned());
+            Ok(match v {
+                Some(_) => Response::NotModified,
+                None => Response::Body {
+                    body: self.0.clone(),
+                    validators: Validators {
+                        etag: Some("\"e1\"".into()),
+                        last_modified: None,
+                    },
+                },
+            })
+        }
+    }
+
+    #[test]
+    fn known_validators_and_bodies_skip_the_parse() {
+        let c = config(&[]);
+        let mut s = Conditional(b"[\"a\"]".to_vec(), vec![]);
+        let first = run_with(&mut s, &c, far(), &Known::default(), &mut |_| {}).unwrap();
+        let Outcome::Changed { update, accepted } = first else {
+            panic!("{first:?}")
+        };
+        assert_eq!(update.targets.to_strings(), ["a:9100"]);
+        assert_eq!(accepted.validators.etag.as_deref(), Some("\"e1\""));
+        assert_eq!(accepted.body_hash, BodyHash::of(b"[\"a\"]"));
+        // The same body again: not parsed (a broken parse would fail).
+        let known = Known {
+            validators: None,
+            body_hash: Some(accepted.body_hash),
+        };
+        let same = run_with(&mut s, &c, far(), &known, &mut |_| {}).unwrap();
+        assert!(matches!(same, Outcome::Unchanged { .. }), "{same:?}");
+        let known = Known {
+            validators: Some(accepted.validators),
+            body_hash: Some(accepted.body_hash),
+        };
+        let not = run_with(&mut s, &c, far(), &known, &mut |_| {}).unwrap();
+        assert!(
+            matches!(not, Outcome::NotModified { attempts: 1, .. }),
+            "{not:?}"
+        );
+        assert_eq!(s.1.iter().filter(|v| v.is_some()).count(), 1);
+        // Another body is parsed as usual.
+        s.0 = b"[\"b\"]".to_vec();
+        let known = Known {
+            validators: None,
+            body_hash: Some(BodyHash::of(b"[\"a\"]")),
+        };
+        assert!(matches!(
+            run_with(&mut s, &c, far(), &known, &mut |_| {}).unwrap(),
+            Outcome::Changed { .. }
+        ));
+    }
+
     #[test]
     fn retries_transient_errors_then_succeeds() {
         let c = config(&[("RETRY_BACKOFF", "0.01"), ("RETRY_ATTEMPTS", "3")]);
@@ -269,6 +450,56 @@ mod tests {
         assert_eq!((f.attempts, s.1), (1, 1));
     }
 
+    fn body_with(valid: usize, invalid: usize) -> Vec<u8> {
+        let mut names: Vec<String> = (0..valid).map(|i| format!("s{i}")).collect();
+        names.extend((0..invalid).map(|i| format!("bad {i}")));
+        serde_json::to_vec(&names).unwrap()
+    }
+
+    #[test]
+    fn too_many_invalid_entries_refuse_the_inventory() {
+        let run_with = |percent: &str, valid: usize, invalid: usize| {
+            let c = config(&[("MAX_INVALID_PERCENT", percent), ("ALLOW_EMPTY", "true")]);
+            let mut s = Script(VecDeque::from([Ok(body_with(valid, invalid))]), 0);
+            run(&mut s, &c, far(), &mut |_| {})
+        };
+        let f = run_with("50", 388, 612).unwrap_err();
+        assert_eq!(
+            f.reason,
+            "refused inventory: 612 of 1000 entries (61%) are invalid, more than \
+             MAX_INVALID_PERCENT=50; keeping the previous targets"
+        );
+        // Exactly the limit is still accepted.
+        assert_eq!(run_with("50", 5, 5).unwrap().invalid_count, 5);
+        assert!(run_with("49", 5, 5).is_err());
+        let f = run_with("0", 9, 1).unwrap_err();
+        assert!(
+            f.reason.contains("1 of 10 entries (10%) is invalid"),
+            "{}",
+            f.reason
+        );
+        assert!(run_with("0", 9, 0).is_ok());
+        // 100 never refuses; ALLOW_EMPTY then decides about an empty result.
+        assert!(run_with("100", 0, 7).unwrap().targets.is_empty());
+        let f = run_with("50", 0, 1).unwrap_err();
+        assert!(
+            f.reason.contains("1 of 1 entry (100%) is invalid"),
+            "{}",
+            f.reason
+        );
+        // Without ALLOW_EMPTY, both reasons are given.
+        let c = config(&[]);
+        let mut s = Script(VecDeque::from([Ok(body_with(0, 3))]), 0);
+        let f = run(&mut s, &c, far(), &mut |_| {}).unwrap_err();
+        assert_eq!(
+            f.reason,
+            "inventory has no valid sensors (3 entries, 3 invalid); refused inventory: \
+             3 of 3 entries (100%) are invalid, more than MAX_INVALID_PERCENT=50; \
+             keeping the previous targets"
+        );
+        assert!(run_with("50", 0, 0).unwrap().targets.is_empty());
+    }
+
     #[test]
     fn bad_shapes_and_empty_lists_fail() {
         let c = config(&[]);
@@ -278,7 +509,8 @@ mod tests {
             .reason
             .contains("object"));
         let mut s = Script(VecDeque::from([Ok(b"[\"bad name\"]".to_vec())]), 0);
-        assert!(run(&mut s, &c, far(), &mut |_| {})
+        let c100 = config(&[("MAX_INVALID_PERCENT", "100")]);
+        assert!(run(&mut s, &c100, far(), &mut |_| {})
             .unwrap_err()
             .reason
             .contains("no valid sensors"));

@@ -14,10 +14,12 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use crate::app::cli::exit;
 use crate::config::Config;
-use crate::daemon::cycle::{Failure, Update};
+use crate::daemon::cycle::{Accepted, Failure, Outcome, Update};
 use crate::daemon::schedule::{Ping, Schedule};
-use crate::daemon::state::State;
-use crate::daemon::worker::{Event, Worker};
+use crate::daemon::state::{FileStamp, Refresh, State};
+use crate::daemon::worker::{Event, Request, Worker};
+use crate::model::text::count;
+use crate::output::metrics::{self, Health};
 use crate::output::publish::{self, Document, Failed, OnFailure};
 use crate::output::render;
 use crate::sys::clock;
@@ -41,17 +43,24 @@ pub struct Daemon {
     signals: Signals,
     worker: Worker,
     state: State,
+    /// What the metrics file reports.
+    health: Health,
     watchdog: Option<Duration>,
+    /// SIGHUP came: the next cycle reads the secret files again first.
+    reread: bool,
 }
 
 impl Daemon {
     pub fn new(config: Config, signals: Signals, worker: Worker, state: State) -> Daemon {
+        let health = Health::new(state.targets.as_ref().map(|t| t.len()), state.changed_at);
         Daemon {
+            health,
             config,
             signals,
             worker,
             state,
             watchdog: notify::watchdog_interval(),
+            reread: false,
         }
     }
 
@@ -69,10 +78,16 @@ impl Daemon {
             log::debug!("Watchdog enabled: pinging every {}", clock::human(w));
         }
         notify::ready(&self.state.status());
+        self.write_metrics();
         loop {
             let now = Instant::now();
             if let Some(deadline) = schedule.start_cycle(now) {
-                if !self.worker.start(deadline) {
+                let request = Request {
+                    deadline,
+                    known: self.state.known_for(&self.config.targets_file),
+                    reload: std::mem::take(&mut self.reread),
+                };
+                if !self.worker.start(request) {
                     log::error!(
                         "The fetch thread is gone; exiting so that systemd restarts the agent"
                     );
@@ -89,6 +104,7 @@ impl Daemon {
                 return exit::OK;
             }
             if pending.reload {
+                self.reread = true;
                 let running = schedule.reload();
                 log::info!(
                     SIGNAL = "SIGHUP";
@@ -140,16 +156,42 @@ impl Daemon {
     }
 
     /// A cycle ended: publish its result and tell the service manager.
-    fn finish(&mut self, schedule: &mut Schedule, result: Result<Update, Failure>) {
+    fn finish(&mut self, schedule: &mut Schedule, result: Result<Outcome, Failure>) {
         let retry_after = result.as_ref().err().and_then(|f| f.retry_after);
         let done = schedule.cycle_done(Instant::now(), retry_after);
         let now = SystemTime::now();
         let next = now
             .checked_add(done.next_cycle.saturating_duration_since(Instant::now()))
             .unwrap_or(now);
-        match result {
-            Ok(update) => self.apply(update, next),
-            Err(failure) => self.fail(&failure, next),
+        let started = Instant::now();
+        let took = match &result {
+            Ok(Outcome::Changed { update, .. }) => update.duration,
+            Ok(Outcome::Unchanged { duration, .. } | Outcome::NotModified { duration, .. }) => {
+                *duration
+            }
+            Err(failure) => failure.duration,
+        };
+        let ended = match result {
+            Ok(Outcome::Changed { update, accepted }) => self.apply(update, accepted, next),
+            Ok(Outcome::Unchanged {
+                accepted,
+                attempts,
+                duration,
+            }) => {
+                self.keep(Some(accepted), attempts, duration, next);
+                true
+            }
+            Ok(Outcome::NotModified { attempts, duration }) => {
+                self.keep(None, attempts, duration, next);
+                true
+            }
+            Err(failure) => {
+                self.fail(&failure, next);
+                true
+            }
+        };
+        if let Some(refresh) = self.state.last_refresh.filter(|_| ended) {
+            self.record(refresh, took.saturating_add(started.elapsed()));
         }
         crate::sys::alloc::release_free_memory();
         let status = self.state.status();
@@ -160,9 +202,35 @@ impl Daemon {
         }
     }
 
-    /// Publishes a good update, or records why that failed.
-    fn apply(&mut self, update: Update, next: SystemTime) {
+    /// Counts the refresh that just ended in the metrics, from what the
+    /// file holds now, and writes the metrics file.
+    fn record(&mut self, refresh: Refresh, took: Duration) {
+        // A 304 is a success that leaves the file as it is.
+        let result = match refresh {
+            Refresh::Changed => metrics::Refresh::Changed,
+            Refresh::Unchanged | Refresh::NotModified => metrics::Refresh::Unchanged,
+            Refresh::Failed => metrics::Refresh::Failed,
+        };
+        self.health.targets = self.state.targets.as_ref().map(|t| t.len());
+        self.health.last_change = self.state.changed_at;
+        if let Some((_, invalid)) = self.state.accepted_counts {
+            self.health.invalid_entries = invalid;
+        }
+        self.health.record(result, took, SystemTime::now());
+        self.write_metrics();
+    }
+
+    fn write_metrics(&self) {
+        if let Some(path) = &self.config.metrics_file {
+            metrics::publish(path, &self.health, &self.config.source_name);
+        }
+    }
+
+    /// Publishes a good update, or records why that failed. False when a
+    /// stop abandoned the write.
+    fn apply(&mut self, update: Update, accepted: Accepted, next: SystemTime) -> bool {
         let now = SystemTime::now();
+        let counts = (update.sensor_count, update.invalid_count);
         let source = self.config.inventory_url.to_string();
         let fetched = update.fetched(&source);
         let groups = self.config.target_groups(update.targets);
@@ -192,10 +260,78 @@ impl Daemon {
             Ok(published) => {
                 self.state
                     .succeeded(published.targets, published.changed, now);
+                self.state.remember(accepted, &self.config.targets_file);
+                self.state.accepted_counts = Some(counts);
+                true
             }
-            Err(Failed::Abandoned) => {}
-            Err(Failed::Write(reason)) => self.state.failed(&reason, now),
+            Err(Failed::Abandoned) => false,
+            Err(Failed::Write(reason)) => {
+                self.state.failed(&reason, now);
+                true
+            }
         }
+    }
+
+    /// A 304 (`accepted` is `None`) or the last accepted body again: the
+    /// file already holds these targets, unless someone changed it meanwhile.
+    fn keep(
+        &mut self,
+        accepted: Option<Accepted>,
+        attempts: u32,
+        duration: Duration,
+        next: SystemTime,
+    ) {
+        let now = SystemTime::now();
+        let path = &self.config.targets_file;
+        let shown = path.display().to_string();
+        if FileStamp::of(path) != self.state.written {
+            self.state.forget();
+            let failure = Failure {
+                reason: format!(
+                    "{shown} changed on disk during the refresh; the next one fetches the inventory in full"
+                ),
+                attempts,
+                duration,
+                retry_after: None,
+            };
+            return self.fail(&failure, next);
+        }
+        let n = self.state.targets.as_ref().map_or(0, |t| t.len());
+        let ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
+        let url = self.config.inventory_url.to_string();
+        let refresh = match accepted {
+            None => {
+                log::info!(
+                    TARGET_COUNT = n, CHANGED = false, REFRESH = Refresh::NotModified.as_str(),
+                    ATTEMPT = attempts, DURATION_MS = ms, TARGETS_FILE = shown.as_str(),
+                    INVENTORY_URL = url.as_str();
+                    "Inventory not modified (304): {} kept in {shown}",
+                    count(n, "target", "targets")
+                );
+                Refresh::NotModified
+            }
+            Some(accepted) => {
+                let (sensors, invalid) = self.state.accepted_counts.unwrap_or((n, 0));
+                log::info!(
+                    TARGET_COUNT = n, SENSOR_COUNT = sensors, INVALID_COUNT = invalid,
+                    ADDED = 0, REMOVED = 0, CHANGED = false, REFRESH = Refresh::Unchanged.as_str(),
+                    BODY_UNCHANGED = true, ATTEMPT = attempts, DURATION_MS = ms,
+                    TARGETS_FILE = shown.as_str();
+                    "Targets unchanged ({} from {} fetched in {}{}, the same body as before: \
+                     not parsed again); {shown} left as it is",
+                    count(n, "target", "targets"),
+                    count(sensors, "sensor", "sensors"),
+                    clock::human(duration),
+                    if attempts > 1 { format!(" on attempt {attempts}") } else { String::new() }
+                );
+                // The server may have new validators for the same body.
+                if !accepted.validators.is_empty() {
+                    self.state.known.validators = Some(accepted.validators);
+                }
+                Refresh::Unchanged
+            }
+        };
+        self.state.kept_as_is(refresh, now);
     }
 
     fn fail(&mut self, failure: &Failure, next: SystemTime) {

@@ -9,24 +9,34 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
-use crate::daemon::cycle::{self, Failure, Retrying, Update};
+use crate::daemon::cycle::{self, Failure, Known, Outcome, Retrying};
 use crate::source::Source;
 use crate::sys::wake::{self, Waiter};
 
 pub enum Event {
     Retrying(Retrying),
-    Done(Result<Update, Failure>),
+    Done(Result<Outcome, Failure>),
+}
+
+/// One cycle to run.
+pub struct Request {
+    /// Retries end by then.
+    pub deadline: Instant,
+    /// The last accepted response, for a conditional request.
+    pub known: Known,
+    /// Read the secret files again first (SIGHUP).
+    pub reload: bool,
 }
 
 pub struct Worker {
-    requests: Sender<Instant>,
+    requests: Sender<Request>,
     events: Receiver<Event>,
     wake: Waiter,
 }
 
 impl Worker {
     pub fn spawn(config: Config, mut source: Box<dyn Source>) -> io::Result<Worker> {
-        let (req_tx, req_rx) = mpsc::channel::<Instant>();
+        let (req_tx, req_rx) = mpsc::channel::<Request>();
         let (ev_tx, ev_rx) = mpsc::channel();
         let (wake_rx, wake_tx) = wake::pipe()?;
         thread::Builder::new().name("fetch".into()).spawn(move || {
@@ -35,11 +45,18 @@ impl Worker {
                 wake_tx.wake();
             };
             // Blocks without polling until the main loop asks for a cycle.
-            while let Ok(deadline) = req_rx.recv() {
+            while let Ok(request) = req_rx.recv() {
                 let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
-                    cycle::run(source.as_mut(), &config, deadline, &mut |r| {
-                        post(Event::Retrying(r.clone()))
-                    })
+                    if request.reload {
+                        source.reload();
+                    }
+                    cycle::run_with(
+                        source.as_mut(),
+                        &config,
+                        request.deadline,
+                        &request.known,
+                        &mut |r| post(Event::Retrying(r.clone())),
+                    )
                 }))
                 .unwrap_or_else(|_| {
                     Err(Failure {
@@ -59,9 +76,9 @@ impl Worker {
         })
     }
 
-    /// Starts a cycle whose retries end by `deadline`.
-    pub fn start(&self, deadline: Instant) -> bool {
-        self.requests.send(deadline).is_ok()
+    /// Starts a cycle.
+    pub fn start(&self, request: Request) -> bool {
+        self.requests.send(request).is_ok()
     }
 
     pub fn fd(&self) -> BorrowedFd<'_> {

@@ -1,5 +1,7 @@
-//! The inventory document: a JSON array of sensor names. Parsing is strict
-//! about the shape and lenient about single bad entries, which are dropped.
+//! The inventory document: a JSON array of sensor names, of names and entry
+//! objects (`{"name", "port", "labels"}`), or of Prometheus target groups
+//! (`{"targets", "labels"}`). Parsing is strict about the shape and lenient
+//! about single bad entries, which are dropped.
 //!
 //! The body is read in one streaming pass: each element is validated as it
 //! arrives and only valid targets are kept, compactly, so memory stays a
@@ -10,7 +12,8 @@ use std::fmt;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use crate::model::address;
-use crate::model::targets::Entries;
+use crate::model::labels::{self, MAX_LABELS};
+use crate::model::targets::{merge_labels, CapacityError, Entries, Labels};
 use crate::model::text::{self, Class};
 
 /// At most this many dropped entries are kept, to be logged one by one.
@@ -38,22 +41,37 @@ pub struct Rejected {
 /// The validated inventory.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Validated {
-    /// Every string entry, duplicates and invalid ones included.
+    /// Every entry (a name, an entry object, or one target of a group),
+    /// duplicates and invalid ones included.
     pub sensor_count: usize,
     pub invalid_count: usize,
     /// The first [`MAX_EXAMPLES`] invalid entries.
     pub rejected: Vec<Rejected>,
-    /// Grouped by their own labels, each group sorted and unique.
+    /// Grouped by their labels (with the defaults the collector was given),
+    /// each group sorted and unique.
     pub targets: Entries,
 }
+
+/// Why an entry is dropped when its address is already taken by an entry
+/// with other labels.
+pub const CONFLICT: &str = "conflicting duplicate: the same address with other labels came first";
 
 /// Validates entries one at a time, keeping the good ones even when others
 /// are bad.
 pub struct Collector {
     default_port: u16,
+    /// The labels of a plain name: `__metrics_path__` and the configured
+    /// labels, which an entry's own labels override.
+    defaults: Labels,
+    /// The group of plain names, once there is one.
+    plain: Option<usize>,
+    /// The own labels of the last entry or group that had some, and its
+    /// group: neighbours usually share labels, and skip the merge.
+    last_own: Labels,
+    last_group: Option<usize>,
     v: Validated,
-    /// The previous entry, when short, and why it was refused (`None`:
-    /// valid): a run of one entry is validated once.
+    /// The previous entry, when a short plain name, and why it was refused
+    /// (`None`: valid): a run of one entry is validated once.
     last: Vec<u8>,
     last_outcome: Option<Option<&'static str>>,
 }
@@ -62,39 +80,55 @@ pub struct Collector {
 const MAX_REMEMBERED: usize = 300;
 
 impl Collector {
+    /// A collector without default labels: targets are grouped by their
+    /// own labels only.
     pub fn new(default_port: u16) -> Collector {
+        Collector::with_defaults(default_port, Vec::new())
+    }
+
+    /// A collector whose groups carry their final labels: `defaults`
+    /// overridden by each entry's own. Entries whose labels only repeat a
+    /// default are in the same group as plain names.
+    pub fn with_defaults(default_port: u16, defaults: Labels) -> Collector {
         Collector {
             default_port,
+            defaults,
+            plain: None,
+            last_own: Vec::new(),
+            last_group: None,
             v: Validated::default(),
             last: Vec::with_capacity(MAX_REMEMBERED),
             last_outcome: None,
         }
     }
 
+    /// Adds one plain name.
     pub fn add(&mut self, entry: &str) -> Result<(), ShapeError> {
         self.v.sensor_count = self.v.sensor_count.saturating_add(1);
         if let Some(outcome) = self.last_outcome {
             if entry.as_bytes() == self.last.as_slice() {
                 // A valid repeat is already the last target added.
                 if let Some(reason) = outcome {
-                    self.reject(entry, reason);
+                    self.reject_with(reason, || escape(entry));
                 }
                 return Ok(());
             }
         }
         let outcome = match address::parse(entry, self.default_port) {
             Ok(t) => {
-                self.v
+                let g = self.plain_group()?;
+                let kept = self
+                    .v
                     .targets
-                    .push(t.host(), t.port(), &[])
-                    .map_err(|e| ShapeError(format!("cannot keep the inventory: {e}")))?;
-                None
+                    .push_to(g, t.host(), t.port())
+                    .map_err(keep_error)?;
+                (!kept).then_some(CONFLICT)
             }
-            Err(reason) => {
-                self.reject(entry, reason);
-                Some(reason)
-            }
+            Err(reason) => Some(reason),
         };
+        if let Some(reason) = outcome {
+            self.reject_with(reason, || escape(entry));
+        }
         self.last.clear();
         if entry.len() <= MAX_REMEMBERED {
             self.last.extend_from_slice(entry.as_bytes());
@@ -105,11 +139,127 @@ impl Collector {
         Ok(())
     }
 
-    fn reject(&mut self, entry: &str, reason: &'static str) {
+    /// The group of entries without labels of their own.
+    fn plain_group(&mut self) -> Result<usize, ShapeError> {
+        if let Some(g) = self.plain {
+            return Ok(g);
+        }
+        let g = self.v.targets.group(&self.defaults).map_err(keep_error)?;
+        self.plain = Some(g);
+        Ok(g)
+    }
+
+    /// The group of an entry or target group with these own labels.
+    fn group_of(&mut self, own: &Labels) -> Result<usize, ShapeError> {
+        if own.is_empty() {
+            return self.plain_group();
+        }
+        if let Some(g) = self.last_group.filter(|_| self.last_own == *own) {
+            return Ok(g);
+        }
+        let labels = merge_labels(&self.defaults, own);
+        let g = self.v.targets.group(&labels).map_err(keep_error)?;
+        self.last_own.clone_from(own);
+        self.last_group = Some(g);
+        Ok(g)
+    }
+
+    /// Adds one entry object: `{"name": ..., "port": ..., "labels": {...}}`.
+    fn add_entry(&mut self, o: &Object) -> Result<(), ShapeError> {
+        self.v.sensor_count = self.v.sensor_count.saturating_add(1);
+        self.last_outcome = None;
+        let Some(name) = o.name.as_deref() else {
+            let reason = o.name_error.unwrap_or("entry object without a \"name\"");
+            self.reject_with(reason, || "(entry object)".into());
+            return Ok(());
+        };
+        if let Some(reason) = o.problem() {
+            self.reject_with(reason, || o.describe(name));
+            return Ok(());
+        }
+        let t = match address::parse(name, 0) {
+            Ok(t) => t,
+            Err(reason) => {
+                self.reject_with(reason, || escape(name));
+                return Ok(());
+            }
+        };
+        // Port 0: the name carries none.
+        let port = match (t.port(), o.port) {
+            (0, Some(Ok(p))) => p,
+            (0, None) => self.default_port,
+            (_, Some(Err(()))) => return self.refuse(name, BAD_PORT),
+            (own, Some(Ok(p))) if own != p => {
+                return self.refuse(name, "\"port\" differs from the port in \"name\"")
+            }
+            (own, _) => own,
+        };
+        let g = self.group_of(&o.labels)?;
+        if !self
+            .v
+            .targets
+            .push_to(g, t.host(), port)
+            .map_err(keep_error)?
+        {
+            self.reject_with(CONFLICT, || escape(name));
+        }
+        Ok(())
+    }
+
+    /// Adds one target group: `{"targets": [...], "labels": {...}}`. Each
+    /// target is an entry; a bad label makes every target of the group
+    /// invalid.
+    fn add_group(&mut self, o: &Object) -> Result<(), ShapeError> {
+        self.last_outcome = None;
+        if o.targets_error.is_some() && o.target_count() == 0 {
+            self.v.sensor_count = self.v.sensor_count.saturating_add(1);
+            let reason = o.targets_error.unwrap_or(BAD_TARGETS);
+            self.reject_with(reason, || "(target group)".into());
+            return Ok(());
+        }
+        let problem = o.problem().or(o.targets_error);
+        let group = match problem {
+            Some(_) => None,
+            None => Some(self.group_of(&o.labels)?),
+        };
+        for target in o.targets() {
+            self.v.sensor_count = self.v.sensor_count.saturating_add(1);
+            let (Some(g), Some(target)) = (group, target) else {
+                let reason = problem.unwrap_or(BAD_TARGETS);
+                self.reject_with(reason, || {
+                    target.map_or_else(|| "(not a string)".into(), |t| o.describe(t))
+                });
+                continue;
+            };
+            match address::parse(target, self.default_port) {
+                Ok(t) => {
+                    if !self
+                        .v
+                        .targets
+                        .push_to(g, t.host(), t.port())
+                        .map_err(keep_error)?
+                    {
+                        self.reject_with(CONFLICT, || escape(target));
+                    }
+                }
+                Err(reason) => self.reject_with(reason, || escape(target)),
+            }
+        }
+        Ok(())
+    }
+
+    fn refuse(&mut self, name: &str, reason: &'static str) -> Result<(), ShapeError> {
+        self.reject_with(reason, || escape(name));
+        Ok(())
+    }
+
+    /// Counts one invalid entry. `shown` gives it escaped for the log, and
+    /// is called only while examples are still kept.
+    fn reject_with(&mut self, reason: &'static str, shown: impl FnOnce() -> String) {
         self.v.invalid_count = self.v.invalid_count.saturating_add(1);
         if self.v.rejected.len() < MAX_EXAMPLES {
             self.v.rejected.push(Rejected {
-                entry: escape(entry),
+                entry: shown(),
                 reason,
             });
         }
@@ -122,7 +272,14 @@ impl Collector {
     }
 }
 
-/// Validates a list of entries, as [`parse`] does for a body.
+const BAD_PORT: &str = "\"port\" is not a whole number 1-65535";
+const BAD_TARGETS: &str = "\"targets\" is not an array of strings";
+
+fn keep_error(e: CapacityError) -> ShapeError {
+    ShapeError(format!("cannot keep the inventory: {e}"))
+}
+
+/// Validates a list of plain names, as [`parse`] does for a body.
 pub fn validate<'a>(entries: impl IntoIterator<Item = &'a str>, default_port: u16) -> Validated {
     let mut c = Collector::new(default_port);
     for e in entries {
@@ -134,20 +291,40 @@ pub fn validate<'a>(entries: impl IntoIterator<Item = &'a str>, default_port: u1
     c.finish()
 }
 
-/// Parses and validates a response body.
+/// Parses and validates a response body, grouping targets by their own
+/// labels only.
 pub fn parse(body: &[u8], default_port: u16) -> Result<Validated, ShapeError> {
-    let mut c = Collector::new(default_port);
-    for_each_entry(body, &mut |e| c.add(e))?;
+    parse_with_defaults(body, default_port, Vec::new())
+}
+
+/// Parses and validates a response body. `defaults` are the labels of a
+/// plain name (`__metrics_path__`, then the configured labels); an entry's
+/// own labels override them, and targets are grouped by the result.
+pub fn parse_with_defaults(
+    body: &[u8],
+    default_port: u16,
+    defaults: Labels,
+) -> Result<Validated, ShapeError> {
+    let mut c = Collector::with_defaults(default_port, defaults);
+    walk(body, &mut c)?;
     Ok(c.finish())
 }
 
-/// Checks that `body` is a JSON array of strings and hands each string to
-/// `on_entry`, in order, as it is read. Entries after the first element that
-/// is not a string are not handed over; the result is then an error.
-pub fn for_each_entry(
-    body: &[u8],
-    on_entry: &mut dyn FnMut(&str) -> Result<(), ShapeError>,
-) -> Result<(), ShapeError> {
+/// Which of the three shapes the document has, as its elements show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// No element yet, or only ones that fit either shape.
+    Open,
+    /// Names and entry objects.
+    Entries,
+    /// Target groups.
+    Groups,
+}
+
+/// Checks that `body` is an inventory (a JSON array of names, entry
+/// objects or target groups) and hands each element to `c`, in order, as
+/// it is read.
+fn walk(body: &[u8], c: &mut Collector) -> Result<(), ShapeError> {
     // Windows tools start UTF-8 files with a byte-order mark.
     let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
     let trimmed = body.trim_ascii_start();
@@ -160,10 +337,12 @@ pub fn for_each_entry(
         ));
     }
     let mut walk = Walk {
-        on_entry,
+        c,
+        object: Object::default(),
+        shape: Shape::Open,
         index: 0,
         not_array: None,
-        not_string: None,
+        bad_element: None,
         stopped: None,
     };
     let mut de = serde_json::Deserializer::from_slice(body);
@@ -183,27 +362,140 @@ pub fn for_each_entry(
     }
     if let Some(kind) = walk.not_array {
         return Err(ShapeError(format!(
-            "got a JSON {kind}, expected an array of sensor names"
+            "got a JSON {kind}, expected an array of sensor names, entries or target groups"
         )));
     }
-    if let Some((i, kind)) = walk.not_string {
-        return Err(ShapeError(format!(
-            "element {i} is a JSON {kind}, expected an array of sensor names (strings)"
-        )));
+    if let Some(e) = walk.bad_element {
+        return Err(e);
     }
     Ok(())
 }
 
 /// What the single pass over a body has seen.
 struct Walk<'a> {
-    on_entry: &'a mut dyn FnMut(&str) -> Result<(), ShapeError>,
+    c: &'a mut Collector,
+    /// The object element being read, reused from one to the next.
+    object: Object,
+    shape: Shape,
     index: usize,
     /// The kind of the top-level value, when it is not an array.
     not_array: Option<&'static str>,
-    /// The first element that is not a string: its index and kind.
-    not_string: Option<(usize, &'static str)>,
-    /// `on_entry` failed: reading stopped.
+    /// The first element that does not belong: why.
+    bad_element: Option<ShapeError>,
+    /// The collector failed: reading stopped.
     stopped: Option<ShapeError>,
+}
+
+impl Walk<'_> {
+    fn refuse_element(&mut self, kind: &str) {
+        if self.bad_element.is_none() {
+            self.bad_element = Some(ShapeError(format!(
+                "element {} is a JSON {kind}, expected a sensor name, an entry object or a target group",
+                self.index
+            )));
+        }
+    }
+
+    /// Fixes the shape with this element, or refuses it when an earlier one
+    /// fixed the other shape.
+    fn settle(&mut self, shape: Shape) -> bool {
+        if self.shape == Shape::Open || self.shape == shape {
+            self.shape = shape;
+            return true;
+        }
+        if self.bad_element.is_none() {
+            let (this, other) = match shape {
+                Shape::Groups => ("a target group", "names or entry objects"),
+                _ => ("a name or entry object", "target groups"),
+            };
+            self.bad_element = Some(ShapeError(format!(
+                "element {} is {this}, but the elements before it are {other}: one document holds one kind",
+                self.index
+            )));
+        }
+        false
+    }
+}
+
+/// An object element as read: the keys that matter, each checked as it
+/// comes, and nothing else.
+#[derive(Default)]
+struct Object {
+    name: Option<String>,
+    /// A spare buffer for the next name.
+    name_buf: Option<String>,
+    name_error: Option<&'static str>,
+    port: Option<Result<u16, ()>>,
+    /// As given; checked one by one.
+    labels: Labels,
+    /// The first bad label: its name (escaped) and why.
+    label_error: Option<(String, &'static str)>,
+    has_targets: bool,
+    /// The target strings, one after the other, and where each ends;
+    /// `usize::MAX` stands for an element that is not a string.
+    target_text: String,
+    target_ends: Vec<usize>,
+    targets_error: Option<&'static str>,
+    /// A key that came twice.
+    repeated: Option<&'static str>,
+    seen: [bool; 4],
+}
+
+impl Object {
+    fn clear(&mut self) {
+        if let Some(name) = self.name.take() {
+            self.name_buf = Some(name);
+        }
+        self.name_error = None;
+        self.port = None;
+        self.labels.clear();
+        self.label_error = None;
+        self.has_targets = false;
+        self.target_text.clear();
+        self.target_ends.clear();
+        self.targets_error = None;
+        self.repeated = None;
+        self.seen = [false; 4];
+    }
+
+    /// What makes the whole object invalid, apart from its name or targets.
+    fn problem(&self) -> Option<&'static str> {
+        if let Some(k) = self.repeated {
+            return Some(k);
+        }
+        if let Some((_, reason)) = &self.label_error {
+            return Some(reason);
+        }
+        if self.labels.len() > MAX_LABELS {
+            return Some("more than 64 labels");
+        }
+        None
+    }
+
+    /// `text`, with the bad label named when there is one, escaped.
+    fn describe(&self, text: &str) -> String {
+        match &self.label_error {
+            Some((label, _)) if !label.is_empty() => escape(&format!("{text} (label {label})")),
+            _ => escape(text),
+        }
+    }
+
+    fn target_count(&self) -> usize {
+        self.target_ends.len()
+    }
+
+    /// Each target: its text, or `None` for one that is not a string.
+    fn targets(&self) -> impl Iterator<Item = Option<&str>> + '_ {
+        let mut start = 0;
+        self.target_ends.iter().map(move |&end| {
+            if end == usize::MAX {
+                return None;
+            }
+            let t = self.target_text.get(start..end);
+            start = end;
+            t
+        })
+    }
 }
 
 /// The top-level value.
@@ -220,7 +512,7 @@ impl<'de> Visitor<'de> for Top<'_, '_> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("an array of sensor names")
+        f.write_str("an array of sensor names, entries or target groups")
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
@@ -269,15 +561,6 @@ impl<'de> Visitor<'de> for Top<'_, '_> {
 /// One element of the top-level array.
 struct Element<'w, 'a>(&'w mut Walk<'a>);
 
-impl Element<'_, '_> {
-    fn not_string(self, kind: &'static str) {
-        let w = self.0;
-        if w.not_string.is_none() {
-            w.not_string = Some((w.index, kind));
-        }
-    }
-}
-
 impl<'de> DeserializeSeed<'de> for Element<'_, '_> {
     type Value = ();
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
@@ -285,58 +568,374 @@ impl<'de> DeserializeSeed<'de> for Element<'_, '_> {
     }
 }
 
+fn stop<E: de::Error>(w: &mut Walk<'_>, e: ShapeError) -> E {
+    w.stopped = Some(e);
+    E::custom("stopped")
+}
+
 impl<'de> Visitor<'de> for Element<'_, '_> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a sensor name")
+        f.write_str("a sensor name, an entry object or a target group")
     }
 
     fn visit_str<E: de::Error>(self, s: &str) -> Result<(), E> {
         let w = self.0;
         // After a bad element the body is only checked, not collected.
-        if w.not_string.is_some() {
+        if w.bad_element.is_some() || !w.settle(Shape::Entries) {
             return Ok(());
         }
-        (w.on_entry)(s).map_err(|e| {
-            w.stopped = Some(e);
-            E::custom("stopped")
-        })
+        w.c.add(s).map_err(|e| stop(w, e))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let w = self.0;
+        if w.bad_element.is_some() {
+            return skip_map(map);
+        }
+        let mut o = std::mem::take(&mut w.object);
+        o.clear();
+        while let Some(key) = map.next_key_seed(KeySeed)? {
+            let slot = key as usize;
+            if let Some(seen) = o.seen.get_mut(slot) {
+                if *seen && o.repeated.is_none() {
+                    o.repeated = Some("a key is given twice");
+                }
+                *seen = true;
+            }
+            match key {
+                Key::Name => {
+                    // The buffer of the previous element is reused.
+                    let mut name = o.name_buf.take().unwrap_or_default();
+                    name.clear();
+                    match map.next_value_seed(StrInto(&mut name))? {
+                        None => o.name = Some(name),
+                        Some(_) => {
+                            o.name_buf = Some(name);
+                            o.name_error = Some("\"name\" is not a string");
+                        }
+                    }
+                }
+                Key::Port => o.port = map.next_value_seed(PortSeed)?,
+                Key::Labels => map.next_value_seed(LabelsSeed(&mut o))?,
+                Key::Targets => {
+                    o.has_targets = true;
+                    map.next_value_seed(TargetsSeed(&mut o))?;
+                }
+                Key::Other => {
+                    map.next_value::<Skip>()?;
+                }
+            }
+        }
+        let shape = if o.has_targets {
+            Shape::Groups
+        } else {
+            Shape::Entries
+        };
+        let result = if w.settle(shape) {
+            match shape {
+                Shape::Groups => w.c.add_group(&o),
+                _ => w.c.add_entry(&o),
+            }
+        } else {
+            Ok(())
+        };
+        w.object = o;
+        result.map_err(|e| stop(w, e))
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
-        self.not_string("array");
+        self.0.refuse_element("array");
         skip_seq(seq)
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
-        self.not_string("object");
-        skip_map(map)
-    }
-
     fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
-        self.not_string("boolean");
+        self.0.refuse_element("boolean");
         Ok(())
     }
 
     fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
-        self.not_string("number");
+        self.0.refuse_element("number");
         Ok(())
     }
 
     fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
-        self.not_string("number");
+        self.0.refuse_element("number");
         Ok(())
     }
 
     fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
-        self.not_string("number");
+        self.0.refuse_element("number");
         Ok(())
     }
 
     fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-        self.not_string("null");
+        self.0.refuse_element("null");
         Ok(())
+    }
+}
+
+/// The keys of an object element that mean something; the discriminant
+/// indexes `Object::seen`.
+#[derive(Clone, Copy)]
+enum Key {
+    Name = 0,
+    Port = 1,
+    Labels = 2,
+    Targets = 3,
+    Other = 4,
+}
+
+struct KeySeed;
+
+impl<'de> DeserializeSeed<'de> for KeySeed {
+    type Value = Key;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Key, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl Visitor<'_> for KeySeed {
+    type Value = Key;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a key")
+    }
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<Key, E> {
+        Ok(match s {
+            "name" => Key::Name,
+            "port" => Key::Port,
+            "labels" => Key::Labels,
+            "targets" => Key::Targets,
+            _ => Key::Other,
+        })
+    }
+}
+
+/// A string into the given buffer; any other value is read, skipped and
+/// named by its kind.
+struct StrInto<'b>(&'b mut String);
+
+impl<'de> DeserializeSeed<'de> for StrInto<'_> {
+    type Value = Option<&'static str>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for StrInto<'_> {
+    type Value = Option<&'static str>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
+        self.0.push_str(s);
+        Ok(None)
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(Some("boolean"))
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(Some("number"))
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(Some("number"))
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(Some("number"))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Some("null"))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        skip_seq(seq).map(|()| Some("array"))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        skip_map(map).map(|()| Some("object"))
+    }
+}
+
+/// `"port"`: a whole number 1-65535, `None` for `null`, or `Err` for
+/// anything else.
+struct PortSeed;
+
+impl<'de> DeserializeSeed<'de> for PortSeed {
+    type Value = Option<Result<u16, ()>>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for PortSeed {
+    type Value = Option<Result<u16, ()>>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a port number")
+    }
+    fn visit_u64<E: de::Error>(self, n: u64) -> Result<Self::Value, E> {
+        Ok(Some(u16::try_from(n).ok().filter(|&p| p > 0).ok_or(())))
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(Some(Err(())))
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(Some(Err(())))
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(Some(Err(())))
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(Some(Err(())))
+    }
+    /// `null`, as Go writes an unset field: no port.
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        skip_seq(seq).map(|()| Some(Err(())))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        skip_map(map).map(|()| Some(Err(())))
+    }
+}
+
+/// `"labels"`: an object of strings, each checked; the first bad one is
+/// kept in `Object::label_error`.
+struct LabelsSeed<'o>(&'o mut Object);
+
+impl LabelsSeed<'_> {
+    fn refuse(&mut self, label: &str, reason: &'static str) {
+        if self.0.label_error.is_none() {
+            self.0.label_error = Some((label.to_string(), reason));
+        }
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for LabelsSeed<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for LabelsSeed<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object of labels")
+    }
+    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
+        let mut name = String::new();
+        // JSON keys are always strings.
+        while map.next_key_seed(StrInto(&mut name))?.is_some() {
+            let mut value = String::new();
+            if map.next_value_seed(StrInto(&mut value))?.is_some() {
+                self.refuse(&name, "label value is not a string");
+            } else if let Err(reason) = labels::check(&name, &value) {
+                self.refuse(&name, reason);
+            } else if self.0.labels.iter().any(|(n, _)| *n == name) {
+                self.refuse(&name, "label is given twice");
+            } else if self.0.labels.len() <= MAX_LABELS {
+                // One past the limit is kept, to be refused as too many.
+                self.0.labels.push((std::mem::take(&mut name), value));
+            }
+            name.clear();
+        }
+        Ok(())
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+        self.not_an_object();
+        Ok(())
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        self.not_an_object();
+        Ok(())
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        self.not_an_object();
+        Ok(())
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+        self.not_an_object();
+        Ok(())
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        self.not_an_object();
+        Ok(())
+    }
+    /// `null`, as Go writes an empty map: no labels.
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
+        self.not_an_object();
+        skip_seq(seq)
+    }
+}
+
+impl LabelsSeed<'_> {
+    fn not_an_object(mut self) {
+        self.refuse("", "\"labels\" is not an object of strings");
+    }
+}
+
+/// `"targets"`: an array of strings, kept one after the other.
+struct TargetsSeed<'o>(&'o mut Object);
+
+impl<'de> DeserializeSeed<'de> for TargetsSeed<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for TargetsSeed<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array of targets")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let o = self.0;
+        o.target_text.clear();
+        o.target_ends.clear();
+        let mut tmp = String::new();
+        while let Some(kind) = seq.next_element_seed(StrInto(&mut tmp))? {
+            match kind {
+                None => {
+                    o.target_text.push_str(&tmp);
+                    o.target_ends.push(o.target_text.len());
+                }
+                Some(_) => o.target_ends.push(usize::MAX),
+            }
+            tmp.clear();
+        }
+        Ok(())
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+        self.0.targets_error = Some(BAD_TARGETS);
+        Ok(())
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        self.0.targets_error = Some(BAD_TARGETS);
+        Ok(())
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        self.0.targets_error = Some(BAD_TARGETS);
+        Ok(())
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+        self.0.targets_error = Some(BAD_TARGETS);
+        Ok(())
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        self.0.targets_error = Some(BAD_TARGETS);
+        Ok(())
+    }
+    /// `null`, as Go writes an empty list: no targets.
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
+        self.0.targets_error = Some(BAD_TARGETS);
+        skip_map(map)
     }
 }
 
@@ -421,19 +1020,175 @@ mod tests {
     use super::*;
 
     fn entries(body: &[u8]) -> Result<Vec<String>, ShapeError> {
-        let mut out = Vec::new();
-        for_each_entry(body, &mut |e| {
-            out.push(e.to_string());
-            Ok(())
-        })?;
-        Ok(out)
+        parse(body, 9100).map(|v| v.targets.to_strings())
+    }
+
+    fn labels(v: &[(&str, &str)]) -> Labels {
+        v.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    fn defaults() -> Labels {
+        labels(&[("__metrics_path__", "/metrics"), ("job", "sensors")])
+    }
+
+    /// Groups as (labels, targets), with the defaults applied.
+    fn groups(body: &str) -> (Vec<(Labels, Vec<String>)>, Validated) {
+        let v = parse_with_defaults(body.as_bytes(), 9100, defaults()).unwrap();
+        let g = v
+            .targets
+            .clone()
+            .into_groups(&defaults())
+            .into_iter()
+            .map(|g| (g.labels, g.targets.to_strings()))
+            .collect();
+        (g, v)
+    }
+
+    fn reasons(v: &Validated) -> Vec<(&str, &str)> {
+        v.rejected
+            .iter()
+            .map(|r| (r.entry.as_str(), r.reason))
+            .collect()
+    }
+
+    #[test]
+    fn entry_objects_mix_with_names() {
+        let (g, v) = groups(
+            r#"["a", {"name": "b", "port": 9200, "labels": {"rack": "r1"}},
+                {"name": "c:9200", "labels": {"rack": "r1"}, "other": [1, {"x": null}]},
+                {"name": "d", "labels": {"job": "sensors"}}]"#,
+        );
+        assert_eq!((v.sensor_count, v.invalid_count), (4, 0));
+        assert_eq!(
+            g,
+            [
+                (defaults(), vec!["a:9100".into(), "d:9100".into()]),
+                (
+                    labels(&[
+                        ("__metrics_path__", "/metrics"),
+                        ("job", "sensors"),
+                        ("rack", "r1")
+                    ]),
+                    vec!["b:9200".into(), "c:9200".into()]
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_entry_objects_are_dropped_with_a_reason() {
+        let (g, v) = groups(
+            r#"[{"name": "ok"}, {"port": 1}, {"name": 5}, {"name": "x", "port": 0},
+                {"name": "x", "port": 65536}, {"name": "x", "port": "80"},
+                {"name": "x:80", "port": 81}, {"name": "x:80", "port": 80, "labels": {"a": "b"}},
+                {"name": "y", "labels": {"1a": "v"}}, {"name": "y", "labels": {"__x": "v"}},
+                {"name": "y", "labels": {"__address__": "v"}}, {"name": "y", "labels": {"a": 1}},
+                {"name": "y", "labels": ["a"]}, {"name": "y", "name": "z"},
+                {"name": "bad name"}]"#,
+        );
+        assert_eq!(v.sensor_count, 15);
+        assert_eq!(v.invalid_count, 13);
+        assert_eq!(g.len(), 2);
+        let r = reasons(&v);
+        assert_eq!(r[0], ("(entry object)", "entry object without a \"name\""));
+        assert_eq!(r[1], ("(entry object)", "\"name\" is not a string"));
+        assert_eq!(r[2].1, BAD_PORT);
+        assert_eq!(r[3].1, BAD_PORT);
+        assert_eq!(r[4].1, BAD_PORT);
+        assert_eq!(r[5], ("x:80", "\"port\" differs from the port in \"name\""));
+        assert_eq!(r[6].0, "y (label 1a)");
+        assert!(r[7].1.contains("reserved"));
+        assert!(r[8].1.contains("__address__"));
+        assert_eq!(r[9].1, "label value is not a string");
+        assert!(r[10].1.contains("not an object"));
+        assert!(r[11].1.contains("twice"));
+        assert_eq!(r[12].0, "bad name");
+    }
+
+    #[test]
+    fn too_many_or_too_long_labels() {
+        let many: Vec<String> = (0..=MAX_LABELS)
+            .map(|i| format!("\"l{i}\": \"v\""))
+            .collect();
+        let body = format!(
+            r#"[{{"name": "a", "labels": {{{}}}}}, {{"name": "b", "labels": {{"v": "{}"}}}}, "c"]"#,
+            many.join(","),
+            "x".repeat(labels::MAX_LABEL_VALUE_BYTES + 1)
+        );
+        let (_, v) = groups(&body);
+        assert_eq!(v.invalid_count, 2);
+        assert_eq!(v.rejected[0].reason, "more than 64 labels");
+        assert!(v.rejected[1].reason.contains("too long"));
+    }
+
+    #[test]
+    fn conflicting_duplicates_keep_the_first() {
+        let (g, v) = groups(
+            r#"[{"name": "a", "labels": {"r": "1"}}, "A", "a", {"name": "a:9100", "labels": {"r": "1"}},
+                "b", {"name": "b", "labels": {"r": "2"}}]"#,
+        );
+        assert_eq!(v.invalid_count, 3, "{:?}", v.rejected);
+        assert!(v.rejected.iter().all(|r| r.reason == CONFLICT));
+        assert_eq!(g[0].1, ["b:9100"]);
+        assert_eq!(g[1].1, ["a:9100"]);
+    }
+
+    #[test]
+    fn target_groups_are_read_as_prometheus_writes_them() {
+        let (g, v) = groups(
+            r#"[{"targets": ["h1:9200", "h2"], "labels": {"rack": "r1"}},
+                {"targets": ["h3"]}, {"targets": [], "labels": {"x": "y"}},
+                {"targets": ["h4", 7, "bad name"], "labels": {"__address__": "x"}},
+                {"targets": ["h5", 7, "bad name"]}, {"targets": "h6"}]"#,
+        );
+        assert_eq!(v.sensor_count, 10);
+        assert_eq!(v.invalid_count, 6, "{:?}", v.rejected);
+        assert_eq!(g[0].1, ["h3:9100", "h5:9100"]);
+        assert_eq!(g[1].1, ["h1:9200", "h2:9100"]);
+        let r = reasons(&v);
+        assert_eq!(r[0].0, "h4 (label __address__)");
+        assert_eq!(r[1].0, "(not a string)");
+        assert_eq!(r[3], ("(not a string)", BAD_TARGETS));
+        assert_eq!(r[4].0, "bad name");
+        assert_eq!(r[5], ("(target group)", BAD_TARGETS));
+    }
+
+    #[test]
+    fn null_is_an_unset_optional_key_as_go_writes_it() {
+        let (g, v) =
+            groups(r#"[{"name": "a", "port": null, "labels": null}, {"name": null}, "b"]"#);
+        assert_eq!(v.invalid_count, 1);
+        assert_eq!(g, [(defaults(), vec!["a:9100".into(), "b:9100".into()])]);
+        let (g, v) = groups(r#"[{"targets": null, "labels": null}, {"targets": ["c"]}]"#);
+        assert_eq!((v.sensor_count, v.invalid_count), (1, 0));
+        assert_eq!(g, [(defaults(), vec!["c:9100".into()])]);
+    }
+
+    #[test]
+    fn one_document_holds_one_shape() {
+        for (body, needle) in [
+            (
+                r#"[{"targets": []}, "a"]"#,
+                "element 1 is a name or entry object",
+            ),
+            (r#"["a", {"targets": []}]"#, "element 1 is a target group"),
+            (
+                r#"[{"name": "a"}, {"targets": ["b"]}]"#,
+                "element 1 is a target group",
+            ),
+        ] {
+            let e = parse(body.as_bytes(), 9100).unwrap_err();
+            assert!(e.0.contains(needle), "{body}: {e}");
+        }
     }
 
     #[test]
     fn accepts_an_array_of_strings() {
-        assert_eq!(entries(br#"["a", "b"]"#).unwrap(), vec!["a", "b"]);
+        assert_eq!(entries(br#"["a", "b"]"#).unwrap(), vec!["a:9100", "b:9100"]);
         assert_eq!(entries(b" \n[]\n").unwrap(), Vec::<String>::new());
-        assert_eq!(entries(br#"["\u0061\n"]"#).unwrap(), vec!["a\n"]);
+        assert_eq!(entries(br#"["\u0061"]"#).unwrap(), vec!["a:9100"]);
         let v = parse(br#"["b", "a", "a:9100"]"#, 9100).unwrap();
         assert_eq!(v.targets.to_strings(), ["a:9100", "b:9100"]);
         assert_eq!((v.sensor_count, v.invalid_count), (3, 0));
@@ -470,10 +1225,6 @@ mod tests {
             (b"[\"a\", null]", "element 1 is a JSON null"),
             (b"[\"a\", [\"b\"]]", "element 1 is a JSON array"),
             (b"[\"a\", \"b\", true, {}]", "element 2 is a JSON boolean"),
-            (
-                b"[\"a\", \"b\", \"c\", {\"x\": 1}]",
-                "element 3 is a JSON object",
-            ),
             (b"\"sensor\"", "got a JSON string"),
             (b"null", "got a JSON null"),
             (b"12", "got a JSON number"),

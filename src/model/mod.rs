@@ -3,5 +3,6 @@
 
 pub mod address;
 pub mod inventory;
+pub mod labels;
 pub mod targets;
 pub mod text;

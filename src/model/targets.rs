@@ -3,8 +3,9 @@
 
 use std::cmp::Ordering;
 use std::collections::hash_map::RandomState;
+use std::collections::HashMap;
 use std::fmt;
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, BuildHasherDefault};
 use std::io::{self, BufWriter, Write};
 use std::sync::OnceLock;
 
@@ -420,40 +421,109 @@ impl TargetGroup {
 /// name, which gets only the configured labels.
 pub type Labels = Vec<(String, String)>;
 
-/// Valid inventory entries, grouped by their own labels: one compact target
+/// Hashes that are already hashes, used as they are.
+#[derive(Default, Clone, Copy)]
+struct PassThrough(u64);
+
+impl std::hash::Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type OwnerMap = HashMap<u64, u32, BuildHasherDefault<PassThrough>>;
+
+/// Valid inventory entries, grouped by their labels: one compact target
 /// list per distinct label set, each of which renders as one target group.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct Entries {
     groups: Vec<(Labels, TargetList)>,
+    /// The group of each label set, while collecting.
+    index: HashMap<Labels, usize>,
+    /// Once there are two groups: the group that first took each address
+    /// (by the hash of its case-folded text), to find conflicting
+    /// duplicates. A single label set never pays for it.
+    owner: Option<OwnerMap>,
 }
+
+/// The same groups with the same targets, however they were collected.
+impl PartialEq for Entries {
+    fn eq(&self, other: &Entries) -> bool {
+        self.groups == other.groups
+    }
+}
+
+impl Eq for Entries {}
 
 impl Entries {
     pub fn new() -> Entries {
         Entries::default()
     }
 
-    /// Adds one entry: its address and its own labels.
+    /// Adds one entry: its address and its labels. `Ok(false)`: the same
+    /// address is already in another group (a conflicting duplicate), and
+    /// this one was dropped.
     pub fn push(
         &mut self,
         host: &str,
         port: u16,
         labels: &[(String, String)],
-    ) -> Result<(), CapacityError> {
-        // Entries with the same labels usually come together: look at the
-        // last group used first.
-        let found = match self.groups.last() {
-            Some((l, _)) if l.as_slice() == labels => Some(self.groups.len() - 1),
-            _ => self.groups.iter().position(|(l, _)| l.as_slice() == labels),
-        };
-        let i = match found {
-            Some(i) => i,
-            None => {
-                self.groups.push((labels.to_vec(), TargetList::new()));
-                self.groups.len() - 1
+    ) -> Result<bool, CapacityError> {
+        let g = self.group(labels)?;
+        self.push_to(g, host, port)
+    }
+
+    /// The group of `labels`, created when new.
+    pub fn group(&mut self, labels: &[(String, String)]) -> Result<usize, CapacityError> {
+        if let Some(&i) = self.index.get(labels) {
+            return Ok(i);
+        }
+        let i = self.groups.len();
+        if i == 1 {
+            // A second label set: from now on every address is checked.
+            let mut owner = OwnerMap::default();
+            if let Some((_, first)) = self.groups.first() {
+                owner
+                    .try_reserve(first.len())
+                    .map_err(|_| CapacityError("out of memory for duplicate checks".into()))?;
+                for &span in &first.spans {
+                    owner.insert(folded_hash(first.host(span), span_port(span)), 0);
+                }
             }
-        };
-        match self.groups.get_mut(i) {
-            Some((_, list)) => list.push(host, port),
+            self.owner = Some(owner);
+        }
+        self.groups.push((labels.to_vec(), TargetList::new()));
+        self.index.insert(labels.to_vec(), i);
+        Ok(i)
+    }
+
+    /// Adds one address to group `g` (from [`Entries::group`]); as
+    /// [`Entries::push`].
+    pub fn push_to(&mut self, g: usize, host: &str, port: u16) -> Result<bool, CapacityError> {
+        if let Some(owner) = &mut self.owner {
+            let id = u32::try_from(g).map_err(|_| CapacityError("too many label sets".into()))?;
+            let key = folded_hash(host.as_bytes(), port);
+            match owner.get(&key) {
+                Some(&first) if first != id => return Ok(false),
+                Some(_) => {}
+                None => {
+                    owner
+                        .try_reserve(1)
+                        .map_err(|_| CapacityError("out of memory for duplicate checks".into()))?;
+                    owner.insert(key, id);
+                }
+            }
+        }
+        match self.groups.get_mut(g) {
+            Some((_, list)) => list.push(host, port).map(|()| true),
             None => Err(CapacityError("lost a target group".into())),
         }
     }
@@ -465,7 +535,9 @@ impl Entries {
             list.finish();
         }
         self.groups.retain(|(_, list)| !list.is_empty());
-        self.groups.sort_by(|a, b| a.0.cmp(&b.0));
+        sort_by_label_set(&mut self.groups);
+        self.index = HashMap::new();
+        self.owner = None;
     }
 
     /// Targets in all groups.
@@ -489,8 +561,9 @@ impl Entries {
     /// The target groups to render. `defaults` (`__metrics_path__` first,
     /// then the configured labels) apply to every group; an entry's own
     /// label of the same name overrides the default, and its other labels
-    /// follow. An empty inventory is one group without targets, so that the
-    /// document keeps its labels.
+    /// follow. Groups are ordered by their final label sets. An empty
+    /// inventory is one group without targets, so that the document keeps
+    /// its labels.
     pub fn into_groups(self, defaults: &[(String, String)]) -> Vec<TargetGroup> {
         if self.groups.is_empty() {
             return vec![TargetGroup {
@@ -498,20 +571,66 @@ impl Entries {
                 labels: defaults.to_vec(),
             }];
         }
-        self.groups
+        let mut merged: Vec<(Labels, TargetList)> = self
+            .groups
             .into_iter()
-            .map(|(own, targets)| {
-                let mut labels = defaults.to_vec();
-                for (name, value) in own {
-                    match labels.iter_mut().find(|(n, _)| *n == name) {
-                        Some(slot) => slot.1 = value,
-                        None => labels.push((name, value)),
-                    }
-                }
-                TargetGroup { targets, labels }
-            })
+            .map(|(own, targets)| (merge_labels(defaults, &own), targets))
+            .collect();
+        sort_by_label_set(&mut merged);
+        merged
+            .into_iter()
+            .map(|(labels, targets)| TargetGroup { targets, labels })
             .collect()
     }
+}
+
+/// `defaults` in their order with `own` values in place of theirs, then
+/// the other `own` labels by name: the same set always gives the same list.
+pub fn merge_labels(defaults: &[(String, String)], own: &[(String, String)]) -> Labels {
+    let mut labels = defaults.to_vec();
+    let mut extra: Vec<&(String, String)> = Vec::new();
+    for pair in own {
+        match labels.iter_mut().find(|(n, _)| *n == pair.0) {
+            Some(slot) => slot.1.clone_from(&pair.1),
+            None => extra.push(pair),
+        }
+    }
+    extra.sort();
+    labels.extend(extra.into_iter().cloned());
+    labels
+}
+
+/// Orders groups by their label sets: the (name, value) pairs sorted by
+/// name, compared as lists.
+fn sort_by_label_set(groups: &mut Vec<(Labels, TargetList)>) {
+    if groups.len() < 2 {
+        return;
+    }
+    let keys: Vec<Vec<&(String, String)>> = groups
+        .iter()
+        .map(|(l, _)| {
+            let mut k: Vec<&(String, String)> = l.iter().collect();
+            k.sort();
+            k
+        })
+        .collect();
+    let mut order: Vec<usize> = (0..groups.len()).collect();
+    order.sort_by(|&a, &b| keys.get(a).cmp(&keys.get(b)));
+    drop(keys);
+    let mut slots: Vec<Option<(Labels, TargetList)>> = groups.drain(..).map(Some).collect();
+    groups.extend(
+        order
+            .iter()
+            .filter_map(|&i| slots.get_mut(i).and_then(Option::take)),
+    );
+}
+
+/// The hash of `host:port` folded to lower case: case variants are one
+/// address, as in [`TargetList::finish`].
+fn folded_hash(host: &[u8], port: u16) -> u64 {
+    let mut t = TargetText::new(host, port);
+    t.buf.make_ascii_lowercase();
+    target_hash(t.as_bytes())
 }
 
 /// Labels as a JSON object that keeps their order (serde_json's own map
@@ -1011,11 +1130,12 @@ mod tests {
         };
         let groups = build(&[0, 1, 2, 3]);
         assert_eq!(groups.len(), 2);
-        assert_eq!(groups[0].targets.to_strings(), ["s1:9100", "s2:9100"]);
-        assert_eq!(groups[0].labels, defaults);
-        assert_eq!(groups[1].targets.to_strings(), ["e0:9200", "e1:9200"]);
+        // Ordered by label set: job=edge before job=sensors.
+        assert_eq!(groups[1].targets.to_strings(), ["s1:9100", "s2:9100"]);
+        assert_eq!(groups[1].labels, defaults);
+        assert_eq!(groups[0].targets.to_strings(), ["e0:9200", "e1:9200"]);
         assert_eq!(
-            groups[1].labels,
+            groups[0].labels,
             labels(&[
                 ("__metrics_path__", "/metrics"),
                 ("job", "edge"),
@@ -1026,5 +1146,43 @@ mod tests {
         let want = render(&groups).unwrap();
         assert_eq!(render(&build(&[3, 2, 1, 0])).unwrap(), want);
         assert_eq!(render(&build(&[1, 3, 0, 2])).unwrap(), want);
+    }
+
+    #[test]
+    fn a_second_label_set_finds_conflicting_duplicates() {
+        let one = labels(&[("r", "1")]);
+        let mut e = Entries::new();
+        assert!(e.push("a", 1, &[]).unwrap());
+        assert!(e.push("b", 1, &[]).unwrap());
+        assert!(
+            !e.push("A", 1, &one).unwrap(),
+            "a case variant is the same address"
+        );
+        assert!(
+            e.push("a", 2, &one).unwrap(),
+            "another port is another address"
+        );
+        assert!(e.push("c", 1, &one).unwrap());
+        assert!(!e.push("c", 1, &[]).unwrap());
+        assert!(e.push("c", 1, &one).unwrap(), "a plain repeat");
+        e.finish();
+        assert_eq!(e.to_strings(), ["a:1", "b:1", "a:2", "c:1"]);
+    }
+
+    #[test]
+    fn merged_labels_depend_on_the_set_only() {
+        let defaults = labels(&[("__metrics_path__", "/m"), ("job", "s")]);
+        let a = merge_labels(&defaults, &labels(&[("z", "1"), ("job", "x"), ("a", "2")]));
+        let b = merge_labels(&defaults, &labels(&[("a", "2"), ("z", "1"), ("job", "x")]));
+        assert_eq!(a, b);
+        assert_eq!(
+            a,
+            labels(&[
+                ("__metrics_path__", "/m"),
+                ("job", "x"),
+                ("a", "2"),
+                ("z", "1")
+            ])
+        );
     }
 }

@@ -67,6 +67,8 @@ pub struct OnFailure<'a> {
 #[derive(Debug)]
 pub struct Published {
     pub changed: bool,
+    /// Targets in the document.
+    pub target_count: usize,
     pub added: usize,
     pub removed: usize,
     /// What the file holds now; `None` when the caller did not ask to keep
@@ -148,6 +150,7 @@ pub fn publish_targets(
             }
             Ok(Published {
                 changed,
+                target_count: n,
                 added,
                 removed,
                 targets,

@@ -1,16 +1,23 @@
 //! Inventory sources: where the raw document comes from. One fetch is one
 //! attempt; retries belong to the cycle.
 
+pub mod credentials;
 pub mod retry;
 pub mod url;
 
+use std::collections::hash_map::RandomState;
 use std::fs::File;
+use std::hash::{BuildHasher, Hasher};
 use std::io::Read;
 use std::path::PathBuf;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime};
 
 use ureq::http::{HeaderValue, StatusCode, Uri};
 use ureq::tls::{RootCerts, TlsConfig};
+
+use crate::source::credentials::{Files, Loaded};
+use crate::sys::paths::Trust;
 use ureq::{Agent, Proxy, ProxyProtocol};
 
 use crate::source::url::{
@@ -38,24 +45,97 @@ impl FetchError {
     }
 }
 
+/// The cache validators of a response: `ETag` and `Last-Modified`, sent
+/// back as `If-None-Match` and `If-Modified-Since`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Validators {
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+}
+
+impl Validators {
+    pub fn is_empty(&self) -> bool {
+        self.etag.is_none() && self.last_modified.is_none()
+    }
+}
+
+/// What one successful attempt brought.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Response {
+    /// A full body, with the validators its origin gave (none for files).
+    Body {
+        body: Vec<u8>,
+        validators: Validators,
+    },
+    /// `304 Not Modified` to the validators sent.
+    NotModified,
+}
+
+/// A 128-bit keyed hash (two SipHash keys, random for each process) of a
+/// body: an unchanged body is told apart without keeping a copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyHash(u64, u64);
+
+impl BodyHash {
+    pub fn of(body: &[u8]) -> BodyHash {
+        static KEYS: OnceLock<(RandomState, RandomState)> = OnceLock::new();
+        let (a, b) = KEYS.get_or_init(|| (RandomState::new(), RandomState::new()));
+        let hash = |keys: &RandomState| {
+            let mut h = keys.build_hasher();
+            h.write_usize(body.len());
+            h.write(body);
+            h.finish()
+        };
+        BodyHash(hash(a), hash(b))
+    }
+}
+
 /// Something that can produce an inventory document.
 pub trait Source: Send {
     /// One attempt, bounded by `timeout` from first byte out to last byte in.
     fn fetch(&mut self, timeout: Duration) -> Result<Vec<u8>, FetchError>;
+
+    /// One attempt that sends `validators` (if any) to the inventory's
+    /// origin, so that the answer may be `304 Not Modified`.
+    fn fetch_if(
+        &mut self,
+        timeout: Duration,
+        _validators: Option<&Validators>,
+    ) -> Result<Response, FetchError> {
+        self.fetch(timeout).map(|body| Response::Body {
+            body,
+            validators: Validators::default(),
+        })
+    }
+
+    /// Reads the secret files again (SIGHUP); what cannot be read keeps
+    /// its old value, with a warning.
+    fn reload(&mut self) {}
 }
 
 /// Builds the source for an inventory URL; bodies over `limit` bytes fail.
 pub fn source_for(url: &InventoryUrl, limit: u64) -> Box<dyn Source> {
+    source_with(url, limit, Secrets::default())
+}
+
+/// The secret files and what they held when last read.
+#[derive(Debug, Clone, Default)]
+pub struct Secrets {
+    pub files: Files,
+    pub loaded: Loaded,
+}
+
+/// As `source_for`, with the secrets an http(s) inventory is fetched with.
+pub fn source_with(url: &InventoryUrl, limit: u64, secrets: Secrets) -> Box<dyn Source> {
     match url.location() {
         Location::File(path) => Box::new(FileSource {
             path: path.clone(),
             limit,
         }),
-        Location::Http { https, .. } => {
-            Box::new(HttpSource::new(url.clone(), *https, limit, &|name| {
-                std::env::var(name).ok()
-            }))
-        }
+        Location::Http { https, .. } => Box::new(
+            HttpSource::new(url.clone(), *https, limit, &|name| std::env::var(name).ok())
+                .with_secrets(secrets),
+        ),
     }
 }
 
@@ -88,8 +168,12 @@ impl Source for FileSource {
 
 pub struct HttpSource {
     url: InventoryUrl,
+    https: bool,
     agent: Agent,
     limit: u64,
+    secrets: Secrets,
+    /// `Authorization` for the inventory's origin, from `secrets` or the URL.
+    authorization: Option<String>,
     /// The proxy variables as they were when the source was built.
     env: Vec<(&'static str, String)>,
     /// Proxies built from those values, each built (and warned about) once.
@@ -191,28 +275,13 @@ impl HttpSource {
             .iter()
             .filter_map(|n| env(n).map(|v| (*n, v)))
             .collect();
-        let config = Agent::config_builder()
-            // Statuses are ours to judge: 429 and 5xx retry, other 4xx fail.
-            .http_status_as_error(false)
-            // An https inventory never falls back to plain http on a redirect.
-            .https_only(https)
-            // Chosen for each request, by its own host (NO_PROXY included).
-            .proxy(None)
-            // Redirects are followed here, so that credentials stay with
-            // their origin (scheme, host and port).
-            .max_redirects(0)
-            .user_agent(format!("sd-updater/{}", env!("CARGO_PKG_VERSION")))
-            .accept("application/json")
-            .tls_config(
-                TlsConfig::builder()
-                    .root_certs(RootCerts::PlatformVerifier)
-                    .build(),
-            )
-            .build();
         let mut source = HttpSource {
+            authorization: url.authorization().map(str::to_string),
+            agent: build_agent(https, &Loaded::default()),
             url,
-            agent: Agent::new_with_config(config),
+            https,
             limit,
+            secrets: Secrets::default(),
             env,
             proxies: Vec::new(),
         };
@@ -221,6 +290,15 @@ impl HttpSource {
             source.proxy_to(&uri);
         }
         source
+    }
+
+    /// Uses `secrets`: the token or password file for `Authorization`, the
+    /// CA bundle and client certificate for TLS.
+    pub fn with_secrets(mut self, secrets: Secrets) -> HttpSource {
+        self.secrets = secrets;
+        self.agent = build_agent(self.https, &self.secrets.loaded);
+        self.authorization = self.secrets.loaded.authorization(&self.url);
+        self
     }
 
     /// The proxy for a request to `uri`, decided for its own scheme and
@@ -304,6 +382,35 @@ impl HttpSource {
     }
 }
 
+/// The agent for an inventory: redirects, statuses and proxies are left to
+/// `HttpSource`; TLS trusts the CA bundle if one is given, else the system.
+fn build_agent(https: bool, tls: &Loaded) -> Agent {
+    let roots = match &tls.ca {
+        Some(certs) => RootCerts::new_with_certs(certs),
+        None => RootCerts::PlatformVerifier,
+    };
+    let config = Agent::config_builder()
+        // Statuses are ours to judge: 429 and 5xx retry, other 4xx fail.
+        .http_status_as_error(false)
+        // An https inventory never falls back to plain http on a redirect.
+        .https_only(https)
+        // Chosen for each request, by its own host (NO_PROXY included).
+        .proxy(None)
+        // Redirects are followed here, so that credentials stay with
+        // their origin (scheme, host and port).
+        .max_redirects(0)
+        .user_agent(format!("sd-updater/{}", env!("CARGO_PKG_VERSION")))
+        .accept("application/json")
+        .tls_config(
+            TlsConfig::builder()
+                .root_certs(roots)
+                .client_cert(tls.client.clone())
+                .build(),
+        )
+        .build();
+    Agent::new_with_config(config)
+}
+
 /// Whether an I/O error carries a rustls error: the TLS stream reports a
 /// handshake failure (an untrusted, expired or misnamed certificate, an
 /// alert) as an I/O error around it. The type is named through ureq's
@@ -352,10 +459,22 @@ fn describe(e: &ureq::Error) -> String {
 
 impl Source for HttpSource {
     fn fetch(&mut self, timeout: Duration) -> Result<Vec<u8>, FetchError> {
+        match self.fetch_if(timeout, None)? {
+            Response::Body { body, .. } => Ok(body),
+            Response::NotModified => Err(not_modified_unasked()),
+        }
+    }
+
+    fn fetch_if(
+        &mut self,
+        timeout: Duration,
+        validators: Option<&Validators>,
+    ) -> Result<Response, FetchError> {
         let first = match self.url.location() {
             Location::Http { uri, .. } => uri.clone(),
             Location::File(_) => return Err(FetchError::Permanent("not an http(s) URL".into())),
         };
+        let validators = validators.filter(|v| !v.is_empty());
         // One deadline for the whole attempt, redirects and body included.
         let start = Instant::now();
         let mut uri = first.clone();
@@ -367,10 +486,20 @@ impl Source for HttpSource {
             }
             let proxy = self.proxy_to(&uri);
             let mut request = self.agent.get(uri.clone());
-            // Credentials go only to the origin they were given for.
-            if let Some(auth) = self.url.authorization() {
-                if same_origin(&uri, &first) {
+            // Credentials and validators go only to the inventory's origin.
+            let home = same_origin(&uri, &first);
+            if home {
+                if let Some(auth) = &self.authorization {
                     request = request.header("Authorization", auth);
+                }
+            }
+            let conditional = validators.filter(|_| home);
+            if let Some(v) = conditional {
+                if let Some(etag) = &v.etag {
+                    request = request.header("If-None-Match", etag);
+                }
+                if let Some(date) = &v.last_modified {
+                    request = request.header("If-Modified-Since", date);
                 }
             }
             let mut response = request
@@ -383,12 +512,36 @@ impl Source for HttpSource {
             let status = response.status();
             let code = status.as_u16();
             if code == 200 {
-                return response
+                let header = |name| {
+                    response
+                        .headers()
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .filter(|v| !v.is_empty() && v.len() <= MAX_VALIDATOR)
+                        .map(str::to_string)
+                };
+                // Validators of another origin are never sent back to ours.
+                let validators = if home {
+                    Validators {
+                        etag: header(ureq::http::header::ETAG),
+                        last_modified: header(ureq::http::header::LAST_MODIFIED),
+                    }
+                } else {
+                    Validators::default()
+                };
+                let body = response
                     .body_mut()
                     .with_config()
                     .limit(self.limit)
                     .read_to_vec()
-                    .map_err(|e| self.classify(e));
+                    .map_err(|e| self.classify(e))?;
+                return Ok(Response::Body { body, validators });
+            }
+            if code == 304 {
+                return match conditional {
+                    Some(_) => Ok(Response::NotModified),
+                    None => Err(not_modified_unasked()),
+                };
             }
             if matches!(code, 301 | 302 | 303 | 307 | 308) {
                 if redirects >= MAX_REDIRECTS {
@@ -415,11 +568,33 @@ impl Source for HttpSource {
                 }
             } else {
                 // Other 4xx, 1xx, any 2xx but 200 (a 206 is a partial body),
-                // and 3xx that are not redirects (304 has no body).
+                // and 3xx that are not redirects.
                 FetchError::Permanent(reason)
             });
         }
     }
+
+    fn reload(&mut self) {
+        let tls = self
+            .secrets
+            .files
+            .reload(Trust::current(), &mut self.secrets.loaded);
+        if tls {
+            log::info!("TLS files changed: new connections use them");
+            self.agent = build_agent(self.https, &self.secrets.loaded);
+        }
+        self.authorization = self.secrets.loaded.authorization(&self.url);
+    }
+}
+
+/// Longest `ETag` or `Last-Modified` value kept.
+const MAX_VALIDATOR: usize = 1024;
+
+/// A 304 is an answer to validators; without them it carries no body.
+fn not_modified_unasked() -> FetchError {
+    FetchError::Permanent(
+        "HTTP 304 Not Modified to a request that sent no If-None-Match or If-Modified-Since".into(),
+    )
 }
 
 #[cfg(test)]

@@ -26,6 +26,10 @@ pub struct InventoryUrl {
     /// Every form of the password that must never be logged.
     secrets: Vec<String>,
     location: Location,
+    /// The decoded user name of the userinfo, and whether a password
+    /// came with it: INVENTORY_PASSWORD_FILE needs the one, not the other.
+    user: Option<String>,
+    has_password: bool,
 }
 
 /// The fix for a password that breaks the URL apart.
@@ -42,6 +46,8 @@ impl InventoryUrl {
         let (redacted, loose_password) = redact(raw);
         let mut secrets: Vec<String> = loose_password.into_iter().collect();
         let mut authorization = None;
+        let mut user = None;
+        let mut has_password = false;
         let location = match scheme.to_ascii_lowercase().as_str() {
             "http" | "https" => {
                 let https = scheme.eq_ignore_ascii_case("https");
@@ -58,6 +64,8 @@ impl InventoryUrl {
                     secrets.extend(creds.secrets());
                     secrets.extend(creds.basic());
                     authorization = creds.header();
+                    has_password = creds.password.is_some();
+                    user = Some(creds.user);
                 }
                 let uri = parts
                     .uri(if https { "https" } else { "http" })
@@ -80,6 +88,8 @@ impl InventoryUrl {
             authorization,
             secrets,
             location,
+            user,
+            has_password,
         })
     }
 
@@ -90,6 +100,17 @@ impl InventoryUrl {
     /// The `Authorization` header value for the inventory's own origin.
     pub fn authorization(&self) -> Option<&str> {
         self.authorization.as_deref()
+    }
+
+    /// The user name of an http(s) URL's userinfo, percent-decoded; `None`
+    /// for an empty one.
+    pub fn user(&self) -> Option<&str> {
+        self.user.as_deref().filter(|u| !u.is_empty())
+    }
+
+    /// Whether the URL holds a password (after a `:` in the userinfo).
+    pub fn has_password(&self) -> bool {
+        self.has_password
     }
 
     /// The password as written, decoded, and inside the basic-auth

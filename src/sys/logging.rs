@@ -314,14 +314,18 @@ pub enum Mode {
 }
 
 /// Installs the logger: the journal when stderr is connected to it
-/// (`JOURNAL_STREAM`), stderr otherwise.
-pub fn init(level: LevelFilter) -> Mode {
+/// (`JOURNAL_STREAM`), stderr otherwise. Every journal entry carries
+/// `SOURCE_NAME=source`; stderr lines stay as they are.
+pub fn init(level: LevelFilter, source: &str) -> Mode {
     let (sink, mode) = match systemd_journal_logger::connected_to_journal()
         .then(JournalLog::empty)
         .and_then(Result::ok)
     {
         Some(j) => (
-            Sink::Journal(j.with_syslog_identifier(IDENTIFIER.to_string())),
+            Sink::Journal(
+                j.with_syslog_identifier(IDENTIFIER.to_string())
+                    .add_extra_field("SOURCE_NAME", clean(source)),
+            ),
             Mode::Journal,
         ),
         None => (Sink::Stderr, Mode::Stderr),

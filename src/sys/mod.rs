@@ -6,6 +6,7 @@ pub(crate) mod alloc;
 pub(crate) mod clock;
 pub mod logging;
 pub(crate) mod notify;
+pub mod paths;
 pub(crate) mod privileges;
 pub(crate) mod signals;
 pub(crate) mod wake;
