@@ -759,7 +759,7 @@ impl TargetSet {
     }
 
     fn from_hashes(mut hashes: Vec<u64>) -> TargetSet {
-        sort_hashes(&mut hashes);
+        hashes.sort_unstable();
         hashes.dedup();
         hashes.shrink_to_fit();
         TargetSet { hashes }
@@ -819,60 +819,6 @@ impl TargetSet {
             new.len().saturating_sub(common),
             self.hashes.len().saturating_sub(common),
         )
-    }
-}
-
-/// Sorts hashes with an LSD radix sort, eight passes of one byte (a pass
-/// whose byte is the same everywhere is skipped): a few sequential sweeps
-/// instead of a comparison sort's branchy ones. Small lists, or no memory
-/// for the second buffer, take the comparison sort.
-fn sort_hashes(v: &mut [u64]) {
-    const RADIX_FROM: usize = 4096;
-    let n = v.len();
-    let mut scratch: Vec<u64> = Vec::new();
-    if n < RADIX_FROM || scratch.try_reserve_exact(n).is_err() {
-        v.sort_unstable();
-        return;
-    }
-    scratch.resize(n, 0);
-    let mut counts = [[0usize; 256]; 8];
-    for &x in v.iter() {
-        for (pass, c) in counts.iter_mut().enumerate() {
-            if let Some(slot) = c.get_mut(((x >> (8 * pass)) & 0xFF) as usize) {
-                *slot += 1;
-            }
-        }
-    }
-    // Whether the data is in `scratch` rather than `v` right now.
-    let mut in_scratch = false;
-    for (pass, c) in counts.iter().enumerate() {
-        if c.contains(&n) {
-            continue;
-        }
-        let mut offsets = [0usize; 256];
-        let mut sum = 0;
-        for (o, &k) in offsets.iter_mut().zip(c.iter()) {
-            *o = sum;
-            sum += k;
-        }
-        let (src, dst): (&[u64], &mut [u64]) = if in_scratch {
-            (&scratch, v)
-        } else {
-            (v, &mut scratch)
-        };
-        for &x in src {
-            let b = ((x >> (8 * pass)) & 0xFF) as usize;
-            if let Some(o) = offsets.get_mut(b) {
-                if let Some(slot) = dst.get_mut(*o) {
-                    *slot = x;
-                }
-                *o += 1;
-            }
-        }
-        in_scratch = !in_scratch;
-    }
-    if in_scratch {
-        v.copy_from_slice(&scratch);
     }
 }
 
@@ -1106,30 +1052,6 @@ mod tests {
         }
         assert!(want.len() > 5_000, "{}", want.len());
         assert_eq!(l.to_strings(), want);
-    }
-
-    #[test]
-    fn hashes_sort_like_a_comparison_sort() {
-        let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
-        for n in [0, 1, 5, 4095, 4096, 50_000] {
-            let mut v: Vec<u64> = (0..n)
-                .map(|i| {
-                    seed ^= seed << 13;
-                    seed ^= seed >> 7;
-                    seed ^= seed << 17;
-                    // Some duplicates, and high bytes often the same.
-                    if i % 3 == 0 {
-                        seed % 1000
-                    } else {
-                        seed
-                    }
-                })
-                .collect();
-            let mut want = v.clone();
-            want.sort_unstable();
-            sort_hashes(&mut v);
-            assert_eq!(v, want, "{n}");
-        }
     }
 
     #[test]
