@@ -364,6 +364,17 @@ fn as_root_a_symlinked_token_file_is_refused() {
     ));
     assert_eq!(out.code(), Some(78), "{}", out.describe());
     assert!(out.stderr.contains("symbolic link"), "{}", out.describe());
+    // The message points at the token's setting, not at another one.
+    assert!(!out.stderr.contains("TARGETS_FILE"), "{}", out.describe());
+    let dotdot = sub.join("..").join("sub").join("token");
+    let out = once(
+        &AgentCmd::new(&dir)
+            .inventory(&srv)
+            .env("INVENTORY_TOKEN_FILE", dotdot.display().to_string()),
+    );
+    assert_eq!(out.code(), Some(78), "{}", out.describe());
+    assert!(out.stderr.contains("`..`"), "{}", out.describe());
+    assert!(!out.stderr.contains("TARGETS_FILE"), "{}", out.describe());
     // In the credentials directory the file is still not followed.
     let creds = dir.join("creds");
     fs::create_dir(&creds).unwrap();

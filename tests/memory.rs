@@ -470,3 +470,72 @@ fn tiny_inventory_baseline() {
     );
     assert!(m.peak < OVERHEAD / 2, "{}", m.describe());
 }
+
+/// Every entry with a label set of its own: each set costs far more than
+/// its bytes in the body, so their memory is capped (2 × MAX_RESPONSE_BYTES)
+/// and a body past the cap is refused, within 4 × MAX_RESPONSE_BYTES +
+/// 24 MiB.
+#[test]
+fn distinct_label_sets_stay_within_the_bound() {
+    let dir = TestDir::new("mem-labels");
+    let n = 200_000;
+    let mut body = Vec::with_capacity(n * 48);
+    body.push(b'[');
+    for i in 0..n {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(
+            format!("{{\"name\":\"h{i}\",\"labels\":{{\"a\":\"{i}\"}}}}").as_bytes(),
+        );
+    }
+    body.push(b']');
+    let len = body.len();
+    let limit = len.to_string();
+    let inv = FakeInventory::start(Behavior::json(body));
+    let m = measure(
+        &dir,
+        &inv,
+        "--once",
+        &[("MAX_RESPONSE_BYTES", limit.as_str())],
+    );
+    check_bound("entries, a distinct label set each", len, &m);
+    assert_ne!(m.code, Some(0), "{}", m.describe());
+    assert!(m.stderr.contains("label sets"), "{}", m.describe());
+    assert!(m.file.is_none());
+}
+
+/// 2.4 million distinct 5-character names (`"abcde",`, 8 bytes each) with
+/// one labelled entry in front: a second label set turns on the check for
+/// conflicting duplicates, which must stay within the bound too.
+#[test]
+fn distinct_names_behind_one_labelled_entry() {
+    let dir = TestDir::new("mem-one-label");
+    let alphabet = b"abcdefghijklmnopqrstuvwxyz";
+    let n = 2_400_000;
+    let mut body = Vec::with_capacity(n * 8 + 64);
+    body.extend_from_slice(br#"[{"name":"zz","labels":{"a":"b"}}"#);
+    for i in 0..n {
+        let mut k = i;
+        let mut name = [0u8; 5];
+        for c in name.iter_mut().rev() {
+            *c = alphabet[k % alphabet.len()];
+            k /= alphabet.len();
+        }
+        body.extend_from_slice(b",\"");
+        body.extend_from_slice(&name);
+        body.push(b'"');
+    }
+    body.push(b']');
+    let len = body.len();
+    let inv = FakeInventory::start(Behavior::json(body));
+    let m = measure(&dir, &inv, "--once", &[]);
+    check_bound("2.4M distinct names behind one labelled entry", len, &m);
+    assert_eq!(m.code, Some(0), "{}", m.describe());
+    assert!(
+        m.stderr
+            .contains(&format!("Successfully fetched {} sensors", n + 1)),
+        "{}",
+        m.describe()
+    );
+}

@@ -187,7 +187,7 @@ fn drop_privileges(
 ) -> Result<(), i32> {
     let mut prepare = |uid, gid| {
         if let Some(dir) = out_dir {
-            writer::create_dirs_for(dir, uid, gid)?;
+            writer::create_dirs_for(dir, uid, gid).map_err(|e| format!("TARGETS_FILE: {e}"))?;
         }
         // The metrics file never stops the agent: each write tries again.
         if let Some(file) = metrics_file {

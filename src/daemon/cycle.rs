@@ -162,10 +162,15 @@ pub fn run_with(
                         duration: elapsed,
                     });
                 }
-                let parsed = inventory::parse_with_defaults(
+                // Label sets may take twice the largest body.
+                let label_budget = usize::try_from(config.max_response_bytes)
+                    .unwrap_or(usize::MAX)
+                    .saturating_mul(2);
+                let parsed = inventory::parse_limited(
                     &body,
                     config.metrics_port,
                     config.default_labels(),
+                    label_budget,
                 );
                 // Only the compact targets go on from here.
                 drop(body);
@@ -367,6 +372,7 @@ mod tests {
                     validators: Validators {
                         etag: Some("\"e1\"".into()),
                         last_modified: None,
+                        uri: String::new(),
                     },
                 },
             })

@@ -122,7 +122,7 @@ impl Daemon {
                         clock::human(r.delay),
                         self.state.kept()
                     )),
-                    Event::Done(result) => self.finish(&mut schedule, result),
+                    Event::Done(result) => self.finish(&mut schedule, *result),
                 }
             }
         }

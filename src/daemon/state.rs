@@ -299,6 +299,7 @@ mod tests {
             validators: crate::source::Validators {
                 etag: Some("\"x\"".into()),
                 last_modified: None,
+                uri: String::new(),
             },
             body_hash: crate::source::BodyHash::of(b"x"),
         };

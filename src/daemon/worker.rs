@@ -15,7 +15,7 @@ use crate::sys::wake::{self, Waiter};
 
 pub enum Event {
     Retrying(Retrying),
-    Done(Result<Outcome, Failure>),
+    Done(Box<Result<Outcome, Failure>>),
 }
 
 /// One cycle to run.
@@ -66,7 +66,7 @@ impl Worker {
                         retry_after: None,
                     })
                 });
-                post(Event::Done(outcome));
+                post(Event::Done(Box::new(outcome)));
             }
         })?;
         Ok(Worker {

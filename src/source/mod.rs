@@ -51,6 +51,9 @@ impl FetchError {
 pub struct Validators {
     pub etag: Option<String>,
     pub last_modified: Option<String>,
+    /// The URI that gave them, after any redirect: they describe that
+    /// resource only.
+    pub uri: String,
 }
 
 impl Validators {
@@ -493,7 +496,7 @@ impl Source for HttpSource {
                     request = request.header("Authorization", auth);
                 }
             }
-            let conditional = validators.filter(|_| home);
+            let conditional = validators.filter(|v| home && v.uri == uri.to_string());
             if let Some(v) = conditional {
                 if let Some(etag) = &v.etag {
                     request = request.header("If-None-Match", etag);
@@ -525,6 +528,7 @@ impl Source for HttpSource {
                     Validators {
                         etag: header(ureq::http::header::ETAG),
                         last_modified: header(ureq::http::header::LAST_MODIFIED),
+                        uri: uri.to_string(),
                     }
                 } else {
                     Validators::default()

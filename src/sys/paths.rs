@@ -183,7 +183,7 @@ pub(crate) fn walk(
             "use directory",
             dir,
             "it holds a `..` component, which as root the agent does not follow: \
-             set TARGETS_FILE to the real path"
+             give the real path"
                 .into(),
         ));
     }
@@ -345,7 +345,7 @@ pub(crate) fn not_a_dir(
         shown,
         format!(
             "it is a symbolic link, and as root the agent follows none on the way to \
-             TARGETS_FILE: set TARGETS_FILE to the real path{hint}"
+             a file it reads or writes: give the real path{hint}"
         ),
     )
 }
