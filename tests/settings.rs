@@ -151,7 +151,9 @@ fn man_page_settings() -> Vec<(String, String)> {
 }
 
 /// A default as a document writes it, for comparison: code quotes and
-/// parentheses dropped, and the spellings of "no value" made empty.
+/// parentheses dropped, and "no value" made empty, also when followed by
+/// what it then means (`(empty)`, `empty`, `empty: stem of TARGETS_FILE`).
+/// `none` stays: the agent reads it as a value.
 fn normalise_default(cell: &str) -> String {
     let cell = cell.trim().replace('`', "");
     let cell = cell
@@ -159,9 +161,15 @@ fn normalise_default(cell: &str) -> String {
         .and_then(|c| c.strip_suffix(')'))
         .unwrap_or(&cell)
         .trim();
-    match cell.to_ascii_lowercase().as_str() {
-        "" | "empty" | "none" | "unset" | "\"\"" => String::new(),
-        _ => cell.to_string(),
+    let lower = cell.to_ascii_lowercase();
+    let empty = lower == "\"\""
+        || lower
+            .strip_prefix("empty")
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with([':', ' ', ',', ';']));
+    if empty {
+        String::new()
+    } else {
+        cell.to_string()
     }
 }
 
