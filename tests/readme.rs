@@ -296,6 +296,27 @@ fn every_quick_start_block_is_marked() {
     }
 }
 
+/// A YAML line without its comment and trailing blanks.
+fn yaml_code(line: &str) -> &str {
+    line.find(" #").map_or(line, |i| &line[..i]).trim_end()
+}
+
+/// Whether an example line is the snippet's line, where a `*` in the
+/// snippet (a file_sd glob) stands for any file name.
+fn same_yaml(example: &str, snippet: &str) -> bool {
+    let (example, snippet) = (yaml_code(example), yaml_code(snippet));
+    match snippet.split_once('*') {
+        None => example == snippet,
+        Some((head, tail)) => {
+            example == snippet
+                || example.len() >= head.len() + tail.len()
+                    && example.starts_with(head)
+                    && example.ends_with(tail)
+                    && !example[head.len()..example.len() - tail.len()].contains('/')
+        }
+    }
+}
+
 #[test]
 fn prometheus_snippet_is_the_shipped_example() {
     let snippet = block_after(&read("README.md"), "<!-- readme-snippet: prometheus -->");
@@ -304,7 +325,7 @@ fn prometheus_snippet_is_the_shipped_example() {
     assert!(
         example
             .windows(snippet.len())
-            .any(|w| w.iter().zip(&snippet).all(|(a, b)| a == b)),
+            .any(|w| w.iter().zip(&snippet).all(|(e, s)| same_yaml(e, s))),
         "README's file_sd_configs snippet is not in packaging/prometheus-example.yml:\n{}",
         snippet.join("\n")
     );
