@@ -25,6 +25,14 @@ const ALL_VARS: &[(&str, &str)] = &[
     ("ALLOW_EMPTY", "false"),
     ("RUN_AS_USER", "sd-updater"),
     ("LOG_LEVEL", "info"),
+    ("MAX_INVALID_PERCENT", "50"),
+    ("INVENTORY_TOKEN_FILE", "auto"),
+    ("INVENTORY_PASSWORD_FILE", "none"),
+    ("INVENTORY_CA_FILE", "none"),
+    ("INVENTORY_CLIENT_CERT", "none"),
+    ("INVENTORY_CLIENT_KEY", "none"),
+    ("METRICS_FILE", ""),
+    ("SOURCE_NAME", ""),
 ];
 
 #[test]
@@ -689,4 +697,32 @@ fn a_short_password_is_not_masked_in_free_text() {
         .arg("--check-config")
         .run(T);
     assert!(!check.stdout.contains("Server"), "{}", check.describe());
+}
+
+/// What `--check-config` prints is itself a valid configuration with the
+/// same effective values, so it can be pasted into an environment file.
+#[test]
+fn check_config_output_reads_back_as_the_same_configuration() {
+    let dir = TestDir::new("cli-check-round");
+    let first = AgentCmd::new(&dir)
+        .env("INVENTORY_URL", "http://127.0.0.1:9/x")
+        .env("RETRY_BACKOFF", "0.5")
+        .env("UPDATE_INTERVAL", "1.5m")
+        .env("HTTP_TIMEOUT", "2.5")
+        .arg("--check-config")
+        .run(T);
+    assert_eq!(first.code(), Some(0), "{}", first.describe());
+    let mut again = AgentCmd::new(&dir).arg("--check-config");
+    for line in first.stdout.lines() {
+        let (k, v) = line.split_once('=').expect("NAME=value");
+        again = again.env(k, v);
+    }
+    let second = again.run(T);
+    assert_eq!(second.code(), Some(0), "{}", second.describe());
+    assert_eq!(first.stdout, second.stdout);
+    assert!(
+        first.stdout.lines().any(|l| l == "RETRY_BACKOFF=0.5"),
+        "{}",
+        first.stdout
+    );
 }

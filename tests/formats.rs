@@ -337,9 +337,9 @@ fn the_same_address_with_other_labels_keeps_the_first() {
         &[],
     );
     let conflict = "conflicting duplicate: the same address with other labels came first";
-    assert_dropped(&out, "a", conflict);
+    assert_dropped(&out, "a:9100", conflict);
     assert_dropped(&out, "A:9100", conflict);
-    assert_dropped(&out, "b", conflict);
+    assert_dropped(&out, "b:9100", conflict);
     assert_eq!(dropped(&out).len(), 3, "{}", out.describe());
     assert_eq!(
         groups(&file),

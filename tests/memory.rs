@@ -504,3 +504,38 @@ fn distinct_label_sets_stay_within_the_bound() {
     assert!(m.stderr.contains("label sets"), "{}", m.describe());
     assert!(m.file.is_none());
 }
+
+/// 2.4 million distinct 5-character names (`"abcde",`, 8 bytes each) with
+/// one labelled entry in front: a second label set turns on the check for
+/// conflicting duplicates, which must stay within the bound too.
+#[test]
+fn distinct_names_behind_one_labelled_entry() {
+    let dir = TestDir::new("mem-one-label");
+    let alphabet = b"abcdefghijklmnopqrstuvwxyz";
+    let n = 2_400_000;
+    let mut body = Vec::with_capacity(n * 8 + 64);
+    body.extend_from_slice(br#"[{"name":"zz","labels":{"a":"b"}}"#);
+    for i in 0..n {
+        let mut k = i;
+        let mut name = [0u8; 5];
+        for c in name.iter_mut().rev() {
+            *c = alphabet[k % alphabet.len()];
+            k /= alphabet.len();
+        }
+        body.extend_from_slice(b",\"");
+        body.extend_from_slice(&name);
+        body.push(b'"');
+    }
+    body.push(b']');
+    let len = body.len();
+    let inv = FakeInventory::start(Behavior::json(body));
+    let m = measure(&dir, &inv, "--once", &[]);
+    check_bound("2.4M distinct names behind one labelled entry", len, &m);
+    assert_eq!(m.code, Some(0), "{}", m.describe());
+    assert!(
+        m.stderr
+            .contains(&format!("Successfully fetched {} sensors", n + 1)),
+        "{}",
+        m.describe()
+    );
+}

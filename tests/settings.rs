@@ -1,7 +1,7 @@
 //! The settings table, as `sd-updater --help` prints it, against the files
 //! that document it: the commented conffile, the man page's ENVIRONMENT
-//! section and README.md's settings table. Each must list every setting
-//! with its default, and name no setting the table lacks.
+//! section and README.md's short settings table. Each must list every
+//! setting with its default, and name no setting the code lacks.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -42,7 +42,8 @@ fn table() -> Vec<(String, String)> {
     let mut settings: Vec<(String, Option<String>)> = Vec::new();
     for line in section.lines() {
         let line = line.trim();
-        if let Some(default) = line.strip_prefix("default: ") {
+        if let Some(default) = line.strip_prefix("default:") {
+            let default = default.trim();
             let last = settings.last_mut().expect("a default before any setting");
             assert!(last.1.is_none(), "two defaults for {}", last.0);
             // An empty default is shown as "(empty)".
@@ -151,32 +152,72 @@ fn man_page_settings() -> Vec<(String, String)> {
         .collect()
 }
 
-/// The rows of README.md's table under `| Variable | Default |`.
+/// A default as a document writes it, for comparison: code quotes and
+/// parentheses dropped, and "no value" made empty, also when followed by
+/// what it then means (`(empty)`, `empty`, `empty: stem of TARGETS_FILE`).
+/// `none` stays: the agent reads it as a value.
+fn normalise_default(cell: &str) -> String {
+    let cell = cell.trim().replace('`', "");
+    let cell = cell
+        .strip_prefix('(')
+        .and_then(|c| c.strip_suffix(')'))
+        .unwrap_or(&cell)
+        .trim();
+    let lower = cell.to_ascii_lowercase();
+    let empty = lower == "\"\""
+        || lower
+            .strip_prefix("empty")
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with([':', ' ', ',', ';']));
+    if empty {
+        String::new()
+    } else {
+        cell.to_string()
+    }
+}
+
+/// The settings table as the README compares it: defaults normalised.
+fn readme_table() -> Vec<(String, String)> {
+    table()
+        .into_iter()
+        .map(|(n, d)| (n, normalise_default(&d)))
+        .collect()
+}
+
+/// The rows of README.md's short table under `| Setting | Default |`:
+/// name, default and one line of meaning.
 fn readme_settings() -> Vec<(String, String)> {
     let readme = read("README.md");
     let mut lines = readme
         .lines()
-        .skip_while(|l| !l.starts_with("| Variable | Default |"))
-        .skip(2);
+        .skip_while(|l| !l.starts_with("| Setting | Default |"));
+    assert!(
+        lines.next().is_some(),
+        "README.md has no `| Setting | Default |` table"
+    );
+    let separator = lines.next().unwrap_or("");
+    assert!(
+        separator.starts_with("|---") || separator.starts_with("| ---"),
+        "README.md's settings table has no separator row: {separator:?}"
+    );
     let mut rows = Vec::new();
-    for line in lines.by_ref() {
+    for line in lines {
         if !line.starts_with('|') {
             break;
         }
         let cells: Vec<&str> = line.split('|').map(str::trim).collect();
-        let unquote = |c: Option<&&str>| {
-            let c = c.copied().unwrap_or("");
-            c.strip_prefix('`')
-                .and_then(|c| c.strip_suffix('`'))
-                .unwrap_or(c)
-                .to_string()
-        };
-        rows.push((unquote(cells.get(1)), unquote(cells.get(2))));
+        assert!(
+            cells.len() == 5,
+            "README.md settings row is not `| name | default | meaning |`: {line:?}"
+        );
+        let name = cells[1].replace('`', "");
+        assert!(
+            is_setting_name(&name),
+            "README.md settings row names no setting: {line:?}"
+        );
+        assert!(!cells[3].is_empty(), "README.md: {name} has no meaning");
+        rows.push((name, normalise_default(cells[2])));
     }
-    assert!(
-        !rows.is_empty(),
-        "README.md has no `| Variable | Default |` table"
-    );
+    assert!(!rows.is_empty(), "README.md's settings table has no rows");
     rows
 }
 
@@ -224,7 +265,7 @@ fn man_page_names_no_other_setting() {
 
 #[test]
 fn readme_lists_every_setting_with_its_default() {
-    let table = table();
+    let table = readme_table();
     let problems = differences("README.md", &readme_settings(), &table)
         .into_iter()
         .filter(|p| !p.contains("which is not a setting"))
@@ -234,7 +275,7 @@ fn readme_lists_every_setting_with_its_default() {
 
 #[test]
 fn readme_names_no_other_setting() {
-    let table = table();
+    let table = readme_table();
     let problems = differences("README.md", &readme_settings(), &table)
         .into_iter()
         .filter(|p| p.contains("which is not a setting"))

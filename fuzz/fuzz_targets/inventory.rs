@@ -74,7 +74,12 @@ fuzz_target!(|data: &[u8]| {
         let n = folded.len();
         folded.dedup();
         assert_eq!(n, folded.len(), "one address in two groups: {texts:?}");
-        let out = render(&v.targets.into_groups(&defaults)).expect("render into memory");
+        let groups = v.targets.into_groups(&defaults);
+        let out = render(&groups).expect("render into memory");
+        // The writer's renderer makes the same bytes as serde_json's.
+        let mut direct = Vec::new();
+        sd_updater::output::render::render_to(&mut direct, &groups).expect("direct render");
+        assert_eq!(direct, out, "the two renderers differ");
         check_document(&out);
         let mut back = parse_targets(&out).expect("reads back");
         back.sort();

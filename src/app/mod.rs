@@ -17,7 +17,8 @@ use crate::daemon::{self, Daemon};
 use crate::model::targets;
 use crate::output::metrics::{self, Health, Refresh};
 use crate::output::publish::{self, Document, OnFailure};
-use crate::output::writer;
+use crate::output::render;
+use crate::output::writer::{self, ContentHasher, FileDigest, HashingReader};
 use crate::source::credentials::{self, Files, LoadError, SecretFile};
 use crate::source::{self, Secrets};
 use crate::sys::logging;
@@ -287,9 +288,10 @@ fn remove_stale_temp_files_of(path: &Path, is_metrics: bool) {
 const EXISTING_FILE_SLACK: u64 = 1 << 20;
 
 /// What the file already holds, so that STATUS= and ADDED/REMOVED make
-/// sense from the first cycle. The file is streamed (only a hash per
-/// target is kept), and skipped when it is larger than any this agent
-/// writes for MAX_RESPONSE_BYTES.
+/// sense from the first cycle, and its content hash, so that an unchanged
+/// render is told without reading it again. The file is streamed (only a
+/// hash per target is kept), and skipped when it is larger than any this
+/// agent writes for MAX_RESPONSE_BYTES.
 fn initial_state(config: &Config) -> State {
     let mut state = State::default();
     let path = &config.targets_file;
@@ -312,8 +314,22 @@ fn initial_state(config: &Config) -> State {
         );
         return state;
     }
-    let reader = BufReader::with_capacity(64 * 1024, file.take(limit));
-    match targets::TargetSet::from_reader(reader) {
+    let mut hasher = ContentHasher::default();
+    let mut reader = BufReader::with_capacity(
+        64 * 1024,
+        HashingReader {
+            inner: (&file).take(limit),
+            hasher: &mut hasher,
+        },
+    );
+    let parsed = targets::TargetSet::from_reader(&mut reader);
+    // The rest of the file, if any, for the hash.
+    let drained = std::io::copy(&mut reader, &mut std::io::sink()).is_ok();
+    drop(reader);
+    if drained {
+        state.file = FileDigest::of_read(&file, &hasher);
+    }
+    match parsed {
         Some(t) => {
             log::info!(
                 TARGET_COUNT = t.len(), TARGETS_FILE = shown.as_str();
@@ -390,7 +406,12 @@ fn once(config: &Config, secrets: &Secrets) -> i32 {
         initial.targets.as_ref().map(|t| t.len()),
         initial.changed_at,
     );
-    let (refresh, code) = once_cycle(config, secrets, initial.targets, &mut health);
+    let (refresh, code) = once_cycle(
+        config,
+        secrets,
+        (initial.targets, initial.file),
+        &mut health,
+    );
     health.record(refresh, start.elapsed(), SystemTime::now());
     if let Some(path) = &config.metrics_file {
         metrics::publish(path, &health, &config.source_name);
@@ -399,12 +420,14 @@ fn once(config: &Config, secrets: &Secrets) -> i32 {
 }
 
 /// The cycle of `--once`: its result for the metrics and the exit code.
+/// `found` is what the file held at start: its targets and its digest.
 fn once_cycle(
     config: &Config,
     secrets: &Secrets,
-    mut previous: Option<targets::TargetSet>,
+    found: (Option<targets::TargetSet>, Option<FileDigest>),
     health: &mut Health,
 ) -> (Refresh, i32) {
+    let (mut previous, mut known) = found;
     let Some(update) = one_cycle(config, secrets) else {
         return (Refresh::Failed, exit::FAILURE);
     };
@@ -413,22 +436,24 @@ fn once_cycle(
     let fetched = update.fetched(&source);
     let groups = config.target_groups(update.targets);
     let groups = groups.as_slice();
-    let mut render = |w: &mut dyn Write| targets::render_to(w, groups);
+    let mut render = |w: &mut dyn Write| render::render_to(w, groups);
     let doc = Document {
         path: &config.targets_file,
         render: &mut render,
+        known: &mut known,
     };
     let published = publish::publish_targets(
         doc,
         groups,
         &fetched,
         &mut previous,
+        false,
         &|| false,
         &OnFailure::default(),
     );
     match published {
         Ok(p) => {
-            health.targets = Some(p.targets.len());
+            health.targets = Some(p.target_count);
             health.invalid_entries = invalid;
             if p.changed {
                 health.last_change = Some(SystemTime::now());
@@ -449,7 +474,7 @@ fn print(config: &Config, secrets: &Secrets) -> i32 {
     publish::log_fetched(&update.fetched(&source), log::Level::Info);
     let groups = config.target_groups(update.targets);
     let mut out = std::io::stdout().lock();
-    match targets::render_to(&mut out, &groups).and_then(|()| out.flush()) {
+    match render::render_to(&mut out, &groups).and_then(|()| out.flush()) {
         Ok(()) => exit::OK,
         Err(e) => {
             log::error!("Cannot write to stdout: {e}");

@@ -187,7 +187,7 @@ settings! {
         default: "1",
         help: "base seconds of the exponential backoff (decimals allowed)",
         parse: parse_seconds,
-        show: format_duration,
+        show: format_seconds,
     }
     max_response_bytes: u64 {
         name: "MAX_RESPONSE_BYTES",

@@ -87,6 +87,15 @@ pub fn format_duration(d: &Duration) -> String {
     }
 }
 
+/// Plain decimal seconds, as `RETRY_BACKOFF` takes them.
+pub fn format_seconds(d: &Duration) -> String {
+    if d.subsec_nanos() == 0 {
+        d.as_secs().to_string()
+    } else {
+        d.as_secs_f64().to_string()
+    }
+}
+
 fn parse_uint(v: &str) -> Result<u64, String> {
     if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
         return Err(format!("{v:?} is not a non-negative whole number"));

@@ -18,10 +18,10 @@ use crate::daemon::cycle::{Accepted, Failure, Outcome, Update};
 use crate::daemon::schedule::{Ping, Schedule};
 use crate::daemon::state::{FileStamp, Refresh, State};
 use crate::daemon::worker::{Event, Request, Worker};
-use crate::model::targets;
 use crate::model::text::count;
 use crate::output::metrics::{self, Health};
 use crate::output::publish::{self, Document, Failed, OnFailure};
+use crate::output::render;
 use crate::sys::clock;
 use crate::sys::notify;
 use crate::sys::signals::Signals;
@@ -242,16 +242,18 @@ impl Daemon {
         };
         // SIGTERM during a large write abandons it: the old file stays.
         let signals = &self.signals;
-        let mut render = |w: &mut dyn Write| targets::render_to(w, groups);
+        let mut render = |w: &mut dyn Write| render::render_to(w, groups);
         let doc = Document {
             path: &self.config.targets_file,
             render: &mut render,
+            known: &mut self.state.file,
         };
         match publish::publish_targets(
             doc,
             groups,
             &fetched,
             &mut self.state.targets,
+            true,
             &|| signals.stop_requested(),
             &on_failure,
         ) {

@@ -8,13 +8,16 @@ use std::time::SystemTime;
 use crate::daemon::cycle::{Accepted, Known};
 use crate::model::targets::TargetSet;
 use crate::model::text::count;
-use crate::output::writer;
+use crate::output::writer::{self, FileDigest};
 use crate::sys::clock;
 
 #[derive(Debug, Default, Clone)]
 pub struct State {
     /// Targets the file holds, when known.
     pub targets: Option<TargetSet>,
+    /// The file's content hash and identity, when known: an unchanged
+    /// render is told without reading the file.
+    pub file: Option<FileDigest>,
     /// When the file's content last changed (or its mtime at start-up).
     pub changed_at: Option<SystemTime>,
     /// When a cycle last succeeded.
@@ -104,7 +107,7 @@ fn at(t: SystemTime) -> String {
 }
 
 impl State {
-    pub fn succeeded(&mut self, targets: TargetSet, changed: bool, now: SystemTime) {
+    pub fn succeeded(&mut self, targets: Option<TargetSet>, changed: bool, now: SystemTime) {
         self.last_refresh = Some(if changed {
             Refresh::Changed
         } else {
@@ -113,7 +116,7 @@ impl State {
         if changed || self.changed_at.is_none() {
             self.changed_at = Some(now);
         }
-        self.targets = Some(targets);
+        self.targets = targets;
         self.checked_at = Some(now);
         self.failing_since = None;
         self.failures = 0;
@@ -216,9 +219,9 @@ mod tests {
     use super::*;
     use std::time::{Duration, UNIX_EPOCH};
 
-    fn set(n: usize) -> TargetSet {
+    fn set(n: usize) -> Option<TargetSet> {
         let names: Vec<String> = (0..n).map(|i| format!("s{i}:1")).collect();
-        TargetSet::from_strings(names.iter().map(String::as_str))
+        Some(TargetSet::from_strings(names.iter().map(String::as_str)))
     }
 
     fn t(s: u64) -> SystemTime {

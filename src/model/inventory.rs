@@ -107,9 +107,15 @@ impl Collector {
         self.v.sensor_count = self.v.sensor_count.saturating_add(1);
         if let Some(outcome) = self.last_outcome {
             if entry.as_bytes() == self.last.as_slice() {
-                // A valid repeat is already the last target added.
-                if let Some(reason) = outcome {
-                    self.reject_with(reason, || escape(entry));
+                // A valid repeat is already the last target added: only
+                // counted, for conflicting duplicates.
+                match outcome {
+                    Some(reason) => self.reject_with(reason, || escape(entry)),
+                    None => {
+                        if let Some(g) = self.plain {
+                            self.v.targets.repeat_last(g);
+                        }
+                    }
                 }
                 return Ok(());
             }
@@ -117,12 +123,11 @@ impl Collector {
         let outcome = match address::parse(entry, self.default_port) {
             Ok(t) => {
                 let g = self.plain_group()?;
-                let kept = self
-                    .v
+                self.v
                     .targets
                     .push_to(g, t.host(), t.port())
                     .map_err(keep_error)?;
-                (!kept).then_some(CONFLICT)
+                None
             }
             Err(reason) => Some(reason),
         };
@@ -195,15 +200,10 @@ impl Collector {
             (own, _) => own,
         };
         let g = self.group_of(&o.labels)?;
-        if !self
-            .v
+        self.v
             .targets
             .push_to(g, t.host(), port)
-            .map_err(keep_error)?
-        {
-            self.reject_with(CONFLICT, || escape(name));
-        }
-        Ok(())
+            .map_err(keep_error)
     }
 
     /// Adds one target group: `{"targets": [...], "labels": {...}}`. Each
@@ -232,16 +232,11 @@ impl Collector {
                 continue;
             };
             match address::parse(target, self.default_port) {
-                Ok(t) => {
-                    if !self
-                        .v
-                        .targets
-                        .push_to(g, t.host(), t.port())
-                        .map_err(keep_error)?
-                    {
-                        self.reject_with(CONFLICT, || escape(target));
-                    }
-                }
+                Ok(t) => self
+                    .v
+                    .targets
+                    .push_to(g, t.host(), t.port())
+                    .map_err(keep_error)?,
                 Err(reason) => self.reject_with(reason, || escape(target)),
             }
         }
@@ -265,9 +260,21 @@ impl Collector {
         }
     }
 
-    /// Sorts and de-duplicates what was collected.
+    /// Sorts and de-duplicates what was collected. Conflicting duplicates
+    /// are found only here, after every entry: they are counted, and shown
+    /// as their addresses after the other examples.
     pub fn finish(mut self) -> Validated {
-        self.v.targets.finish();
+        let conflicts = self.v.targets.finish();
+        self.v.invalid_count = self.v.invalid_count.saturating_add(conflicts.count);
+        for text in conflicts.examples {
+            if self.v.rejected.len() >= MAX_EXAMPLES {
+                break;
+            }
+            self.v.rejected.push(Rejected {
+                entry: escape(&text),
+                reason: CONFLICT,
+            });
+        }
         self.v
     }
 }

@@ -1,17 +1,19 @@
 //! The Prometheus `file_sd` document: target groups rendered to JSON, and
 //! the compact forms targets are held in.
 
-use std::cmp::Ordering;
+use std::cmp::{Ordering, Reverse};
 use std::collections::hash_map::RandomState;
-use std::collections::HashMap;
+use std::collections::{BinaryHeap, HashMap};
 use std::fmt;
-use std::hash::{BuildHasher, BuildHasherDefault};
+use std::hash::BuildHasher;
 use std::io::{self, BufWriter, Write};
 use std::sync::OnceLock;
 
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::ser::SerializeSeq;
 use serde::{Deserialize, Serialize};
+
+use crate::model::inventory::MAX_EXAMPLES;
 
 /// Longest `host:port` text: a host of at most 255 bytes (its length is
 /// kept in one byte), `:` and five digits.
@@ -115,6 +117,32 @@ pub struct TargetList {
     mixed_case: bool,
     /// Capacity at which the spans are next de-duplicated before growing.
     compact_at: usize,
+    /// Once tracked (there are other groups): per span, the document-order
+    /// number of its first entry (high half) and how many more entries
+    /// repeated it (low half). Empty otherwise, so one group pays nothing.
+    meta: Vec<u64>,
+    tracked: bool,
+}
+
+/// Meta of a span removed as a conflicting duplicate.
+const REMOVED: u64 = u64::MAX;
+
+fn meta_seq(meta: u64) -> u32 {
+    (meta >> 32) as u32
+}
+
+fn meta_repeats(meta: u64) -> u32 {
+    (meta & u64::from(u32::MAX)) as u32
+}
+
+/// Two entries of one address: the earlier number, and every repeat.
+fn meta_merge(a: u64, b: u64) -> u64 {
+    let seq = meta_seq(a).min(meta_seq(b));
+    let repeats = meta_repeats(a)
+        .saturating_add(meta_repeats(b))
+        .saturating_add(1)
+        .min(u32::MAX - 1);
+    u64::from(seq) << 32 | u64::from(repeats)
 }
 
 impl TargetList {
@@ -125,9 +153,38 @@ impl TargetList {
     /// Adds one target. A repeat of the target added just before is skipped
     /// at once; other duplicates go in [`TargetList::finish`].
     pub fn push(&mut self, host: &str, port: u16) -> Result<(), CapacityError> {
+        self.push_seq(host, port, 0)
+    }
+
+    /// Starts keeping, per target, the number of its first entry and its
+    /// repeats. Targets already held get number 0: they came first.
+    fn track(&mut self) -> Result<(), CapacityError> {
+        if self.tracked {
+            return Ok(());
+        }
+        let mut meta = Vec::new();
+        meta.try_reserve_exact(self.spans.capacity())
+            .map_err(|_| CapacityError("out of memory for duplicate checks".into()))?;
+        meta.resize(self.spans.len(), 0);
+        self.meta = meta;
+        self.tracked = true;
+        Ok(())
+    }
+
+    /// Counts one more entry of the target added last, when tracked.
+    fn repeat_last(&mut self) {
+        if let Some(m) = self.meta.last_mut() {
+            *m = meta_merge(*m, *m & !u64::from(u32::MAX));
+        }
+    }
+
+    /// As [`TargetList::push`]; `seq` is the entry's number in document
+    /// order, kept when tracked.
+    fn push_seq(&mut self, host: &str, port: u16, seq: u32) -> Result<(), CapacityError> {
         let bytes = host.as_bytes();
         if let Some(&last) = self.spans.last() {
             if self.host(last) == bytes && span_port(last) == port {
+                self.repeat_last();
                 return Ok(());
             }
         }
@@ -148,6 +205,12 @@ impl TargetList {
         if self.spans.len() == self.spans.capacity() {
             self.make_room().map_err(|_| no_memory("targets"))?;
         }
+        if self.tracked {
+            self.meta
+                .try_reserve(self.spans.capacity().saturating_sub(self.meta.len()))
+                .map_err(|_| no_memory("duplicate checks"))?;
+            self.meta.push(u64::from(seq) << 32);
+        }
         self.hosts.extend_from_slice(bytes);
         self.spans
             .push(offset << (LEN_BITS + PORT_BITS) | len << PORT_BITS | u64::from(port));
@@ -164,10 +227,7 @@ impl TargetList {
         const COMPACT_FROM: usize = 4096;
         let cap = self.spans.capacity();
         if cap >= COMPACT_FROM.max(self.compact_at) {
-            let mut spans = std::mem::take(&mut self.spans);
-            self.sort(&mut spans, false);
-            spans.dedup_by(|a, b| self.compare(*a, *b, false) == Ordering::Equal);
-            self.spans = spans;
+            self.sort_dedup(false);
             let freed = cap - self.spans.len();
             if freed >= cap / 2 {
                 return Ok(());
@@ -184,15 +244,92 @@ impl TargetList {
     /// Sorts and de-duplicates. Names that differ only in letter case are
     /// one host: the first of them in byte order stays, as written.
     pub fn finish(&mut self) {
-        let mut spans = std::mem::take(&mut self.spans);
         if self.mixed_case {
-            self.sort(&mut spans, true);
-            spans.dedup_by(|a, b| self.compare(*a, *b, true) == Ordering::Equal);
+            self.sort_dedup(true);
         }
-        self.sort(&mut spans, false);
-        spans.dedup_by(|a, b| self.compare(*a, *b, false) == Ordering::Equal);
-        spans.shrink_to_fit();
+        self.sort_dedup(false);
+        self.spans.shrink_to_fit();
+        self.meta = Vec::new();
+        self.tracked = false;
+    }
+
+    /// Sorts and de-duplicates the spans (and their meta, merged).
+    fn sort_dedup(&mut self, fold: bool) {
+        let mut spans = std::mem::take(&mut self.spans);
+        let mut meta = std::mem::take(&mut self.meta);
+        self.sort(&mut spans, &mut meta, fold);
+        if meta.len() == spans.len() && !meta.is_empty() {
+            let mut w = 0;
+            for r in 0..spans.len() {
+                let (Some(&s), Some(&m)) = (spans.get(r), meta.get(r)) else {
+                    break;
+                };
+                let same = w > 0
+                    && spans
+                        .get(w - 1)
+                        .is_some_and(|&p| self.compare(p, s, fold) == Ordering::Equal);
+                if same {
+                    if let Some(pm) = meta.get_mut(w - 1) {
+                        *pm = meta_merge(*pm, m);
+                    }
+                } else {
+                    if let (Some(ws), Some(wm)) = (spans.get_mut(w), meta.get_mut(w)) {
+                        *ws = s;
+                        *wm = m;
+                    }
+                    w += 1;
+                }
+            }
+            spans.truncate(w);
+            meta.truncate(w);
+        } else {
+            spans.dedup_by(|a, b| self.compare(*a, *b, fold) == Ordering::Equal);
+        }
         self.spans = spans;
+        self.meta = meta;
+    }
+
+    /// Drops the spans marked [`REMOVED`].
+    fn drop_removed(&mut self) {
+        let mut w = 0;
+        for r in 0..self.spans.len() {
+            let (Some(&s), Some(&m)) = (self.spans.get(r), self.meta.get(r)) else {
+                break;
+            };
+            if m == REMOVED {
+                continue;
+            }
+            if let (Some(ws), Some(wm)) = (self.spans.get_mut(w), self.meta.get_mut(w)) {
+                *ws = s;
+                *wm = m;
+            }
+            w += 1;
+        }
+        self.spans.truncate(w);
+        self.meta.truncate(w);
+    }
+
+    /// Sorts `part` (and `meta` along, when it is as long) by `cmp`:
+    /// insertion sort, for the few spans the radix passes leave.
+    fn small_sort(part: &mut [u64], meta: &mut [u64], cmp: impl Fn(u64, u64) -> Ordering) {
+        if meta.len() != part.len() {
+            part.sort_unstable_by(|&a, &b| cmp(a, b));
+            return;
+        }
+        for i in 1..part.len() {
+            let mut j = i;
+            while j > 0 {
+                let (Some(&a), Some(&b)) = (part.get(j - 1), part.get(j)) else {
+                    break;
+                };
+                if cmp(a, b) != Ordering::Greater {
+                    break;
+                }
+                part.swap(j - 1, j);
+                meta.swap(j - 1, j);
+                j -= 1;
+            }
+        }
     }
 
     /// Sorts spans by their text, folded to lower case when `fold` (and then
@@ -200,7 +337,9 @@ impl TargetList {
     /// prefixes cost one cheap pass each instead of making every comparison
     /// slow. Each pass reads every host once (they are scattered, so that
     /// read is what costs) and keeps its byte in `digits`, one byte a span.
-    fn sort(&self, spans: &mut [u64], fold: bool) {
+    fn sort(&self, spans: &mut [u64], meta: &mut [u64], fold: bool) {
+        // Meta moves with its span when there is one per span.
+        let with_meta = meta.len() == spans.len();
         const SMALL: usize = 16;
         const BUCKETS: usize = 257;
         // A byte of UTF-8 text is never 0xFF, so byte + 1 fits in a u8.
@@ -213,8 +352,13 @@ impl TargetList {
             let (Some(part), Some(keys)) = (spans.get_mut(lo..hi), digits.get_mut(lo..hi)) else {
                 continue;
             };
+            let mut no_meta: [u64; 0] = [];
+            let part_meta = match meta.get_mut(lo..hi) {
+                Some(m) if with_meta => m,
+                _ => &mut no_meta[..],
+            };
             if part.len() <= SMALL {
-                part.sort_unstable_by(|&a, &b| match self.compare(a, b, fold) {
+                TargetList::small_sort(part, part_meta, |a, b| match self.compare(a, b, fold) {
                     Ordering::Equal if fold => self.compare(a, b, false),
                     o => o,
                 });
@@ -262,6 +406,9 @@ impl TargetList {
                         if *n < part.len() {
                             part.swap(i, *n);
                             keys.swap(i, *n);
+                            if *n < part_meta.len() {
+                                part_meta.swap(i, *n);
+                            }
                         }
                         *n += 1;
                     } else {
@@ -277,7 +424,23 @@ impl TargetList {
             };
             if fold && ended > 1 {
                 if let Some(equal) = part.get_mut(..ended) {
-                    equal.sort_unstable_by(|&a, &b| self.compare(a, b, false));
+                    if part_meta.is_empty() {
+                        equal.sort_unstable_by(|&a, &b| self.compare(a, b, false));
+                    } else {
+                        // De-duplicating merges them all into the first:
+                        // only the least in byte order must lead.
+                        let least =
+                            (0..equal.len()).fold(0, |m, i| match (equal.get(i), equal.get(m)) {
+                                (Some(&x), Some(&y))
+                                    if self.compare(x, y, false) == Ordering::Less =>
+                                {
+                                    i
+                                }
+                                _ => m,
+                            });
+                        equal.swap(0, least);
+                        part_meta.swap(0, least);
+                    }
                 }
             }
             for b in used {
@@ -321,6 +484,21 @@ impl TargetList {
         self.spans
             .iter()
             .map(|&s| TargetText::new(self.host(s), span_port(s)))
+    }
+
+    /// One target's `host:port`.
+    fn text(&self, span: u64) -> String {
+        TargetText::new(self.host(span), span_port(span))
+            .as_str()
+            .to_string()
+    }
+
+    /// One target's `host:port` folded to lower case, in `buf`.
+    fn folded(&self, span: u64, mut buf: Vec<u8>) -> Vec<u8> {
+        buf.clear();
+        buf.extend_from_slice(TargetText::new(self.host(span), span_port(span)).as_bytes());
+        buf.make_ascii_lowercase();
+        buf
     }
 
     /// The targets as strings, for tests and diagnostics.
@@ -421,26 +599,6 @@ impl TargetGroup {
 /// name, which gets only the configured labels.
 pub type Labels = Vec<(String, String)>;
 
-/// Hashes that are already hashes, used as they are.
-#[derive(Default, Clone, Copy)]
-struct PassThrough(u64);
-
-impl std::hash::Hasher for PassThrough {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
-
-type OwnerMap = HashMap<u64, u32, BuildHasherDefault<PassThrough>>;
-
 /// Valid inventory entries, grouped by their labels: one compact target
 /// list per distinct label set, each of which renders as one target group.
 #[derive(Debug, Clone, Default)]
@@ -448,10 +606,10 @@ pub struct Entries {
     groups: Vec<(Labels, TargetList)>,
     /// The group of each label set, while collecting.
     index: HashMap<Labels, usize>,
-    /// Once there are two groups: the group that first took each address
-    /// (by the hash of its case-folded text), to find conflicting
-    /// duplicates. A single label set never pays for it.
-    owner: Option<OwnerMap>,
+    /// Once there are two groups: the number of the next entry in
+    /// document order, kept per target to find conflicting duplicates at
+    /// [`Entries::finish`]. A single label set never pays for it.
+    seq: u32,
     /// Cap on what the label sets may cost, in bytes; `None`: no cap.
     label_budget: Option<usize>,
     /// What the label sets cost so far, as [`label_set_cost`] counts it.
@@ -468,6 +626,16 @@ fn label_set_cost(labels: &[(String, String)]) -> usize {
         sum.saturating_add(PAIR)
             .saturating_add(n.len().saturating_add(v.len()).saturating_mul(2))
     })
+}
+
+/// Entries dropped as conflicting duplicates: the same address as an
+/// earlier entry with other labels.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Conflicts {
+    pub count: usize,
+    /// The first [`MAX_EXAMPLES`] of them in document order, as
+    /// `host:port` (repeats of one address in one group shown once).
+    pub examples: Vec<String>,
 }
 
 /// The same groups with the same targets, however they were collected.
@@ -490,15 +658,14 @@ impl Entries {
         self.label_budget = Some(bytes);
     }
 
-    /// Adds one entry: its address and its labels. `Ok(false)`: the same
-    /// address is already in another group (a conflicting duplicate), and
-    /// this one was dropped.
+    /// Adds one entry: its address and its labels. The same address in
+    /// other groups is resolved at [`Entries::finish`].
     pub fn push(
         &mut self,
         host: &str,
         port: u16,
         labels: &[(String, String)],
-    ) -> Result<bool, CapacityError> {
+    ) -> Result<(), CapacityError> {
         let g = self.group(labels)?;
         self.push_to(g, host, port)
     }
@@ -517,57 +684,139 @@ impl Entries {
             )));
         }
         self.label_cost = cost;
-        if i == 1 {
-            // A second label set: from now on every address is checked.
-            let mut owner = OwnerMap::default();
-            if let Some((_, first)) = self.groups.first() {
-                owner
-                    .try_reserve(first.len())
-                    .map_err(|_| CapacityError("out of memory for duplicate checks".into()))?;
-                for &span in &first.spans {
-                    owner.insert(folded_hash(first.host(span), span_port(span)), 0);
-                }
+        let mut list = TargetList::new();
+        if i >= 1 {
+            // A second label set: from now on every entry is numbered.
+            if let Some((_, first)) = self.groups.first_mut() {
+                first.track()?;
             }
-            self.owner = Some(owner);
+            list.track()?;
+            self.seq = self.seq.max(1);
         }
-        self.groups.push((labels.to_vec(), TargetList::new()));
+        self.groups.push((labels.to_vec(), list));
         self.index.insert(labels.to_vec(), i);
         Ok(i)
     }
 
     /// Adds one address to group `g` (from [`Entries::group`]); as
     /// [`Entries::push`].
-    pub fn push_to(&mut self, g: usize, host: &str, port: u16) -> Result<bool, CapacityError> {
-        if let Some(owner) = &mut self.owner {
-            let id = u32::try_from(g).map_err(|_| CapacityError("too many label sets".into()))?;
-            let key = folded_hash(host.as_bytes(), port);
-            match owner.get(&key) {
-                Some(&first) if first != id => return Ok(false),
-                Some(_) => {}
-                None => {
-                    owner
-                        .try_reserve(1)
-                        .map_err(|_| CapacityError("out of memory for duplicate checks".into()))?;
-                    owner.insert(key, id);
-                }
-            }
+    pub fn push_to(&mut self, g: usize, host: &str, port: u16) -> Result<(), CapacityError> {
+        let seq = self.seq;
+        if seq > 0 {
+            self.seq = seq
+                .checked_add(1)
+                .ok_or_else(|| CapacityError("too many entries to number".into()))?;
         }
         match self.groups.get_mut(g) {
-            Some((_, list)) => list.push(host, port).map(|()| true),
+            Some((_, list)) => list.push_seq(host, port, seq),
             None => Err(CapacityError("lost a target group".into())),
+        }
+    }
+
+    /// Counts one more entry of the address added last to group `g`.
+    pub fn repeat_last(&mut self, g: usize) {
+        if let Some((_, list)) = self.groups.get_mut(g) {
+            list.repeat_last();
         }
     }
 
     /// Sorts and de-duplicates every group, and orders the groups by their
     /// label sets, so that the same inventory in any order renders the same.
-    pub fn finish(&mut self) {
+    /// An address in several groups stays only in the group of its first
+    /// entry; the others' entries are returned as conflicting duplicates.
+    pub fn finish(&mut self) -> Conflicts {
+        let conflicts = if self.seq > 0 {
+            self.resolve_conflicts()
+        } else {
+            Conflicts::default()
+        };
         for (_, list) in &mut self.groups {
             list.finish();
         }
         self.groups.retain(|(_, list)| !list.is_empty());
         sort_by_label_set(&mut self.groups);
         self.index = HashMap::new();
-        self.owner = None;
+        self.seq = 0;
+        conflicts
+    }
+
+    /// Merges the groups' addresses in case-folded order: an address held
+    /// by several groups is kept where its first entry is, and removed from
+    /// the others.
+    fn resolve_conflicts(&mut self) -> Conflicts {
+        let mut out = Conflicts::default();
+        for (_, list) in &mut self.groups {
+            list.sort_dedup(true);
+        }
+        let mut pos = vec![0usize; self.groups.len()];
+        let mut heap: BinaryHeap<Reverse<(Vec<u8>, usize)>> = BinaryHeap::new();
+        for (g, (_, list)) in self.groups.iter().enumerate() {
+            if let Some(&span) = list.spans.first() {
+                heap.push(Reverse((list.folded(span, Vec::new()), g)));
+            }
+        }
+        let mut same: Vec<(Vec<u8>, usize)> = Vec::new();
+        let mut examples: Vec<(u32, String)> = Vec::new();
+        while let Some(Reverse(head)) = heap.pop() {
+            same.clear();
+            same.push(head);
+            while let Some(Reverse((key, _))) = heap.peek() {
+                if same.first().is_none_or(|(k, _)| k != key) {
+                    break;
+                }
+                if let Some(Reverse(next)) = heap.pop() {
+                    same.push(next);
+                }
+            }
+            if same.len() > 1 {
+                let seq_of = |g: usize| {
+                    let list = self.groups.get(g).map(|(_, l)| l);
+                    let m = list.and_then(|l| pos.get(g).and_then(|&p| l.meta.get(p)));
+                    m.map_or(u32::MAX, |&m| meta_seq(m))
+                };
+                let first = same.iter().map(|&(_, g)| g).min_by_key(|&g| seq_of(g));
+                for &(_, g) in &same {
+                    let (Some(p), Some((_, list))) = (pos.get(g), self.groups.get_mut(g)) else {
+                        continue;
+                    };
+                    if Some(g) == first {
+                        continue;
+                    }
+                    let (Some(&m), Some(&span)) = (list.meta.get(*p), list.spans.get(*p)) else {
+                        continue;
+                    };
+                    let entries = usize::try_from(meta_repeats(m)).unwrap_or(usize::MAX);
+                    out.count = out.count.saturating_add(entries).saturating_add(1);
+                    examples.push((meta_seq(m), list.text(span)));
+                    if let Some(m) = list.meta.get_mut(*p) {
+                        *m = REMOVED;
+                    }
+                    if examples.len() >= 2 * MAX_EXAMPLES {
+                        examples.sort_unstable();
+                        examples.truncate(MAX_EXAMPLES);
+                    }
+                }
+            }
+            for (key, g) in same.drain(..) {
+                let (Some(p), Some((_, list))) = (pos.get_mut(g), self.groups.get(g)) else {
+                    continue;
+                };
+                *p += 1;
+                if let Some(&span) = list.spans.get(*p) {
+                    heap.push(Reverse((list.folded(span, key), g)));
+                }
+            }
+        }
+        examples.sort_unstable();
+        out.examples = examples
+            .into_iter()
+            .take(MAX_EXAMPLES)
+            .map(|(_, t)| t)
+            .collect();
+        for (_, list) in &mut self.groups {
+            list.drop_removed();
+        }
+        out
     }
 
     /// Targets in all groups.
@@ -653,14 +902,6 @@ fn sort_by_label_set(groups: &mut Vec<(Labels, TargetList)>) {
             .iter()
             .filter_map(|&i| slots.get_mut(i).and_then(Option::take)),
     );
-}
-
-/// The hash of `host:port` folded to lower case: case variants are one
-/// address, as in [`TargetList::finish`].
-fn folded_hash(host: &[u8], port: u16) -> u64 {
-    let mut t = TargetText::new(host, port);
-    t.buf.make_ascii_lowercase();
-    target_hash(t.as_bytes())
 }
 
 /// Labels as a JSON object that keeps their order (serde_json's own map
@@ -826,11 +1067,25 @@ impl TargetSet {
     /// How many targets of `new` are not in this set, and how many of this
     /// set are not in `new`.
     pub fn diff(&self, new: &TargetSet) -> (usize, usize) {
-        let common = new
-            .hashes
-            .iter()
-            .filter(|h| self.hashes.binary_search(h).is_ok())
-            .count();
+        // Both sorted and unique: one merge-like sweep, not a binary search
+        // (a cache miss per step) for each hash.
+        let (mut a, mut b) = (self.hashes.iter().peekable(), new.hashes.iter().peekable());
+        let mut common = 0usize;
+        while let (Some(&&x), Some(&&y)) = (a.peek(), b.peek()) {
+            match x.cmp(&y) {
+                Ordering::Less => {
+                    a.next();
+                }
+                Ordering::Greater => {
+                    b.next();
+                }
+                Ordering::Equal => {
+                    common += 1;
+                    a.next();
+                    b.next();
+                }
+            }
+        }
         (
             new.len().saturating_sub(common),
             self.hashes.len().saturating_sub(common),
@@ -1087,6 +1342,15 @@ mod tests {
         assert_eq!(s(&["a:1"]).diff(&l(&[("a", 1)])), (0, 0));
         assert_eq!(s(&["a:1", "b:1"]).diff(&l(&[])), (0, 2));
         assert_eq!(l(&[("b", 1), ("a", 1)]), s(&["a:1", "b:1"]));
+        // Large sets, overlapping in part, against a plain count.
+        let old: Vec<String> = (0..30_000).map(|i| format!("s{i}:1")).collect();
+        let new: Vec<String> = (20_000..60_000).map(|i| format!("s{i}:1")).collect();
+        let (a, b) = (
+            TargetSet::from_strings(old.iter().map(String::as_str)),
+            TargetSet::from_strings(new.iter().map(String::as_str)),
+        );
+        assert_eq!(a.diff(&b), (30_000, 20_000));
+        assert_eq!(b.diff(&a), (20_000, 30_000));
     }
 
     #[test]
@@ -1182,21 +1446,191 @@ mod tests {
     fn a_second_label_set_finds_conflicting_duplicates() {
         let one = labels(&[("r", "1")]);
         let mut e = Entries::new();
-        assert!(e.push("a", 1, &[]).unwrap());
-        assert!(e.push("b", 1, &[]).unwrap());
-        assert!(
-            !e.push("A", 1, &one).unwrap(),
-            "a case variant is the same address"
-        );
-        assert!(
-            e.push("a", 2, &one).unwrap(),
-            "another port is another address"
-        );
-        assert!(e.push("c", 1, &one).unwrap());
-        assert!(!e.push("c", 1, &[]).unwrap());
-        assert!(e.push("c", 1, &one).unwrap(), "a plain repeat");
-        e.finish();
+        e.push("a", 1, &[]).unwrap();
+        e.push("b", 1, &[]).unwrap();
+        // A case variant is the same address; another port is not.
+        e.push("A", 1, &one).unwrap();
+        e.push("a", 2, &one).unwrap();
+        e.push("c", 1, &one).unwrap();
+        e.push("c", 1, &[]).unwrap();
+        // A plain repeat.
+        e.push("c", 1, &one).unwrap();
+        let c = e.finish();
         assert_eq!(e.to_strings(), ["a:1", "b:1", "a:2", "c:1"]);
+        assert_eq!(c.count, 2);
+        assert_eq!(c.examples, ["A:1", "c:1"]);
+    }
+
+    fn set(name: &str) -> Labels {
+        labels(&[("set", name)])
+    }
+
+    /// Every group's targets, by label set.
+    fn by_set(e: &Entries) -> Vec<(Labels, Vec<String>)> {
+        e.groups
+            .iter()
+            .map(|(l, t)| (l.clone(), t.to_strings()))
+            .collect()
+    }
+
+    #[test]
+    fn conflicts_across_groups_keep_the_first_entry_whatever_the_group_order() {
+        for order in [["m", "a", "z"], ["z", "m", "a"], ["a", "z", "m"]] {
+            let mut e = Entries::new();
+            for (i, name) in order.iter().enumerate() {
+                e.push("x", 1, &set(name)).unwrap();
+                e.push(&format!("only{i}"), 1, &set(name)).unwrap();
+                e.push("x", 1, &set(name)).unwrap();
+            }
+            // Back in the first group: the same labels, no conflict.
+            e.push("x", 1, &set(order[0])).unwrap();
+            let c = e.finish();
+            assert_eq!(c.count, 4, "{order:?}");
+            assert_eq!(c.examples, ["x:1", "x:1"]);
+            for (l, t) in by_set(&e) {
+                let i = order.iter().position(|n| l == set(n)).unwrap();
+                let mut want = vec![format!("only{i}:1")];
+                if i == 0 {
+                    want.push("x:1".into());
+                }
+                assert_eq!(t, want, "{order:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn conflicts_ignore_letter_case() {
+        let mut e = Entries::new();
+        e.push("Host", 1, &set("b")).unwrap();
+        e.push("hOST", 1, &set("a")).unwrap();
+        e.push("host", 1, &set("a")).unwrap();
+        e.push("HOST", 1, &set("b")).unwrap();
+        let c = e.finish();
+        assert_eq!(c.count, 2);
+        assert_eq!(c.examples, ["hOST:1"]);
+        assert_eq!(by_set(&e), [(set("b"), vec!["HOST:1".to_string()])]);
+    }
+
+    #[test]
+    fn the_same_address_with_the_same_labels_is_no_conflict() {
+        let mut e = Entries::new();
+        for _ in 0..3 {
+            e.push("a", 1, &set("x")).unwrap();
+            e.push("b", 1, &set("y")).unwrap();
+            e.push("A", 1, &set("x")).unwrap();
+        }
+        let c = e.finish();
+        assert_eq!(c, Conflicts::default());
+        assert_eq!(e.to_strings(), ["A:1", "b:1"]);
+    }
+
+    /// One entry of a model inventory: host, port, label set.
+    type Entry = (String, u16, u8);
+
+    /// What [`Entries`] must give, kept simply: the first entry of each
+    /// case-folded address names its group; each entry of another group is
+    /// a conflict, its group's entries of that address shown once, at the
+    /// first, as the least of their spellings.
+    fn model(entries: &[Entry]) -> (Vec<(Labels, Vec<String>)>, Conflicts) {
+        use std::collections::{BTreeMap, BTreeSet};
+        let fold = |h: &str, p: u16| format!("{}:{p}", h.to_ascii_lowercase());
+        let mut owner: HashMap<String, u8> = HashMap::new();
+        for (h, p, g) in entries {
+            owner.entry(fold(h, *p)).or_insert(*g);
+        }
+        // Per (group, folded address): first position and least spelling.
+        let mut seen: BTreeMap<(u8, String), (usize, String)> = BTreeMap::new();
+        let mut count = 0;
+        for (i, (h, p, g)) in entries.iter().enumerate() {
+            let key = fold(h, *p);
+            if owner.get(&key) != Some(g) {
+                count += 1;
+            }
+            let text = format!("{h}:{p}");
+            let slot = seen.entry((*g, key)).or_insert((i, text.clone()));
+            if text < slot.1 {
+                slot.1 = text;
+            }
+        }
+        let mut groups: BTreeMap<u8, BTreeSet<String>> = BTreeMap::new();
+        let mut examples = Vec::new();
+        for ((g, key), (i, text)) in seen {
+            if owner.get(&key) == Some(&g) {
+                groups.entry(g).or_default().insert(text);
+            } else {
+                examples.push((i, text));
+            }
+        }
+        examples.sort();
+        examples.truncate(MAX_EXAMPLES);
+        let mut groups: Vec<(Labels, Vec<String>)> = groups
+            .into_iter()
+            .map(|(g, t)| (model_labels(g), t.into_iter().collect()))
+            .collect();
+        groups.sort();
+        let examples = examples.into_iter().map(|(_, t)| t).collect();
+        (groups, Conflicts { count, examples })
+    }
+
+    fn model_labels(g: u8) -> Labels {
+        if g == 0 {
+            Vec::new()
+        } else {
+            set(&g.to_string())
+        }
+    }
+
+    fn collect(entries: &[Entry]) -> (Vec<(Labels, Vec<String>)>, Conflicts) {
+        let mut e = Entries::new();
+        for (h, p, g) in entries {
+            e.push(h, *p, &model_labels(*g)).unwrap();
+        }
+        let c = e.finish();
+        (by_set(&e), c)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn conflicts_match_a_simple_model(
+            entries in proptest::collection::vec(
+                ("[aAbB]{1,2}", 1u16..3, 0u8..4),
+                0..40,
+            )
+        ) {
+            proptest::prop_assert_eq!(collect(&entries), model(&entries));
+        }
+    }
+
+    /// Enough entries that the radix passes and de-duplication while
+    /// collecting run with the numbers along.
+    #[test]
+    fn large_conflicting_inventories_match_the_model() {
+        let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let alphabet = b"aAbBcC09-";
+        let entries: Vec<Entry> = (0..60_000)
+            .map(|_| {
+                let len = 1 + next(5) as usize;
+                let host: String = (0..len)
+                    .map(|_| alphabet[next(alphabet.len() as u64) as usize] as char)
+                    .collect();
+                (host, 1 + next(3) as u16, next(4) as u8)
+            })
+            .collect();
+        let (got, want) = (collect(&entries), model(&entries));
+        assert!(want.1.count > 1_000, "{}", want.1.count);
+        assert_eq!(got, want);
+        // Plain names first: the rest is numbered from the second set on.
+        let mut plain_first: Vec<Entry> =
+            entries.iter().map(|(h, p, _)| (h.clone(), *p, 0)).collect();
+        plain_first.truncate(30_000);
+        plain_first.extend_from_slice(&entries[30_000..]);
+        assert_eq!(collect(&plain_first), model(&plain_first));
     }
 
     #[test]

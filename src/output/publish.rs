@@ -9,22 +9,28 @@ use log::Level;
 
 use crate::model::targets::{TargetGroup, TargetSet};
 use crate::model::text::count;
-use crate::output::writer::{self, Interruptible, Outcome, Render, WriteError};
+use crate::output::writer::{self, FileDigest, Interruptible, Outcome, Render, WriteError};
 use crate::sys::clock;
 
 /// A document to publish: where it goes and how it renders.
 pub struct Document<'a> {
     pub path: &'a Path,
-    /// Produces the content; called once to compare, once more to write.
-    /// An error leaves the old file as it is.
+    /// Produces the content, once per write. An error leaves the old file
+    /// as it is.
     pub render: &'a mut Render<'a>,
+    /// What the file held when last read or written; the write updates it.
+    pub known: &'a mut Option<FileDigest>,
 }
 
 /// Writes `doc` unless its file already holds exactly that. Once `stop`
 /// returns true, a write in progress is abandoned and the old file stays.
 pub fn write(doc: Document<'_>, stop: &dyn Fn() -> bool) -> Result<Outcome, WriteError> {
     let render = doc.render;
-    writer::write_if_changed(doc.path, &mut |w| render(&mut Interruptible::new(w, stop)))
+    writer::write_known(
+        doc.path,
+        &mut |w| render(&mut Interruptible::new(w, stop)),
+        doc.known,
+    )
 }
 
 /// The fetch that produced a targets document.
@@ -61,10 +67,13 @@ pub struct OnFailure<'a> {
 #[derive(Debug)]
 pub struct Published {
     pub changed: bool,
+    /// Targets in the document.
+    pub target_count: usize,
     pub added: usize,
     pub removed: usize,
-    /// What the file holds now.
-    pub targets: TargetSet,
+    /// What the file holds now; `None` when the caller did not ask to keep
+    /// it and the counts did not need it.
+    pub targets: Option<TargetSet>,
 }
 
 #[derive(Debug)]
@@ -77,13 +86,15 @@ pub enum Failed {
 
 /// Publishes a targets document rendered from `groups` and logs the
 /// outcome. ADDED and REMOVED count against `previous`, the targets the
-/// file held (`None`: unknown, so every target counts as added); it is
-/// replaced on success by the new set.
+/// file held (`None`: unknown, so every target counts as added), which is
+/// taken. The new set (one hash a target) is built only when `keep` asks
+/// for it or the counts need it; an unchanged file keeps `previous`.
 pub fn publish_targets(
     doc: Document<'_>,
     groups: &[TargetGroup],
     fetched: &Fetched<'_>,
     previous: &mut Option<TargetSet>,
+    keep: bool,
     stop: &dyn Fn() -> bool,
     on_failure: &OnFailure<'_>,
 ) -> Result<Published, Failed> {
@@ -104,12 +115,18 @@ pub fn publish_targets(
     );
     match outcome {
         Ok(_) => {
-            let targets = TargetSet::of(groups);
-            let (added, removed) = match previous.take() {
-                Some(old) if changed => old.diff(&targets),
-                Some(_) => (0, 0),
-                None if changed => (n, 0),
-                None => (0, 0),
+            let (targets, added, removed) = match previous.take() {
+                Some(old) if changed => {
+                    let new = TargetSet::of(groups);
+                    let (added, removed) = old.diff(&new);
+                    (Some(new), added, removed)
+                }
+                // The file holds what it held: so do its targets.
+                Some(old) => (Some(old), 0, 0),
+                None => {
+                    let new = keep.then(|| TargetSet::of(groups));
+                    (new, if changed { n } else { 0 }, 0)
+                }
             };
             if changed {
                 log::info!(
@@ -133,6 +150,7 @@ pub fn publish_targets(
             }
             Ok(Published {
                 changed,
+                target_count: n,
                 added,
                 removed,
                 targets,
@@ -271,6 +289,7 @@ mod tests {
                 let doc = Document {
                     path: &t,
                     render: &mut render,
+                    known: &mut None,
                 };
                 let e = write(doc, &|| false).unwrap_err();
                 assert!(e.to_string().contains("render broke"), "{e}");
@@ -297,6 +316,7 @@ mod tests {
             let doc = Document {
                 path: &t,
                 render: &mut render,
+                known: &mut None,
             };
             let mut previous = None;
             let r = publish_targets(
@@ -304,6 +324,7 @@ mod tests {
                 &groups,
                 &fetched(),
                 &mut previous,
+                true,
                 &stop,
                 &OnFailure::default(),
             );
@@ -318,6 +339,7 @@ mod tests {
         let doc = Document {
             path: &t,
             render: &mut render,
+            known: &mut None,
         };
         assert_eq!(write(doc, &|| false).unwrap(), Outcome::Written);
         assert_eq!(fs::read(&t).unwrap(), full);
@@ -330,12 +352,14 @@ mod tests {
         let doc = Document {
             path: t,
             render: &mut render,
+            known: &mut None,
         };
         publish_targets(
             doc,
             &groups,
             &fetched(),
             previous,
+            true,
             &|| false,
             &OnFailure::default(),
         )
@@ -350,16 +374,38 @@ mod tests {
         let mut prev = None;
         let p = publish(&t, list(3, 0), &mut prev);
         assert_eq!((p.changed, p.added, p.removed), (true, 3, 0));
-        assert_eq!(p.targets.len(), 3);
+        assert_eq!(p.targets.as_ref().map(TargetSet::len), Some(3));
         // The same targets: unchanged, nothing added or removed.
-        let mut prev = Some(p.targets);
+        let mut prev = p.targets;
         let p = publish(&t, list(3, 0), &mut prev);
         assert_eq!((p.changed, p.added, p.removed), (false, 0, 0));
         // Two go, one stays, four come.
-        let mut prev = Some(p.targets);
+        let mut prev = p.targets;
         let p = publish(&t, list(5, 2), &mut prev);
         assert_eq!((p.changed, p.added, p.removed), (true, 4, 2));
         assert!(prev.is_none(), "the old set is taken");
+        // Nothing known and nothing to keep: no set is built.
+        let groups = [group(list(2, 0))];
+        let mut render = |w: &mut dyn Write| render_to(w, &groups);
+        let other = d.join("other.json");
+        let doc = Document {
+            path: &other,
+            render: &mut render,
+            known: &mut None,
+        };
+        let mut none = None;
+        let p = publish_targets(
+            doc,
+            &groups,
+            &fetched(),
+            &mut none,
+            false,
+            &|| false,
+            &OnFailure::default(),
+        )
+        .unwrap();
+        assert_eq!((p.changed, p.added, p.removed), (true, 2, 0));
+        assert!(p.targets.is_none());
         // The file unchanged but its previous content unknown: nothing added.
         let mut prev = None;
         let p = publish(&t, list(5, 2), &mut prev);
@@ -377,6 +423,7 @@ mod tests {
         let doc = Document {
             path: &blocked,
             render: &mut render,
+            known: &mut None,
         };
         let mut prev = Some(TargetSet::of(&[group(list(1, 0))]));
         let r = publish_targets(
@@ -384,6 +431,7 @@ mod tests {
             &groups,
             &fetched(),
             &mut prev,
+            true,
             &|| false,
             &OnFailure::default(),
         );

@@ -5,7 +5,7 @@
 //! and files through their directory's descriptor, so that a path someone
 //! else changes halfway cannot redirect what root creates or hands over.
 
-use std::collections::hash_map::RandomState;
+use std::collections::hash_map::{DefaultHasher, RandomState};
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::hash::{BuildHasher, Hasher};
@@ -14,12 +14,13 @@ use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nix::dir::Dir;
 use nix::errno::Errno;
 use nix::fcntl::{openat, renameat, AtFlags, OFlag};
-use nix::sys::stat::{fchmod, fstatat, Mode};
+use nix::sys::stat::{fchmod, fstat, fstatat, FileStat, Mode};
 use nix::unistd::{unlinkat, Gid, Uid, UnlinkatFlags};
 
 /// Readable by Prometheus, which runs as another user.
@@ -137,29 +138,214 @@ pub fn read_existing(target: &Path, limit: u64) -> Result<Option<Vec<u8>>, Write
 }
 
 /// Writes what `render` produces to `target` unless it already holds exactly
-/// that. First pass: the rendered bytes are compared with the file as they
-/// come. Second pass, only if they differ: temp file (O_EXCL) in the same
-/// directory, write, fsync, chmod 0644, rename over the target, fsync the
-/// directory. Memory use does not grow with the document. On failure the
-/// old file is untouched and the temp file is gone.
+/// that, as [`write_known`] does with nothing known about the file.
 pub fn write_if_changed(target: &Path, render: &mut Render<'_>) -> Result<Outcome, WriteError> {
+    write_known(target, render, &mut None)
+}
+
+/// Writes what `render` produces to `target` unless it already holds exactly
+/// that. One pass: the document is rendered straight into a temp file
+/// (O_EXCL, same directory) through a buffered writer and a hasher. If its
+/// hash and length are those of the current file, the temp file is removed
+/// and the target is left untouched; otherwise the temp file is fsynced,
+/// made mode 0644 and renamed over the target, and the directory fsynced.
+///
+/// `known` is what the file held when last read or written here: while the
+/// file's identity (device, inode, size, mtime, ctime) is unchanged its
+/// hash is taken from there, else the file is hashed as it is read once.
+/// It is updated to what the file holds afterwards. Memory use does not
+/// grow with the document. On failure the old file is untouched and the
+/// temp file is gone.
+pub fn write_known(
+    target: &Path,
+    render: &mut Render<'_>,
+    known: &mut Option<FileDigest>,
+) -> Result<Outcome, WriteError> {
     let name = file_name(target)?;
     let dir = parent_dir(target);
     let trust = Trust::current();
-    let dirfd = match open_dir(dir, trust)? {
+    let (dirfd, current) = match open_dir(dir, trust)? {
         Some(dirfd) => {
-            if let Existing::File(old) = open_existing(&dirfd, name, target)? {
-                if same_content(old, target, render)? {
-                    return Ok(Outcome::Unchanged);
-                }
-            }
-            dirfd
+            let current = match open_existing(&dirfd, name, target)? {
+                Existing::File(old) => Some(Current::new(old, target, known.take())?),
+                Existing::Missing | Existing::Unreadable(_) => None,
+            };
+            (dirfd, current)
         }
         // The directory may have been removed while we ran.
-        None => create_dirs(dir, trust)?.0,
+        None => (create_dirs(dir, trust)?.0, None),
     };
-    replace(&dirfd, dir, name, target, render)?;
-    Ok(Outcome::Written)
+    let mut current = current;
+    let result = replace(&dirfd, dir, name, target, render, current.as_mut());
+    *known = match &result {
+        Ok((Outcome::Written, written)) => *written,
+        _ => current.and_then(|c| c.known),
+    };
+    result.map(|(outcome, _)| outcome)
+}
+
+/// The file a write may replace, and its digest once known.
+struct Current {
+    file: File,
+    identity: Identity,
+    known: Option<FileDigest>,
+}
+
+impl Current {
+    /// `known` is trusted while the file's identity is the one it describes.
+    fn new(file: File, target: &Path, known: Option<FileDigest>) -> Result<Current, WriteError> {
+        let identity = Identity::of(&sys(fstat(&file), "stat", target)?);
+        Ok(Current {
+            file,
+            identity,
+            known: known.filter(|k| k.identity == identity),
+        })
+    }
+
+    /// Whether the file holds exactly what has the digest `new`. The file
+    /// is read (and hashed) only when its length is the same.
+    fn holds(&mut self, new: Digest) -> bool {
+        if u64::try_from(self.identity.size).ok() != Some(new.len) {
+            return false;
+        }
+        if self.known.is_none() {
+            self.known = hash_file(&self.file, self.identity);
+        }
+        self.known.is_some_and(|k| k.digest == new)
+    }
+}
+
+/// Reads `file` to its end and hashes it; `None` when it cannot be read or
+/// changed meanwhile.
+fn hash_file(file: &File, identity: Identity) -> Option<FileDigest> {
+    let mut hasher = ContentHasher::default();
+    let mut buf = vec![0; BUFFER];
+    // Bounded: a file that grows meanwhile is not read without end.
+    let size = u64::try_from(identity.size).unwrap_or(0);
+    let mut reader = file.take(size.saturating_add(1));
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => hasher.update(buf.get(..n).unwrap_or_default()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+    FileDigest::of_read(file, &hasher).filter(|k| k.identity == identity)
+}
+
+/// What a file holds, as far as deciding "unchanged" goes: a keyed hash of
+/// its bytes and their count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Digest {
+    hash: u64,
+    len: u64,
+}
+
+/// A file's digest with the stat fields that change whenever the file is
+/// replaced or written to, so that the digest is trusted only while they
+/// stay the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileDigest {
+    digest: Digest,
+    identity: Identity,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Identity {
+    dev: u64,
+    ino: u64,
+    size: i64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Identity {
+    fn of(st: &FileStat) -> Identity {
+        Identity {
+            dev: st.st_dev,
+            ino: st.st_ino,
+            size: st.st_size,
+            mtime: (st.st_mtime, st.st_mtime_nsec),
+            ctime: (st.st_ctime, st.st_ctime_nsec),
+        }
+    }
+}
+
+impl FileDigest {
+    /// The digest of an open file read to its end through `hasher`; `None`
+    /// when the file changed while it was read.
+    pub fn of_read(file: &File, hasher: &ContentHasher) -> Option<FileDigest> {
+        let st = fstat(file).ok()?;
+        let digest = hasher.digest();
+        (u64::try_from(st.st_size).ok() == Some(digest.len)).then_some(FileDigest {
+            digest,
+            identity: Identity::of(&st),
+        })
+    }
+}
+
+/// The keys of the content hash: random per process, so that no inventory
+/// can be built to collide with what the file holds.
+fn content_keys() -> &'static RandomState {
+    static KEYS: OnceLock<RandomState> = OnceLock::new();
+    KEYS.get_or_init(RandomState::new)
+}
+
+/// Hashes what is written to it, or read through it (SipHash with the
+/// process's random keys; the result does not depend on how the bytes are
+/// split into writes).
+pub struct ContentHasher {
+    state: DefaultHasher,
+    len: u64,
+}
+
+impl Default for ContentHasher {
+    fn default() -> Self {
+        ContentHasher {
+            state: content_keys().build_hasher(),
+            len: 0,
+        }
+    }
+}
+
+impl ContentHasher {
+    pub fn update(&mut self, data: &[u8]) {
+        self.state.write(data);
+        self.len = self.len.saturating_add(data.len() as u64);
+    }
+
+    fn digest(&self) -> Digest {
+        Digest {
+            hash: self.state.finish(),
+            len: self.len,
+        }
+    }
+}
+
+impl Write for ContentHasher {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.update(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A reader that hashes what passes through it.
+pub struct HashingReader<'h, R> {
+    pub inner: R,
+    pub hasher: &'h mut ContentHasher,
+}
+
+impl<R: Read> Read for HashingReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(buf.get(..n).unwrap_or_default());
+        Ok(n)
+    }
 }
 
 /// A writer that fails once `stop` says so, so that a long render can be
@@ -185,118 +371,6 @@ impl Write for Interruptible<'_> {
 
     fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()
-    }
-}
-
-/// Whether `render` produces exactly what `old` holds.
-fn same_content(old: File, target: &Path, render: &mut Render<'_>) -> Result<bool, WriteError> {
-    let mut sink = Compare {
-        old,
-        buf: vec![0; BUFFER],
-        pos: 0,
-        end: 0,
-        same: true,
-    };
-    let rendered = render(&mut sink);
-    if !sink.same {
-        // The sink stopped the render at the first difference.
-        return Ok(false);
-    }
-    step(rendered, "render", target)?;
-    Ok(sink.pos == sink.end && matches!(sink.refill(), Refill::Eof))
-}
-
-/// A writer that compares what it is given with a file read in chunks.
-struct Compare {
-    old: File,
-    buf: Vec<u8>,
-    pos: usize,
-    end: usize,
-    same: bool,
-}
-
-enum Refill {
-    Data,
-    Eof,
-    Failed,
-}
-
-impl Compare {
-    fn refill(&mut self) -> Refill {
-        loop {
-            match self.old.read(&mut self.buf) {
-                Ok(0) => return Refill::Eof,
-                Ok(n) => {
-                    self.pos = 0;
-                    self.end = n;
-                    return Refill::Data;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return Refill::Failed,
-            }
-        }
-    }
-}
-
-impl Write for Compare {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let mut rest = data;
-        while self.same && !rest.is_empty() {
-            if self.pos >= self.end && !matches!(self.refill(), Refill::Data) {
-                // The old file is shorter, or unreadable: not the same.
-                self.same = false;
-                break;
-            }
-            let n = (self.end - self.pos).min(rest.len());
-            let old = self.buf.get(self.pos..self.pos + n);
-            if old.is_none() || old != rest.get(..n) {
-                self.same = false;
-                break;
-            }
-            self.pos += n;
-            rest = rest.get(n..).unwrap_or_default();
-        }
-        if self.same {
-            Ok(data.len())
-        } else {
-            // No need to render the rest: the file will be rewritten.
-            Err(io::Error::other("differs from the existing file"))
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Keeps the error of the underlying writer, so that a failed write is
-/// told apart from a failed render.
-struct Tracked<W> {
-    inner: W,
-    error: Option<io::Error>,
-}
-
-impl<W> Tracked<W> {
-    fn keep(&mut self, e: io::Error) -> io::Error {
-        if e.kind() == io::ErrorKind::Interrupted {
-            return e;
-        }
-        let copy = match e.raw_os_error() {
-            Some(n) => io::Error::from_raw_os_error(n),
-            None => io::Error::new(e.kind(), e.to_string()),
-        };
-        self.error = Some(e);
-        copy
-    }
-}
-
-impl<W: Write> Write for Tracked<W> {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        self.inner.write(data).map_err(|e| self.keep(e))
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush().map_err(|e| self.keep(e))
     }
 }
 
@@ -329,25 +403,53 @@ fn create_temp(
     ))
 }
 
-/// The second pass: a new file in place of the old one.
+/// Renders into a temp file next to the target, then either removes it
+/// (it holds what `current` holds: [`Outcome::Unchanged`]) or renames it
+/// over the target. Returns what the target holds when it was written.
 fn replace(
     dirfd: &OwnedFd,
     dir: &Path,
     name: &OsStr,
     target: &Path,
     render: &mut Render<'_>,
-) -> Result<(), WriteError> {
-    let (file, temp_name) = create_temp(dirfd, dir, || temp_name(name))?;
+    current: Option<&mut Current>,
+) -> Result<(Outcome, Option<FileDigest>), WriteError> {
+    let (file, temp_name) = match create_temp(dirfd, dir, || temp_name(name)) {
+        Ok(created) => created,
+        Err(e) => {
+            // No temp file (a read-only directory, say): an unchanged
+            // document still needs none.
+            if let Some(c) = current {
+                let mut hasher = ContentHasher::default();
+                if render(&mut hasher).is_ok() && c.holds(hasher.digest()) {
+                    return Ok((Outcome::Unchanged, None));
+                }
+            }
+            return Err(e);
+        }
+    };
     let temp = dir.join(&temp_name);
-    let result = fill(file, &temp, target, render).and_then(|()| {
-        sys(
-            renameat(dirfd, temp_name.as_os_str(), dirfd, name),
-            "rename temp file over",
-            target,
-        )
-    });
-    if let Err(e) = result {
+    let remove = || {
         let _ = unlinkat(dirfd, temp_name.as_os_str(), UnlinkatFlags::NoRemoveDir);
+    };
+    let file = match fill(file, &temp, target, render, current) {
+        Ok(Filled::Same) => {
+            remove();
+            return Ok((Outcome::Unchanged, None));
+        }
+        Ok(Filled::New(file)) => file,
+        Err(e) => {
+            remove();
+            return Err(e);
+        }
+    };
+    let renamed = sys(
+        renameat(dirfd, temp_name.as_os_str(), dirfd, name),
+        "rename temp file over",
+        target,
+    );
+    if let Err(e) = renamed {
+        remove();
         return Err(e);
     }
     // The rename is durable only once the directory entry is. The new file
@@ -362,42 +464,105 @@ fn replace(
     if let Err(e) = sys(synced, "fsync directory", dir) {
         log::warn!("{e}");
     }
-    Ok(())
+    // Taken from the descriptor after the rename, which sets the ctime.
+    let known = fstat(&file.0).ok().map(|st| FileDigest {
+        digest: file.1,
+        identity: Identity::of(&st),
+    });
+    Ok((Outcome::Written, known))
 }
 
-fn fill(file: File, temp: &Path, target: &Path, render: &mut Render<'_>) -> Result<(), WriteError> {
-    let mut out = BufWriter::with_capacity(
-        BUFFER,
-        Tracked {
-            inner: file,
-            error: None,
-        },
-    );
-    if let Err(e) = render(&mut out) {
-        // Drop what is buffered: the file is about to be removed.
-        let (mut tracked, _) = out.into_parts();
-        return Err(match tracked.error.take() {
-            Some(source) => WriteError {
-                step: "write",
-                path: temp.to_path_buf(),
-                source,
-            },
-            None => WriteError {
-                step: "render",
-                path: target.to_path_buf(),
-                source: e,
-            },
-        });
+enum Filled {
+    /// The render matched the current file; the temp file is to go.
+    Same,
+    /// Written, fsynced and mode 0644, with its digest.
+    New((File, Digest)),
+}
+
+/// Where a render goes: the temp file, through a buffer, and the hasher.
+/// A failed write of the file is kept, not returned, while the render can
+/// still turn out the same as the current file (then nothing needed
+/// writing: a full disk does not fail an unchanged cycle).
+struct Sink {
+    out: BufWriter<File>,
+    hasher: ContentHasher,
+    failed: Option<io::Error>,
+    /// There is a current file to compare with.
+    compare: bool,
+}
+
+impl Write for Sink {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.hasher.update(data);
+        if self.failed.is_none() {
+            if let Err(e) = self.out.write_all(data) {
+                let copy = copy_error(&e);
+                self.failed = Some(e);
+                if !self.compare {
+                    return Err(copy);
+                }
+            }
+        }
+        Ok(data.len())
     }
-    step(out.flush(), "write", temp)?;
-    let (tracked, _) = out.into_parts();
-    let file = tracked.inner;
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The same error again, for the render's own error path.
+fn copy_error(e: &io::Error) -> io::Error {
+    match e.raw_os_error() {
+        Some(n) => io::Error::from_raw_os_error(n),
+        None => io::Error::new(e.kind(), e.to_string()),
+    }
+}
+
+fn fill(
+    file: File,
+    temp: &Path,
+    target: &Path,
+    render: &mut Render<'_>,
+    current: Option<&mut Current>,
+) -> Result<Filled, WriteError> {
+    let mut sink = Sink {
+        out: BufWriter::with_capacity(BUFFER, file),
+        hasher: ContentHasher::default(),
+        failed: None,
+        compare: current.is_some(),
+    };
+    let rendered = render(&mut sink);
+    let write_failed = |source| WriteError {
+        step: "write",
+        path: temp.to_path_buf(),
+        source,
+    };
+    if let Some(source) = sink.failed.take() {
+        // A render that went on after the failed write and matched the
+        // current file needed no write at all.
+        let digest = sink.hasher.digest();
+        if rendered.is_ok() && current.is_some_and(|c| c.holds(digest)) {
+            return Ok(Filled::Same);
+        }
+        return Err(write_failed(source));
+    }
+    step(rendered, "render", target)?;
+    let digest = sink.hasher.digest();
+    if current.is_some_and(|c| c.holds(digest)) {
+        return Ok(Filled::Same);
+    }
+    let file = match sink.out.into_inner() {
+        Ok(f) => f,
+        Err(e) => return Err(write_failed(e.into_error())),
+    };
     step(file.sync_all(), "fsync", temp)?;
     sys(
         fchmod(&file, Mode::from_bits_truncate(FILE_MODE)),
         "chmod",
         temp,
-    )
+    )?;
+    Ok(Filled::New((file, digest)))
 }
 
 /// What the start-up clean-up did.
@@ -595,20 +760,100 @@ mod tests {
     }
 
     #[test]
+    fn the_content_hash_does_not_depend_on_how_bytes_are_split() {
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i % 253) as u8).collect();
+        let mut whole = ContentHasher::default();
+        whole.update(&data);
+        for size in [1, 7, 8, 63, 4096] {
+            let mut parts = ContentHasher::default();
+            for c in data.chunks(size) {
+                parts.update(c);
+            }
+            assert_eq!(parts.digest(), whole.digest(), "chunks of {size}");
+        }
+        let mut other = ContentHasher::default();
+        other.update(&data[..data.len() - 1]);
+        assert_ne!(other.digest(), whole.digest());
+    }
+
+    #[test]
+    fn a_known_digest_decides_while_the_file_is_the_same_one() {
+        let d = tmpdir("known");
+        let t = d.join("targets.json");
+        let mut known = None;
+        let doc = |text: &'static [u8]| move |w: &mut dyn Write| w.write_all(text);
+        assert_eq!(
+            write_known(&t, &mut doc(b"[1]\n"), &mut known).unwrap(),
+            Outcome::Written
+        );
+        let first = known.expect("known after a write");
+        let ino = fs::metadata(&t).unwrap().ino();
+        assert_eq!(
+            write_known(&t, &mut doc(b"[1]\n"), &mut known).unwrap(),
+            Outcome::Unchanged
+        );
+        assert_eq!(known, Some(first));
+        assert_eq!(fs::metadata(&t).unwrap().ino(), ino);
+        assert!(leftovers(&d).is_empty(), "{:?}", leftovers(&d));
+        // Changed behind our back, same length: hashed again, rewritten.
+        std::thread::sleep(Duration::from_millis(5));
+        fs::write(&t, b"[2]\n").unwrap();
+        assert_eq!(
+            write_known(&t, &mut doc(b"[1]\n"), &mut known).unwrap(),
+            Outcome::Written
+        );
+        assert_eq!(fs::read(&t).unwrap(), b"[1]\n");
+        // Removed: written again.
+        fs::remove_file(&t).unwrap();
+        assert_eq!(
+            write_known(&t, &mut doc(b"[1]\n"), &mut known).unwrap(),
+            Outcome::Written
+        );
+        // A digest from start-up, read through the hashing reader.
+        let mut hasher = ContentHasher::default();
+        let f = File::open(&t).unwrap();
+        let mut r = HashingReader {
+            inner: &f,
+            hasher: &mut hasher,
+        };
+        io::copy(&mut r, &mut io::sink()).unwrap();
+        let mut from_start = FileDigest::of_read(&f, &hasher);
+        assert_eq!(from_start, known);
+        assert_eq!(
+            write_known(&t, &mut doc(b"[1]\n"), &mut from_start).unwrap(),
+            Outcome::Unchanged
+        );
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn unchanged_needs_no_temp_file() {
+        let d = tmpdir("ro");
+        let t = d.join("targets.json");
+        fs::write(&t, b"[1]\n").unwrap();
+        fs::set_permissions(&d, fs::Permissions::from_mode(0o555)).unwrap();
+        // Root ignores the mode: then there is nothing to test.
+        let writable = File::create(d.join("probe")).is_ok();
+        let same = write_if_changed(&t, &mut |w| w.write_all(b"[1]\n"));
+        let other = write_if_changed(&t, &mut |w| w.write_all(b"[2]\n"));
+        fs::set_permissions(&d, fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(same.unwrap(), Outcome::Unchanged);
+        if !writable {
+            assert!(other.unwrap_err().to_string().contains("EACCES"));
+        }
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
     fn render_error_keeps_the_old_file_and_leaves_no_temp() {
         let d = tmpdir("render-err");
         let t = d.join("targets.json");
         fs::write(&t, b"old").unwrap();
         let before = fs::metadata(&t).unwrap().ino();
-        // Fails in the second pass, after part of the document was written.
-        let mut calls = 0;
+        // Fails after part of the document was written.
         let e = write_if_changed(&t, &mut |w| {
-            calls += 1;
             w.write_all(&[b'n'; 100_000])?;
-            if calls == 2 {
-                return Err(io::Error::other("renderer broke"));
-            }
-            Ok(())
+            Err(io::Error::other("renderer broke"))
         })
         .unwrap_err();
         assert_eq!(e.step, "render", "{e}");

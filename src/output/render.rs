@@ -1,0 +1,175 @@
+//! The `file_sd` document written straight into a writer: byte for byte
+//! what serde_json's pretty printer makes of the groups
+//! ([`crate::model::targets::render_to`]), without its call per token and
+//! its formatting of each target, which cost most of a large render.
+
+use std::io::{self, Write};
+
+use crate::model::targets::TargetGroup;
+
+/// Writes `groups` as pretty JSON (two-space indent, trailing newline) into
+/// `w`, in chunks of about 64 KiB. An error means `w` got part of a
+/// document, which the caller must not publish.
+pub fn render_to(w: &mut dyn Write, groups: &[TargetGroup]) -> io::Result<()> {
+    let mut out = Chunks {
+        w,
+        buf: Vec::with_capacity(CHUNK + 1024),
+    };
+    if groups.is_empty() {
+        out.put(b"[]\n");
+        return out.finish();
+    }
+    out.put(b"[\n");
+    for (i, g) in groups.iter().enumerate() {
+        if i > 0 {
+            out.put(b",\n");
+        }
+        out.put(b"  {\n    \"targets\": ");
+        if g.targets.is_empty() {
+            out.put(b"[]");
+        } else {
+            out.put(b"[");
+            // Constant pieces: copied inline, not by a call per piece.
+            let mut first = true;
+            for t in g.targets.iter() {
+                if first {
+                    out.put(b"\n      ");
+                    first = false;
+                } else {
+                    out.put(b",\n      ");
+                }
+                out.string(t.as_bytes())?;
+                out.ship()?;
+            }
+            out.put(b"\n    ]");
+        }
+        out.put(b",\n    \"labels\": ");
+        if g.labels.is_empty() {
+            out.put(b"{}");
+        } else {
+            out.put(b"{");
+            let mut sep: &[u8] = b"\n      ";
+            for (name, value) in &g.labels {
+                out.put(sep);
+                out.string(name.as_bytes())?;
+                out.put(b": ");
+                out.string(value.as_bytes())?;
+                out.ship()?;
+                sep = b",\n      ";
+            }
+            out.put(b"\n    }");
+        }
+        out.put(b"\n  }");
+    }
+    out.put(b"\n]\n");
+    out.finish()
+}
+
+/// Size of the pieces handed to the writer.
+const CHUNK: usize = 64 * 1024;
+
+/// The document collected in one buffer and handed on in large pieces:
+/// appending to a Vec is cheaper than a buffered writer's checks per call.
+struct Chunks<'w> {
+    w: &'w mut dyn Write,
+    buf: Vec<u8>,
+}
+
+impl Chunks<'_> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// A JSON string: as it is when nothing in it needs escaping (the usual
+    /// host name), else escaped by serde_json itself.
+    fn string(&mut self, text: &[u8]) -> io::Result<()> {
+        if text.iter().all(|&b| b >= 0x20 && b != b'"' && b != b'\\') {
+            self.buf.push(b'"');
+            self.buf.extend_from_slice(text);
+            self.buf.push(b'"');
+            return Ok(());
+        }
+        let text = std::str::from_utf8(text).map_err(io::Error::other)?;
+        serde_json::to_writer(&mut self.buf, text).map_err(io::Error::from)
+    }
+
+    /// Hands the buffer on once it holds a chunk.
+    fn ship(&mut self) -> io::Result<()> {
+        if self.buf.len() >= CHUNK {
+            self.w.write_all(&self.buf)?;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> io::Result<()> {
+        self.w.write_all(&self.buf)?;
+        self.w.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::targets::{self, TargetList};
+
+    fn render(groups: &[TargetGroup]) -> Vec<u8> {
+        let mut out = Vec::new();
+        render_to(&mut out, groups).unwrap();
+        out
+    }
+
+    fn group(hosts: &[(&str, u16)], labels: &[(&str, &str)]) -> TargetGroup {
+        let mut l = TargetList::new();
+        for (h, p) in hosts {
+            l.push(h, *p).unwrap();
+        }
+        l.finish();
+        TargetGroup {
+            targets: l,
+            labels: labels
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn the_same_bytes_as_the_serde_json_render() {
+        let labels = [
+            ("__metrics_path__", "/metrics"),
+            ("job", "sensors"),
+            ("environment", "production"),
+        ];
+        let odd = [
+            ("note", "a \"quoted\" \\ value\n\t\u{1}\u{7f}é日"),
+            ("", ""),
+            ("ünï", "/"),
+        ];
+        let cases: Vec<Vec<TargetGroup>> = vec![
+            vec![],
+            vec![group(&[], &[])],
+            vec![group(&[], &labels)],
+            vec![group(&[("sensor_1", 9100), ("sensor_0", 9100)], &labels)],
+            vec![group(&[("a", 1)], &[])],
+            vec![
+                group(&[("[::1]", 65535), ("b", 1), ("a-b.c", 80)], &odd),
+                group(&[], &labels),
+                group(&[("x", 1)], &labels),
+            ],
+        ];
+        for groups in &cases {
+            assert_eq!(
+                String::from_utf8(render(groups)).unwrap(),
+                String::from_utf8(targets::render(groups).unwrap()).unwrap()
+            );
+        }
+        // Many targets, to cross the buffer's size.
+        let hosts: Vec<(String, u16)> = (0..20_000)
+            .map(|i| (format!("sensor-{i:05}.example"), 9100 + (i % 7) as u16))
+            .collect();
+        let refs: Vec<(&str, u16)> = hosts.iter().map(|(h, p)| (h.as_str(), *p)).collect();
+        let big = [group(&refs, &labels), group(&refs[..10], &odd)];
+        assert_eq!(render(&big), targets::render(&big).unwrap());
+    }
+}
