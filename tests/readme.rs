@@ -330,3 +330,10 @@ fn prometheus_snippet_is_the_shipped_example() {
         snippet.join("\n")
     );
 }
+
+/// The README is a front page: the reference lives in the man page and docs/.
+#[test]
+fn readme_stays_a_front_page() {
+    let size = read("README.md").len();
+    assert!(size <= 12 * 1024, "README.md is {size} bytes, over 12 KiB");
+}
