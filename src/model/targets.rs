@@ -355,9 +355,12 @@ impl TargetList {
                 _ => &mut no_meta[..],
             };
             if part.len() <= SMALL {
-                TargetList::small_sort(part, part_meta, |a, b| match self.compare(a, b, fold) {
-                    Ordering::Equal if fold => self.compare(a, b, false),
-                    o => o,
+                // Their first `depth` bytes are equal (folded when `fold`).
+                TargetList::small_sort(part, part_meta, |a, b| {
+                    match self.compare_from(a, b, fold, depth) {
+                        Ordering::Equal if fold => self.compare(a, b, false),
+                        o => o,
+                    }
                 });
                 continue;
             }
@@ -570,13 +573,29 @@ impl TargetList {
     /// Compares two targets as their `host:port` texts would compare, with
     /// letters folded to lower case when `fold` is set.
     fn compare(&self, a: u64, b: u64, fold: bool) -> Ordering {
+        self.compare_from(a, b, fold, 0)
+    }
+
+    /// As [`TargetList::compare`], for texts known to be equal (folded when
+    /// `fold`) in their first `from` bytes: short tails compare inline.
+    fn compare_from(&self, a: u64, b: u64, fold: bool, from: usize) -> Ordering {
         let (ha, hb) = (self.host(a), self.host(b));
         let n = ha.len().min(hb.len());
-        let (ha_head, hb_head) = (ha.get(..n).unwrap_or(ha), hb.get(..n).unwrap_or(hb));
+        let skip = from.min(n);
+        let (ha_head, hb_head) = (
+            ha.get(skip..n).unwrap_or_default(),
+            hb.get(skip..n).unwrap_or_default(),
+        );
         let head = if fold {
             cmp_folded(ha_head, hb_head)
-        } else {
+        } else if skip == 0 {
             ha_head.cmp(hb_head)
+        } else {
+            ha_head
+                .iter()
+                .zip(hb_head)
+                .find(|(x, y)| x != y)
+                .map_or(Ordering::Equal, |(x, y)| x.cmp(y))
         };
         if head != Ordering::Equal {
             return head;
