@@ -191,20 +191,22 @@ fn host(h: &str) -> Result<&str, &'static str> {
     }
     // Every label all digits; every label starting with a digit.
     let (mut numeric, mut digit_led) = (true, true);
-    let mut label = Label::default();
-    for &b in h.as_bytes() {
-        if b == b'.' {
-            label.check()?;
-            numeric &= label.digits;
-            digit_led &= label.first.is_ascii_digit();
-            label = Label::default();
-        } else {
-            label.add(b);
-        }
+    for part in h.as_bytes().split(|&b| b == b'.') {
+        // One table lookup per byte: the classes all bytes share.
+        let shared = part
+            .iter()
+            .fold(NAME | DIGIT, |acc, &b| acc & CLASS[usize::from(b)]);
+        let label = Label {
+            len: part.len(),
+            first: part.first().copied().unwrap_or(0),
+            last: part.last().copied().unwrap_or(0),
+            bad: shared & NAME == 0,
+            digits: shared & DIGIT != 0,
+        };
+        label.check()?;
+        numeric &= label.digits;
+        digit_led &= label.first.is_ascii_digit();
     }
-    label.check()?;
-    numeric &= label.digits;
-    digit_led &= label.first.is_ascii_digit();
     // Only names made of digit-led labels can be addresses.
     if digit_led {
         if let Ok(ip) = h.parse::<Ipv4Addr>() {
@@ -224,7 +226,26 @@ fn host(h: &str) -> Result<&str, &'static str> {
     Ok(h)
 }
 
-/// One label of a host name, as its bytes go by.
+/// Byte classes of host names: letters, digits, `_` and `-` are NAME.
+const NAME: u8 = 1;
+const DIGIT: u8 = 2;
+static CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' {
+            t[i] |= NAME;
+        }
+        if b.is_ascii_digit() {
+            t[i] |= DIGIT;
+        }
+        i += 1;
+    }
+    t
+};
+
+/// One label of a host name.
 struct Label {
     len: usize,
     first: u8,
@@ -233,29 +254,7 @@ struct Label {
     digits: bool,
 }
 
-impl Default for Label {
-    fn default() -> Label {
-        Label {
-            len: 0,
-            first: 0,
-            last: 0,
-            bad: false,
-            digits: true,
-        }
-    }
-}
-
 impl Label {
-    fn add(&mut self, b: u8) {
-        if self.len == 0 {
-            self.first = b;
-        }
-        self.last = b;
-        self.len += 1;
-        self.bad |= !(b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-        self.digits &= b.is_ascii_digit();
-    }
-
     fn check(&self) -> Result<(), &'static str> {
         if self.len == 0 {
             return Err("empty label (leading, trailing or double dot)");

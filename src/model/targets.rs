@@ -40,7 +40,7 @@ pub struct TargetText {
 }
 
 impl TargetText {
-    fn new(host: &[u8], port: u16) -> TargetText {
+    pub fn new(host: &[u8], port: u16) -> TargetText {
         let mut t = TargetText {
             buf: [0; MAX_TARGET_LEN],
             len: 0,
@@ -89,7 +89,7 @@ fn port_digit(port: u16, k: usize) -> Option<u8> {
 }
 
 /// The decimal digits of `port`, without leading zeros.
-fn port_digits(port: u16, buf: &mut [u8; 5]) -> &[u8] {
+pub fn port_digits(port: u16, buf: &mut [u8; 5]) -> &[u8] {
     let mut n = port;
     let mut i = buf.len();
     loop {
@@ -264,10 +264,7 @@ impl TargetList {
                 let (Some(&s), Some(&m)) = (spans.get(r), meta.get(r)) else {
                     break;
                 };
-                let same = w > 0
-                    && spans
-                        .get(w - 1)
-                        .is_some_and(|&p| self.compare(p, s, fold) == Ordering::Equal);
+                let same = w > 0 && spans.get(w - 1).is_some_and(|&p| self.same(p, s, fold));
                 if same {
                     if let Some(pm) = meta.get_mut(w - 1) {
                         *pm = meta_merge(*pm, m);
@@ -283,7 +280,7 @@ impl TargetList {
             spans.truncate(w);
             meta.truncate(w);
         } else {
-            spans.dedup_by(|a, b| self.compare(*a, *b, fold) == Ordering::Equal);
+            spans.dedup_by(|a, b| self.same(*a, *b, fold));
         }
         self.spans = spans;
         self.meta = meta;
@@ -358,12 +355,17 @@ impl TargetList {
                 _ => &mut no_meta[..],
             };
             if part.len() <= SMALL {
-                TargetList::small_sort(part, part_meta, |a, b| match self.compare(a, b, fold) {
-                    Ordering::Equal if fold => self.compare(a, b, false),
-                    o => o,
+                // Their first `depth` bytes are equal (folded when `fold`).
+                TargetList::small_sort(part, part_meta, |a, b| {
+                    match self.compare_from(a, b, fold, depth) {
+                        Ordering::Equal if fold => self.compare(a, b, false),
+                        o => o,
+                    }
                 });
                 continue;
             }
+            // Bytes every text here shares need no pass of their own.
+            let depth = depth + self.common_prefix(part, depth, fold);
             let (mut first, mut last) = (BUCKETS, 0);
             for (&s, k) in part.iter().zip(keys.iter_mut()) {
                 let d = self.digit(s, depth, fold);
@@ -455,6 +457,55 @@ impl TargetList {
         }
     }
 
+    /// How many host bytes from `depth` on all of `part` shares (folded
+    /// when `fold`). Stops at the first span that shares none.
+    fn common_prefix(&self, part: &[u64], depth: usize, fold: bool) -> usize {
+        let Some((&head, rest)) = part.split_first() else {
+            return 0;
+        };
+        let first = self.host(head).get(depth..).unwrap_or_default();
+        let mut lcp = first.len();
+        for &s in rest {
+            if lcp == 0 {
+                break;
+            }
+            let other = self.host(s).get(depth..).unwrap_or_default();
+            let (a, b) = (first.get(..lcp).unwrap_or(first), other);
+            if let Some(head) = b.get(..lcp) {
+                if if fold {
+                    a.eq_ignore_ascii_case(head)
+                } else {
+                    a == head
+                } {
+                    continue;
+                }
+            }
+            lcp = a
+                .iter()
+                .zip(b)
+                .take_while(|(x, y)| {
+                    if fold {
+                        x.eq_ignore_ascii_case(y)
+                    } else {
+                        x == y
+                    }
+                })
+                .count();
+        }
+        lcp
+    }
+
+    /// Whether two targets have the same text (folded when `fold`): the
+    /// same host and port, as a host never ends in `:` and digits.
+    fn same(&self, a: u64, b: u64, fold: bool) -> bool {
+        span_port(a) == span_port(b)
+            && if fold {
+                self.host(a).eq_ignore_ascii_case(self.host(b))
+            } else {
+                self.host(a) == self.host(b)
+            }
+    }
+
     /// Byte `depth` of a target's text as a bucket: 0 past the end, else
     /// 1 + the byte (folded to lower case when `fold`).
     fn digit(&self, span: u64, depth: usize, fold: bool) -> usize {
@@ -484,6 +535,11 @@ impl TargetList {
         self.spans
             .iter()
             .map(|&s| TargetText::new(self.host(s), span_port(s)))
+    }
+
+    /// The targets as (host, port), in their current order: no text built.
+    pub fn parts(&self) -> impl Iterator<Item = (&[u8], u16)> + '_ {
+        self.spans.iter().map(|&s| (self.host(s), span_port(s)))
     }
 
     /// One target's `host:port`.
@@ -517,13 +573,29 @@ impl TargetList {
     /// Compares two targets as their `host:port` texts would compare, with
     /// letters folded to lower case when `fold` is set.
     fn compare(&self, a: u64, b: u64, fold: bool) -> Ordering {
+        self.compare_from(a, b, fold, 0)
+    }
+
+    /// As [`TargetList::compare`], for texts known to be equal (folded when
+    /// `fold`) in their first `from` bytes: short tails compare inline.
+    fn compare_from(&self, a: u64, b: u64, fold: bool, from: usize) -> Ordering {
         let (ha, hb) = (self.host(a), self.host(b));
         let n = ha.len().min(hb.len());
-        let (ha_head, hb_head) = (ha.get(..n).unwrap_or(ha), hb.get(..n).unwrap_or(hb));
+        let skip = from.min(n);
+        let (ha_head, hb_head) = (
+            ha.get(skip..n).unwrap_or_default(),
+            hb.get(skip..n).unwrap_or_default(),
+        );
         let head = if fold {
             cmp_folded(ha_head, hb_head)
-        } else {
+        } else if skip == 0 {
             ha_head.cmp(hb_head)
+        } else {
+            ha_head
+                .iter()
+                .zip(hb_head)
+                .find(|(x, y)| x != y)
+                .map_or(Ordering::Equal, |(x, y)| x.cmp(y))
         };
         if head != Ordering::Equal {
             return head;
@@ -1323,6 +1395,32 @@ mod tests {
         }
         assert!(want.len() > 5_000, "{}", want.len());
         assert_eq!(l.to_strings(), want);
+    }
+
+    proptest::proptest! {
+        /// Shared prefixes (skipped by the radix passes), case variants and
+        /// repeats sort as the plain model does.
+        #[test]
+        fn shared_prefixes_sort_as_the_model(
+            entries in proptest::collection::vec(
+                ("(sensor-00|sensor-0|SENSOR-00|sensor|s)?[aAbB0_-]{0,3}", 0usize..3),
+                0..400,
+            )
+        ) {
+            let mut l = TargetList::new();
+            let mut model: Vec<String> = Vec::new();
+            for (host, p) in &entries {
+                let host = if host.is_empty() { "x" } else { host.as_str() };
+                let port = [1u16, 10, 9100][*p];
+                l.push(host, port).unwrap();
+                model.push(format!("{host}:{port}"));
+            }
+            l.finish();
+            model.sort();
+            let mut seen = std::collections::HashSet::new();
+            model.retain(|t| seen.insert(t.to_ascii_lowercase()));
+            proptest::prop_assert_eq!(l.to_strings(), model);
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use std::io::{self, Write};
 
-use crate::model::targets::TargetGroup;
+use crate::model::targets::{self, TargetGroup};
 
 /// Writes `groups` as pretty JSON (two-space indent, trailing newline) into
 /// `w`, in chunks of about 64 KiB. An error means `w` got part of a
@@ -31,14 +31,14 @@ pub fn render_to(w: &mut dyn Write, groups: &[TargetGroup]) -> io::Result<()> {
             out.put(b"[");
             // Constant pieces: copied inline, not by a call per piece.
             let mut first = true;
-            for t in g.targets.iter() {
+            for (host, port) in g.targets.parts() {
                 if first {
                     out.put(b"\n      ");
                     first = false;
                 } else {
                     out.put(b",\n      ");
                 }
-                out.string(t.as_bytes())?;
+                out.target(host, port)?;
                 out.ship()?;
             }
             out.put(b"\n    ]");
@@ -94,6 +94,21 @@ impl Chunks<'_> {
     }
 
     /// Hands the buffer on once it holds a chunk.
+    /// `"host:port"`, without building the text first.
+    fn target(&mut self, host: &[u8], port: u16) -> io::Result<()> {
+        if !host.iter().all(|&b| b >= 0x20 && b != b'"' && b != b'\\') {
+            return self.string(targets::TargetText::new(host, port).as_bytes());
+        }
+        let mut digits = [0u8; 5];
+        self.buf.push(b'"');
+        self.buf.extend_from_slice(host);
+        self.buf.push(b':');
+        self.buf
+            .extend_from_slice(targets::port_digits(port, &mut digits));
+        self.buf.push(b'"');
+        Ok(())
+    }
+
     fn ship(&mut self) -> io::Result<()> {
         if self.buf.len() >= CHUNK {
             self.w.write_all(&self.buf)?;
