@@ -512,7 +512,7 @@ mod tests {
         let shown = c.effective();
         assert!(shown.iter().all(|(_, v)| !v.contains("pw")));
         assert!(shown.contains(&("INVENTORY_URL", "http://u:***@h/x".to_string())));
-        assert!(shown.contains(&("RETRY_BACKOFF", "0.5s".to_string())));
+        assert!(shown.contains(&("RETRY_BACKOFF", "0.5".to_string())));
         assert!(shown.contains(&("LOG_LEVEL", "debug".to_string())));
     }
 
