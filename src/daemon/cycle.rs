@@ -55,7 +55,8 @@ pub struct Known {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Accepted {
     pub validators: Validators,
-    pub body_hash: BodyHash,
+    /// `None` when the caller keeps nothing for a next cycle.
+    pub body_hash: Option<BodyHash>,
 }
 
 /// A cycle that got an answer.
@@ -99,7 +100,8 @@ pub fn run(
     deadline: Instant,
     on_retry: &mut dyn FnMut(&Retrying),
 ) -> Result<Update, Failure> {
-    match run_with(source, config, deadline, &Known::default(), on_retry)? {
+    // Nothing is remembered after this cycle: the body is not hashed.
+    match run_keyed(source, config, deadline, &Known::default(), false, on_retry)? {
         Outcome::Changed { update, .. } => Ok(update),
         Outcome::Unchanged {
             attempts, duration, ..
@@ -121,6 +123,19 @@ pub fn run_with(
     config: &Config,
     deadline: Instant,
     known: &Known,
+    on_retry: &mut dyn FnMut(&Retrying),
+) -> Result<Outcome, Failure> {
+    run_keyed(source, config, deadline, known, true, on_retry)
+}
+
+/// As [`run_with`]; `hash_body` says whether the accepted body's hash is
+/// wanted (it costs a pass over the body).
+fn run_keyed(
+    source: &mut dyn Source,
+    config: &Config,
+    deadline: Instant,
+    known: &Known,
+    hash_body: bool,
     on_retry: &mut dyn FnMut(&Retrying),
 ) -> Result<Outcome, Failure> {
     let start = Instant::now();
@@ -153,9 +168,9 @@ pub fn run_with(
                 let elapsed = start.elapsed();
                 let accepted = Accepted {
                     validators,
-                    body_hash: BodyHash::of(&body),
+                    body_hash: hash_body.then(|| BodyHash::of(&body)),
                 };
-                if known.body_hash == Some(accepted.body_hash) {
+                if known.body_hash.is_some() && known.body_hash == accepted.body_hash {
                     return Ok(Outcome::Unchanged {
                         accepted,
                         attempts: attempt,
@@ -166,14 +181,16 @@ pub fn run_with(
                 let label_budget = usize::try_from(config.max_response_bytes)
                     .unwrap_or(usize::MAX)
                     .saturating_mul(2);
-                let parsed = inventory::parse_limited(
+                let parsed = inventory::collect_limited(
                     &body,
                     config.metrics_port,
                     config.default_labels(),
                     label_budget,
                 );
-                // Only the compact targets go on from here.
+                // Only the compact targets go on from here: the body is
+                // freed before the sort needs its memory.
                 drop(body);
+                let parsed = parsed.map(inventory::Collector::finish);
                 return match parsed {
                     Ok(v) => accept(v, config, attempt, elapsed)
                         .map(|update| Outcome::Changed { update, accepted }),
@@ -389,17 +406,17 @@ mod tests {
         };
         assert_eq!(update.targets.to_strings(), ["a:9100"]);
         assert_eq!(accepted.validators.etag.as_deref(), Some("\"e1\""));
-        assert_eq!(accepted.body_hash, BodyHash::of(b"[\"a\"]"));
+        assert_eq!(accepted.body_hash, Some(BodyHash::of(b"[\"a\"]")));
         // The same body again: not parsed (a broken parse would fail).
         let known = Known {
             validators: None,
-            body_hash: Some(accepted.body_hash),
+            body_hash: accepted.body_hash,
         };
         let same = run_with(&mut s, &c, far(), &known, &mut |_| {}).unwrap();
         assert!(matches!(same, Outcome::Unchanged { .. }), "{same:?}");
         let known = Known {
             validators: Some(accepted.validators),
-            body_hash: Some(accepted.body_hash),
+            body_hash: accepted.body_hash,
         };
         let not = run_with(&mut s, &c, far(), &known, &mut |_| {}).unwrap();
         assert!(

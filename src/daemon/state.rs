@@ -138,7 +138,7 @@ impl State {
         self.known = match self.written {
             Some(_) => Known {
                 validators: Some(accepted.validators).filter(|v| !v.is_empty()),
-                body_hash: Some(accepted.body_hash),
+                body_hash: accepted.body_hash,
             },
             None => Known::default(),
         };
@@ -301,7 +301,7 @@ mod tests {
                 last_modified: None,
                 uri: String::new(),
             },
-            body_hash: crate::source::BodyHash::of(b"x"),
+            body_hash: Some(crate::source::BodyHash::of(b"x")),
         };
         s.remember(accepted, &path);
         assert!(s.known_for(&path).validators.is_some());

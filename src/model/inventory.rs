@@ -323,10 +323,22 @@ pub fn parse_limited(
     defaults: Labels,
     label_budget: usize,
 ) -> Result<Validated, ShapeError> {
+    collect_limited(body, default_port, defaults, label_budget).map(Collector::finish)
+}
+
+/// As [`parse_limited`], without the final sort ([`Collector::finish`]):
+/// the caller can free the body first, so that the body and the sort's
+/// memory are never held at once.
+pub fn collect_limited(
+    body: &[u8],
+    default_port: u16,
+    defaults: Labels,
+    label_budget: usize,
+) -> Result<Collector, ShapeError> {
     let mut c = Collector::with_defaults(default_port, defaults);
     c.v.targets.set_label_budget(label_budget);
     walk(body, &mut c)?;
-    Ok(c.finish())
+    Ok(c)
 }
 
 /// Which of the three shapes the document has, as its elements show it.
