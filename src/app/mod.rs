@@ -441,6 +441,8 @@ fn once_cycle(
         path: &config.targets_file,
         render: &mut render,
         known: &mut known,
+        // The process ends after this write: nothing to keep a digest for.
+        keep: false,
     };
     let published = publish::publish_targets(
         doc,

@@ -247,6 +247,7 @@ impl Daemon {
             path: &self.config.targets_file,
             render: &mut render,
             known: &mut self.state.file,
+            keep: true,
         };
         match publish::publish_targets(
             doc,

@@ -20,16 +20,20 @@ pub struct Document<'a> {
     pub render: &'a mut Render<'a>,
     /// What the file held when last read or written; the write updates it.
     pub known: &'a mut Option<FileDigest>,
+    /// Whether `known` is wanted after the write (a daemon's next cycle);
+    /// without it a new file's content is not hashed.
+    pub keep: bool,
 }
 
 /// Writes `doc` unless its file already holds exactly that. Once `stop`
 /// returns true, a write in progress is abandoned and the old file stays.
 pub fn write(doc: Document<'_>, stop: &dyn Fn() -> bool) -> Result<Outcome, WriteError> {
     let render = doc.render;
-    writer::write_known(
+    writer::write_with(
         doc.path,
         &mut |w| render(&mut Interruptible::new(w, stop)),
         doc.known,
+        doc.keep,
     )
 }
 
@@ -290,6 +294,7 @@ mod tests {
                     path: &t,
                     render: &mut render,
                     known: &mut None,
+                    keep: true,
                 };
                 let e = write(doc, &|| false).unwrap_err();
                 assert!(e.to_string().contains("render broke"), "{e}");
@@ -317,6 +322,7 @@ mod tests {
                 path: &t,
                 render: &mut render,
                 known: &mut None,
+                keep: true,
             };
             let mut previous = None;
             let r = publish_targets(
@@ -340,6 +346,7 @@ mod tests {
             path: &t,
             render: &mut render,
             known: &mut None,
+            keep: true,
         };
         assert_eq!(write(doc, &|| false).unwrap(), Outcome::Written);
         assert_eq!(fs::read(&t).unwrap(), full);
@@ -353,6 +360,7 @@ mod tests {
             path: t,
             render: &mut render,
             known: &mut None,
+            keep: true,
         };
         publish_targets(
             doc,
@@ -392,6 +400,7 @@ mod tests {
             path: &other,
             render: &mut render,
             known: &mut None,
+            keep: true,
         };
         let mut none = None;
         let p = publish_targets(
@@ -424,6 +433,7 @@ mod tests {
             path: &blocked,
             render: &mut render,
             known: &mut None,
+            keep: true,
         };
         let mut prev = Some(TargetSet::of(&[group(list(1, 0))]));
         let r = publish_targets(

@@ -140,7 +140,7 @@ pub fn read_existing(target: &Path, limit: u64) -> Result<Option<Vec<u8>>, Write
 /// Writes what `render` produces to `target` unless it already holds exactly
 /// that, as [`write_known`] does with nothing known about the file.
 pub fn write_if_changed(target: &Path, render: &mut Render<'_>) -> Result<Outcome, WriteError> {
-    write_known(target, render, &mut None)
+    write_with(target, render, &mut None, false)
 }
 
 /// Writes what `render` produces to `target` unless it already holds exactly
@@ -161,6 +161,18 @@ pub fn write_known(
     render: &mut Render<'_>,
     known: &mut Option<FileDigest>,
 ) -> Result<Outcome, WriteError> {
+    write_with(target, render, known, true)
+}
+
+/// As [`write_known`]; without `keep`, a written file's digest is not
+/// wanted afterwards (`known` is then left `None`), so a render with no
+/// current file to compare with is not hashed at all.
+pub fn write_with(
+    target: &Path,
+    render: &mut Render<'_>,
+    known: &mut Option<FileDigest>,
+    keep: bool,
+) -> Result<Outcome, WriteError> {
     let name = file_name(target)?;
     let dir = parent_dir(target);
     let trust = Trust::current();
@@ -176,8 +188,9 @@ pub fn write_known(
         None => (create_dirs(dir, trust)?.0, None),
     };
     let mut current = current;
-    let result = replace(&dirfd, dir, name, target, render, current.as_mut());
+    let result = replace(&dirfd, dir, name, target, render, current.as_mut(), keep);
     *known = match &result {
+        _ if !keep => None,
         Ok((Outcome::Written, written)) => *written,
         _ => current.and_then(|c| c.known),
     };
@@ -413,6 +426,7 @@ fn replace(
     target: &Path,
     render: &mut Render<'_>,
     current: Option<&mut Current>,
+    keep: bool,
 ) -> Result<(Outcome, Option<FileDigest>), WriteError> {
     let (file, temp_name) = match create_temp(dirfd, dir, || temp_name(name)) {
         Ok(created) => created,
@@ -432,7 +446,7 @@ fn replace(
     let remove = || {
         let _ = unlinkat(dirfd, temp_name.as_os_str(), UnlinkatFlags::NoRemoveDir);
     };
-    let file = match fill(file, &temp, target, render, current) {
+    let file = match fill(file, &temp, target, render, current, keep) {
         Ok(Filled::Same) => {
             remove();
             return Ok((Outcome::Unchanged, None));
@@ -465,9 +479,11 @@ fn replace(
         log::warn!("{e}");
     }
     // Taken from the descriptor after the rename, which sets the ctime.
-    let known = fstat(&file.0).ok().map(|st| FileDigest {
-        digest: file.1,
-        identity: Identity::of(&st),
+    let known = file.1.and_then(|digest| {
+        fstat(&file.0).ok().map(|st| FileDigest {
+            digest,
+            identity: Identity::of(&st),
+        })
     });
     Ok((Outcome::Written, known))
 }
@@ -475,8 +491,8 @@ fn replace(
 enum Filled {
     /// The render matched the current file; the temp file is to go.
     Same,
-    /// Written, fsynced and mode 0644, with its digest.
-    New((File, Digest)),
+    /// Written, fsynced and mode 0644, with its digest when it was taken.
+    New((File, Option<Digest>)),
 }
 
 /// Where a render goes: the temp file, through a buffer, and the hasher.
@@ -485,7 +501,8 @@ enum Filled {
 /// writing: a full disk does not fail an unchanged cycle).
 struct Sink {
     out: BufWriter<File>,
-    hasher: ContentHasher,
+    /// `None` when no digest is wanted: nothing to compare, nothing kept.
+    hasher: Option<ContentHasher>,
     failed: Option<io::Error>,
     /// There is a current file to compare with.
     compare: bool,
@@ -493,7 +510,9 @@ struct Sink {
 
 impl Write for Sink {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        self.hasher.update(data);
+        if let Some(h) = &mut self.hasher {
+            h.update(data);
+        }
         if self.failed.is_none() {
             if let Err(e) = self.out.write_all(data) {
                 let copy = copy_error(&e);
@@ -525,10 +544,11 @@ fn fill(
     target: &Path,
     render: &mut Render<'_>,
     current: Option<&mut Current>,
+    keep: bool,
 ) -> Result<Filled, WriteError> {
     let mut sink = Sink {
         out: BufWriter::with_capacity(BUFFER, file),
-        hasher: ContentHasher::default(),
+        hasher: (keep || current.is_some()).then(ContentHasher::default),
         failed: None,
         compare: current.is_some(),
     };
@@ -541,15 +561,15 @@ fn fill(
     if let Some(source) = sink.failed.take() {
         // A render that went on after the failed write and matched the
         // current file needed no write at all.
-        let digest = sink.hasher.digest();
-        if rendered.is_ok() && current.is_some_and(|c| c.holds(digest)) {
+        let digest = sink.hasher.as_ref().map(ContentHasher::digest);
+        if rendered.is_ok() && current.zip(digest).is_some_and(|(c, d)| c.holds(d)) {
             return Ok(Filled::Same);
         }
         return Err(write_failed(source));
     }
     step(rendered, "render", target)?;
-    let digest = sink.hasher.digest();
-    if current.is_some_and(|c| c.holds(digest)) {
+    let digest = sink.hasher.as_ref().map(ContentHasher::digest);
+    if current.zip(digest).is_some_and(|(c, d)| c.holds(d)) {
         return Ok(Filled::Same);
     }
     let file = match sink.out.into_inner() {
@@ -774,6 +794,33 @@ mod tests {
         let mut other = ContentHasher::default();
         other.update(&data[..data.len() - 1]);
         assert_ne!(other.digest(), whole.digest());
+    }
+
+    #[test]
+    fn without_keep_no_digest_is_left_but_unchanged_is_still_found() {
+        let d = tmpdir("nokeep");
+        let t = d.join("targets.json");
+        let doc = |text: &'static [u8]| move |w: &mut dyn Write| w.write_all(text);
+        let mut known = None;
+        assert_eq!(
+            write_with(&t, &mut doc(b"[1]\n"), &mut known, false).unwrap(),
+            Outcome::Written
+        );
+        assert_eq!(known, None);
+        assert_eq!(fs::read(&t).unwrap(), b"[1]\n");
+        // With a current file the render is still compared with it.
+        assert_eq!(
+            write_with(&t, &mut doc(b"[1]\n"), &mut known, false).unwrap(),
+            Outcome::Unchanged
+        );
+        assert_eq!(
+            write_with(&t, &mut doc(b"[2]\n"), &mut known, false).unwrap(),
+            Outcome::Written
+        );
+        assert_eq!(known, None);
+        assert_eq!(fs::read(&t).unwrap(), b"[2]\n");
+        assert!(leftovers(&d).is_empty(), "{:?}", leftovers(&d));
+        fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
