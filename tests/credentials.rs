@@ -53,6 +53,24 @@ fn a_token_file_is_sent_as_a_bearer_token_without_its_newline() {
     assert!(!out.stderr.contains(TOKEN), "{}", out.describe());
 }
 
+/// The request buffer is sized from the request: the largest token and a
+/// long URL still go out whole.
+#[test]
+fn the_largest_token_and_a_long_url_are_sent_whole() {
+    let dir = TestDir::new("cred-big");
+    let srv = Server::start("inv", Reply::list(&["a"]));
+    let token = dir.join("token");
+    let big = "t".repeat(64 * 1024);
+    write(&token, &big);
+    let url = format!("{}?pad={}", srv.url(), "p".repeat(16 * 1024));
+    let cmd = AgentCmd::new(&dir)
+        .env("INVENTORY_URL", url)
+        .env("INVENTORY_TOKEN_FILE", token.display().to_string());
+    let out = once(&cmd);
+    assert_eq!(out.code(), Some(0), "{}", out.describe());
+    assert_eq!(auth_headers(&srv), vec![bearer(&big)]);
+}
+
 #[test]
 fn the_credentials_directory_supplies_the_token_unless_a_file_is_named() {
     let dir = TestDir::new("cred-dir");

@@ -9,6 +9,7 @@ use std::collections::hash_map::RandomState;
 use std::fs::File;
 use std::hash::{BuildHasher, Hasher};
 use std::io::Read;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime};
@@ -18,6 +19,8 @@ use ureq::tls::{RootCerts, TlsConfig};
 
 use crate::source::credentials::{Files, Loaded};
 use crate::sys::paths::Trust;
+use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
+use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 use ureq::{Agent, Proxy, ProxyProtocol};
 
 use crate::source::url::{
@@ -411,7 +414,48 @@ fn build_agent(https: bool, tls: &Loaded) -> Agent {
                 .build(),
         )
         .build();
-    Agent::new_with_config(config)
+    Agent::with_parts(config, DefaultConnector::default(), LiteralFirst::default())
+}
+
+/// Name resolution: an IP address in the URL is used as it is; a name
+/// goes to ureq's resolver, which starts a thread per lookup while a
+/// timeout is set.
+#[derive(Debug, Default)]
+struct LiteralFirst(DefaultResolver);
+
+impl Resolver for LiteralFirst {
+    fn resolve(
+        &self,
+        uri: &Uri,
+        config: &ureq::config::Config,
+        timeout: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        match literal_address(uri) {
+            Some(addr) => {
+                let mut found = self.empty();
+                found.push(addr);
+                Ok(found)
+            }
+            None => self.0.resolve(uri, config, timeout),
+        }
+    }
+}
+
+/// The socket address of a URL whose host is an IP address, as the
+/// standard library reads one (no `127.1` forms: those go to the resolver).
+fn literal_address(uri: &Uri) -> Option<SocketAddr> {
+    let host = uri.host()?;
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    let ip: IpAddr = bare.parse().ok()?;
+    let port = uri.port_u16().or_else(|| match uri.scheme_str() {
+        Some(s) if s.eq_ignore_ascii_case("http") => Some(80),
+        Some(s) if s.eq_ignore_ascii_case("https") => Some(443),
+        _ => None,
+    })?;
+    Some(SocketAddr::new(ip, port))
 }
 
 /// Whether an I/O error carries a rustls error: the TLS stream reports a
@@ -505,10 +549,32 @@ impl Source for HttpSource {
                     request = request.header("If-Modified-Since", date);
                 }
             }
+            // ureq's default buffers are 128 KiB each, zero-filled: much
+            // of a small run's memory. The request head must fit the
+            // output buffer.
+            let head = [
+                uri.to_string().len(),
+                self.authorization
+                    .as_ref()
+                    .filter(|_| home)
+                    .map_or(0, String::len),
+                conditional.map_or(0, |v| {
+                    v.etag.as_ref().map_or(0, String::len)
+                        + v.last_modified.as_ref().map_or(0, String::len)
+                }),
+            ];
+            // A proxy adds its own credentials: ureq's default size stays.
+            let output = match proxy {
+                None => head.iter().fold(HEAD_SLACK, |a, &n| a.saturating_add(n)),
+                Some(_) => DEFAULT_BUFFER,
+            };
             let mut response = request
                 .config()
                 .proxy(proxy)
                 .timeout_global(Some(left))
+                .max_response_header_size(MAX_HEADER)
+                .input_buffer_size(INPUT_BUFFER)
+                .output_buffer_size(output)
                 .build()
                 .call()
                 .map_err(|e| self.classify(e))?;
@@ -594,6 +660,21 @@ impl Source for HttpSource {
 /// Longest `ETag` or `Last-Modified` value kept.
 const MAX_VALIDATOR: usize = 1024;
 
+/// The largest response header accepted (ureq's default).
+const MAX_HEADER: usize = 64 * 1024;
+
+/// Read buffer for responses: the body passes through it in pieces. It
+/// must be larger than [`MAX_HEADER`], or a header too large would be
+/// reported as a stalled connection instead.
+const INPUT_BUFFER: usize = MAX_HEADER + 1024;
+
+/// Room for a request head beyond its URL, credentials and validators:
+/// the request line, Host, User-Agent, Accept and the rest.
+const HEAD_SLACK: usize = 4096;
+
+/// ureq's own buffer size.
+const DEFAULT_BUFFER: usize = 128 * 1024;
+
 /// A 304 is an answer to validators; without them it carries no body.
 fn not_modified_unasked() -> FetchError {
     FetchError::Permanent(
@@ -605,6 +686,25 @@ fn not_modified_unasked() -> FetchError {
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    #[test]
+    fn ip_address_urls_need_no_lookup() {
+        let addr = |u: &str| literal_address(&u.parse::<Uri>().unwrap()).map(|a| a.to_string());
+        assert_eq!(
+            addr("http://127.0.0.1:8080/x").as_deref(),
+            Some("127.0.0.1:8080")
+        );
+        assert_eq!(addr("http://10.0.0.1/x").as_deref(), Some("10.0.0.1:80"));
+        assert_eq!(addr("HTTPS://[::1]/x").as_deref(), Some("[::1]:443"));
+        assert_eq!(
+            addr("http://[fe80::1]:81/").as_deref(),
+            Some("[fe80::1]:81")
+        );
+        // Names, and what only the C resolver reads as an address.
+        assert_eq!(addr("http://localhost:80/"), None);
+        assert_eq!(addr("http://127.1/"), None);
+        assert_eq!(addr("socks5://127.0.0.1/"), None);
+    }
 
     fn proxy(url: &str, vars: &[(&str, &str)]) -> Option<String> {
         let map: HashMap<&str, &str> = vars.iter().cloned().collect();
