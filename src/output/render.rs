@@ -29,16 +29,14 @@ pub fn render_to(w: &mut dyn Write, groups: &[TargetGroup]) -> io::Result<()> {
             out.put(b"[]");
         } else {
             out.put(b"[");
-            // Constant pieces: copied inline, not by a call per piece.
-            let mut first = true;
+            // The separator and the `:port"` end are made once, not per
+            // target: most targets share one port.
+            let mut sep: &[u8] = b"\n      ";
+            let mut tail = PortTail::default();
             for (host, port) in g.targets.parts() {
-                if first {
-                    out.put(b"\n      ");
-                    first = false;
-                } else {
-                    out.put(b",\n      ");
-                }
-                out.target(host, port)?;
+                out.put(sep);
+                sep = b",\n      ";
+                out.target(host, port, &mut tail)?;
                 out.ship()?;
             }
             out.put(b"\n    ]");
@@ -63,6 +61,37 @@ pub fn render_to(w: &mut dyn Write, groups: &[TargetGroup]) -> io::Result<()> {
     }
     out.put(b"\n]\n");
     out.finish()
+}
+
+/// `:port"` for the last port asked for.
+#[derive(Default)]
+struct PortTail {
+    port: Option<u16>,
+    text: [u8; 7],
+    len: usize,
+}
+
+impl PortTail {
+    fn of(&mut self, port: u16) -> &[u8] {
+        if self.port != Some(port) {
+            let mut digits = [0u8; 5];
+            let digits = targets::port_digits(port, &mut digits);
+            let mut text = [0u8; 7];
+            let mut len = 0;
+            for &b in [b':'].iter().chain(digits).chain([b'"'].iter()) {
+                if let Some(t) = text.get_mut(len) {
+                    *t = b;
+                    len += 1;
+                }
+            }
+            *self = PortTail {
+                port: Some(port),
+                text,
+                len,
+            };
+        }
+        self.text.get(..self.len).unwrap_or_default()
+    }
 }
 
 /// Size of the pieces handed to the writer.
@@ -93,21 +122,23 @@ impl Chunks<'_> {
         serde_json::to_writer(&mut self.buf, text).map_err(io::Error::from)
     }
 
-    /// Hands the buffer on once it holds a chunk.
     /// `"host:port"`, without building the text first.
-    fn target(&mut self, host: &[u8], port: u16) -> io::Result<()> {
-        if !host.iter().all(|&b| b >= 0x20 && b != b'"' && b != b'\\') {
+    fn target(&mut self, host: &[u8], port: u16, tail: &mut PortTail) -> io::Result<()> {
+        // No early exit: the check runs over the whole (short) host at once.
+        let plain = host
+            .iter()
+            .fold(true, |ok, &b| ok & (b >= 0x20) & (b != b'"') & (b != b'\\'));
+        if !plain {
             return self.string(targets::TargetText::new(host, port).as_bytes());
         }
-        let mut digits = [0u8; 5];
+        self.buf.reserve(host.len() + 8);
         self.buf.push(b'"');
         self.buf.extend_from_slice(host);
-        self.buf.push(b':');
-        self.buf
-            .extend_from_slice(targets::port_digits(port, &mut digits));
-        self.buf.push(b'"');
+        self.buf.extend_from_slice(tail.of(port));
         Ok(())
     }
+
+    /// Hands the buffer on once it holds a chunk.
 
     fn ship(&mut self) -> io::Result<()> {
         if self.buf.len() >= CHUNK {
