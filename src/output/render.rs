@@ -139,7 +139,6 @@ impl Chunks<'_> {
     }
 
     /// Hands the buffer on once it holds a chunk.
-
     fn ship(&mut self) -> io::Result<()> {
         if self.buf.len() >= CHUNK {
             self.w.write_all(&self.buf)?;
