@@ -195,6 +195,7 @@ impl Collector {
     }
 
     /// The group of entries without labels of their own.
+    #[inline]
     fn plain_group(&mut self) -> Result<usize, ShapeError> {
         if let Some(g) = self.plain {
             return Ok(g);
