@@ -6,7 +6,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sd_updater::model::address::target_address;
+use sd_updater::model::address::{self, target_address};
 use sd_updater::model::inventory;
 use sd_updater::model::labels;
 use sd_updater::model::targets::{parse_targets, render};
@@ -57,6 +57,13 @@ fuzz_target!(|data: &[u8]| {
         ("__metrics_path__".to_string(), "/metrics".to_string()),
         ("job".to_string(), "sensors".to_string()),
     ];
+    // The quick reader of plain name arrays agrees with the full one.
+    for budget in [usize::MAX, 100] {
+        assert_eq!(
+            inventory::parse_limited(data, 9100, defaults.clone(), budget),
+            inventory::parse_limited_slow(data, 9100, defaults.clone(), budget),
+        );
+    }
     if let Ok(v) = inventory::parse_with_defaults(data, 9100, defaults.clone()) {
         assert!(v.invalid_count <= v.sensor_count);
         assert!(v.targets.len() <= v.sensor_count);
@@ -111,6 +118,11 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     if let Ok(s) = std::str::from_utf8(data) {
+        // The one-pass name check agrees with the general validator.
+        assert_eq!(
+            address::parse(s, 9100).map(|t| t.to_string()),
+            address::parse_slow(s, 9100).map(|t| t.to_string()),
+        );
         if let Ok(t) = target_address(s, 9100) {
             check_target(&t);
             assert!(s.is_ascii() && !s.contains(['/', ' ', '\n', '\0']));

@@ -84,6 +84,84 @@ pub fn target_address(entry: &str, default_port: u16) -> Result<String, &'static
 /// Validates `entry` without allocating: the target it stands for, or why
 /// it was refused.
 pub fn parse(entry: &str, default_port: u16) -> Result<Target<'_>, &'static str> {
+    match quick(entry, default_port) {
+        Some(t) => Ok(t),
+        None => parse_slow(entry, default_port),
+    }
+}
+
+/// Byte kinds for [`quick`].
+const Q_OTHER: u8 = 0;
+const Q_NAME: u8 = 1;
+const Q_DOT: u8 = 2;
+const Q_COLON: u8 = 3;
+static QUICK: [u8; 256] = {
+    let mut t = [Q_OTHER; 256];
+    let mut i = 0;
+    while i < 256 {
+        if CLASS[i] & NAME != 0 {
+            t[i] = Q_NAME;
+        }
+        i += 1;
+    }
+    t[b'.' as usize] = Q_DOT;
+    t[b':' as usize] = Q_COLON;
+    t
+};
+
+/// The common valid entry, a host name that is not an IPv4 address, with
+/// or without a port, checked in one pass over its bytes. `None` for
+/// anything else, even valid: [`parse_slow`] decides it and names the fault.
+fn quick(entry: &str, default_port: u16) -> Option<Target<'_>> {
+    let bytes = entry.as_bytes();
+    let mut start = 0;
+    let mut digit_led = true;
+    for (i, &b) in bytes.iter().enumerate() {
+        match QUICK[usize::from(b)] {
+            Q_NAME => {}
+            Q_DOT => {
+                digit_led &= quick_label(bytes, start, i)?;
+                start = i + 1;
+            }
+            Q_COLON => {
+                digit_led &= quick_label(bytes, start, i)?;
+                if digit_led || i > MAX_NAME_LEN {
+                    return None;
+                }
+                let port = parse_port(entry.get(i + 1..)?).ok()?;
+                return Some(Target {
+                    host: Host::Written(entry.get(..i)?),
+                    port,
+                });
+            }
+            _ => return None,
+        }
+    }
+    digit_led &= quick_label(bytes, start, bytes.len())?;
+    // Names of digit-led labels only may be addresses: left to `host`.
+    if digit_led || bytes.len() > MAX_NAME_LEN {
+        return None;
+    }
+    Some(Target {
+        host: Host::Written(entry),
+        port: default_port,
+    })
+}
+
+/// The label `start..end` of `bytes`, all name bytes: whether it starts
+/// with a digit when [`Label::check`] passes it, else `None`.
+fn quick_label(bytes: &[u8], start: usize, end: usize) -> Option<bool> {
+    let label = bytes.get(start..end)?;
+    let (&first, &last) = (label.first()?, label.last()?);
+    if label.len() > 63 || first == b'-' || last == b'-' {
+        return None;
+    }
+    Some(first.is_ascii_digit())
+}
+
+/// As [`parse`], without the quick path for common names.
+#[doc(hidden)]
+pub fn parse_slow(entry: &str, default_port: u16) -> Result<Target<'_>, &'static str> {
     let bytes = entry.as_bytes();
     let first = *bytes.first().ok_or("empty name")?;
     // One pass for the checks that apply to the whole entry.
@@ -470,6 +548,116 @@ mod tests {
         ] {
             assert_eq!(target_address(bad, 9100), Err(why), "{bad:?}");
         }
+    }
+
+    /// The one-pass check and the general path agree at every edge the
+    /// pass decides alone, as the same target or the same reason.
+    #[test]
+    fn quick_check_edges() {
+        let name = |labels: &[usize]| {
+            labels
+                .iter()
+                .map(|&n| "a".repeat(n))
+                .collect::<Vec<_>>()
+                .join(".")
+        };
+        let at_limit = name(&[63, 63, 63, 61]);
+        let past_limit = name(&[63, 63, 63, 62]);
+        assert_eq!((at_limit.len(), past_limit.len()), (253, 254));
+        let with_port = |h: &str| format!("{h}:80");
+        let cases: Vec<(String, Result<&str, &str>)> = vec![
+            (name(&[63]), Ok("")),
+            (name(&[64]), Err("label longer than 63 characters")),
+            (name(&[1, 63, 1]), Ok("")),
+            (name(&[1, 64, 1]), Err("label longer than 63 characters")),
+            (
+                with_port(&name(&[64])),
+                Err("label longer than 63 characters"),
+            ),
+            (at_limit.clone(), Ok("")),
+            (past_limit.clone(), Err("name longer than 253 characters")),
+            (with_port(&at_limit), Ok("")),
+            (
+                with_port(&past_limit),
+                Err("name longer than 253 characters"),
+            ),
+            ("-a".into(), Err("label starts or ends with '-'")),
+            ("a-".into(), Err("label starts or ends with '-'")),
+            ("a.-b.c".into(), Err("label starts or ends with '-'")),
+            ("a.b-.c".into(), Err("label starts or ends with '-'")),
+            ("a-:80".into(), Err("label starts or ends with '-'")),
+            ("a-b.c-d".into(), Ok("")),
+            ("_a_._".into(), Ok("")),
+            (
+                "a..b".into(),
+                Err("empty label (leading, trailing or double dot)"),
+            ),
+            (
+                ".a".into(),
+                Err("empty label (leading, trailing or double dot)"),
+            ),
+            (
+                "a.".into(),
+                Err("empty label (leading, trailing or double dot)"),
+            ),
+            (
+                "a.:80".into(),
+                Err("empty label (leading, trailing or double dot)"),
+            ),
+            (":80".into(), Err("empty host")),
+            ("1a".into(), Ok("")),
+            ("1a.2b".into(), Ok("")),
+            ("1a.b".into(), Ok("")),
+            ("a.1".into(), Ok("")),
+            ("1.a".into(), Ok("")),
+            ("1a.2b:80".into(), Ok("")),
+            ("0x7f.1a".into(), Ok("")),
+            ("123".into(), Err(NON_CANONICAL)),
+            ("1.2.3.4".into(), Ok("")),
+            ("1.2.3.4:80".into(), Ok("")),
+            ("1.2.3.4.5".into(), Err("not a valid IPv4 address")),
+            ("127.1:80".into(), Err(NON_CANONICAL)),
+            ("a\x7f".into(), Err("control characters")),
+            ("a\x7f:80".into(), Err("control characters")),
+            ("a:8\x7f".into(), Err("control characters")),
+            ("a:".into(), Err("port is not a number")),
+            ("a:0".into(), Err("port out of range 1-65535")),
+            ("a:65535".into(), Ok("")),
+            ("a:65536".into(), Err("port out of range 1-65535")),
+            ("a:123456".into(), Err("port is not a number")),
+            ("a:00080".into(), Ok("")),
+            ("a:8 0".into(), Err("whitespace")),
+            ("a b:80".into(), Err("whitespace")),
+            ("a:80:1".into(), Err("not a valid IPv6 address")),
+            ("ab::1".into(), Ok("")),
+            (
+                "a/b".into(),
+                Err("characters other than letters, digits, '_', '-' and '.'"),
+            ),
+            (
+                "-a/b".into(),
+                Err("characters other than letters, digits, '_', '-' and '.'"),
+            ),
+            ("-a.b/".into(), Err("label starts or ends with '-'")),
+            (
+                "a..b/".into(),
+                Err("empty label (leading, trailing or double dot)"),
+            ),
+            ("a..b\u{e9}".into(), Err("non-ASCII characters")),
+            ("[a]".into(), Err("not a valid IPv6 address")),
+        ];
+        for (entry, want) in cases {
+            let quick = parse(&entry, 9100).map(|t| t.to_string());
+            let slow = parse_slow(&entry, 9100).map(|t| t.to_string());
+            assert_eq!(quick, slow, "{entry:?}");
+            match want {
+                Ok(_) => assert!(quick.is_ok(), "{entry:?}: {quick:?}"),
+                Err(why) => assert_eq!(quick, Err(why), "{entry:?}"),
+            }
+        }
+        assert_eq!(ok("a-b:00080"), "a-b:80");
+        assert_eq!(ok("ab::1"), "[ab::1]:9100");
+        assert_eq!(target_address("h.example", 0).unwrap(), "h.example:0");
     }
 
     #[test]

@@ -13,6 +13,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visit
 
 use crate::model::address;
 use crate::model::labels::{self, MAX_LABELS};
+use crate::model::names;
 use crate::model::targets::{merge_labels, CapacityError, Entries, Labels};
 use crate::model::text::{self, Class};
 
@@ -74,6 +75,8 @@ pub struct Collector {
     /// (`None`: valid): a run of one entry is validated once.
     last: Vec<u8>,
     last_outcome: Option<Option<&'static str>>,
+    /// As given to [`Entries::set_label_budget`], for a fresh start.
+    label_budget: Option<usize>,
 }
 
 /// Longest entry remembered as the previous one; no valid entry is longer.
@@ -99,26 +102,79 @@ impl Collector {
             v: Validated::default(),
             last: Vec::with_capacity(MAX_REMEMBERED),
             last_outcome: None,
+            label_budget: None,
         }
+    }
+
+    /// Caps what distinct label sets may cost: [`Entries::set_label_budget`].
+    fn set_label_budget(&mut self, bytes: usize) {
+        self.label_budget = Some(bytes);
+        self.v.targets.set_label_budget(bytes);
+    }
+
+    /// Forgets every entry: a collector as it was made.
+    fn restart(&mut self) {
+        let defaults = std::mem::take(&mut self.defaults);
+        let mut fresh = Collector::with_defaults(self.default_port, defaults);
+        if let Some(bytes) = self.label_budget {
+            fresh.set_label_budget(bytes);
+        }
+        *self = fresh;
     }
 
     /// Adds one plain name.
     pub fn add(&mut self, entry: &str) -> Result<(), ShapeError> {
+        let repeat = self
+            .last_outcome
+            .filter(|_| entry.as_bytes() == self.last.as_slice());
+        if self.add_name(entry, repeat)? {
+            self.last.clear();
+            if entry.len() <= MAX_REMEMBERED {
+                self.last.extend_from_slice(entry.as_bytes());
+            }
+        }
+        Ok(())
+    }
+
+    /// As [`Collector::add`], `prev` being the name added just before, if
+    /// any: it stands in for the copy `add` keeps, so the two are not mixed
+    /// on one collector.
+    fn add_after(&mut self, entry: &str, prev: Option<&str>) -> Result<(), ShapeError> {
+        let repeat = match prev {
+            // Neighbours usually differ in their last byte: no full compare.
+            Some(p)
+                if p.len() == entry.len()
+                    && p.as_bytes().last() == entry.as_bytes().last()
+                    && p == entry =>
+            {
+                self.last_outcome
+            }
+            _ => None,
+        };
+        self.add_name(entry, repeat).map(|_| ())
+    }
+
+    /// Adds one plain name; `repeat`: why the same name just before was
+    /// refused (`Some(None)`: it was valid). Whether the name was validated
+    /// and should be remembered.
+    fn add_name(
+        &mut self,
+        entry: &str,
+        repeat: Option<Option<&'static str>>,
+    ) -> Result<bool, ShapeError> {
         self.v.sensor_count = self.v.sensor_count.saturating_add(1);
-        if let Some(outcome) = self.last_outcome {
-            if entry.as_bytes() == self.last.as_slice() {
-                // A valid repeat is already the last target added: only
-                // counted, for conflicting duplicates.
-                match outcome {
-                    Some(reason) => self.reject_with(reason, || escape(entry)),
-                    None => {
-                        if let Some(g) = self.plain {
-                            self.v.targets.repeat_last(g);
-                        }
+        if let Some(outcome) = repeat {
+            // A valid repeat is already the last target added: only
+            // counted, for conflicting duplicates.
+            match outcome {
+                Some(reason) => self.reject_with(reason, || escape(entry)),
+                None => {
+                    if let Some(g) = self.plain {
+                        self.v.targets.repeat_last(g);
                     }
                 }
-                return Ok(());
             }
+            return Ok(false);
         }
         let outcome = match address::parse(entry, self.default_port) {
             Ok(t) => {
@@ -134,17 +190,12 @@ impl Collector {
         if let Some(reason) = outcome {
             self.reject_with(reason, || escape(entry));
         }
-        self.last.clear();
-        if entry.len() <= MAX_REMEMBERED {
-            self.last.extend_from_slice(entry.as_bytes());
-            self.last_outcome = Some(outcome);
-        } else {
-            self.last_outcome = None;
-        }
-        Ok(())
+        self.last_outcome = (entry.len() <= MAX_REMEMBERED).then_some(outcome);
+        Ok(true)
     }
 
     /// The group of entries without labels of their own.
+    #[inline]
     fn plain_group(&mut self) -> Result<usize, ShapeError> {
         if let Some(g) = self.plain {
             return Ok(g);
@@ -336,9 +387,24 @@ pub fn collect_limited(
     label_budget: usize,
 ) -> Result<Collector, ShapeError> {
     let mut c = Collector::with_defaults(default_port, defaults);
-    c.v.targets.set_label_budget(label_budget);
-    walk(body, &mut c)?;
+    c.set_label_budget(label_budget);
+    walk(body, &mut c, true)?;
     Ok(c)
+}
+
+/// As [`parse_limited`], always with the full JSON reader: what the quick
+/// reader of plain name arrays must agree with.
+#[doc(hidden)]
+pub fn parse_limited_slow(
+    body: &[u8],
+    default_port: u16,
+    defaults: Labels,
+    label_budget: usize,
+) -> Result<Validated, ShapeError> {
+    let mut c = Collector::with_defaults(default_port, defaults);
+    c.set_label_budget(label_budget);
+    walk(body, &mut c, false)?;
+    Ok(c.finish())
 }
 
 /// Which of the three shapes the document has, as its elements show it.
@@ -354,8 +420,8 @@ enum Shape {
 
 /// Checks that `body` is an inventory (a JSON array of names, entry
 /// objects or target groups) and hands each element to `c`, in order, as
-/// it is read.
-fn walk(body: &[u8], c: &mut Collector) -> Result<(), ShapeError> {
+/// it is read. `quick`: try the reader of plain name arrays first.
+fn walk(body: &[u8], c: &mut Collector, quick: bool) -> Result<(), ShapeError> {
     // Windows tools start UTF-8 files with a byte-order mark.
     let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
     let trimmed = body.trim_ascii_start();
@@ -366,6 +432,14 @@ fn walk(body: &[u8], c: &mut Collector) -> Result<(), ShapeError> {
         return Err(ShapeError(
             "got an HTML/XML page, not JSON (a login page or a proxy error?)".into(),
         ));
+    }
+    // Most inventories are a plain list of names: read without serde. On
+    // anything else it gives up, and the full reader starts over afresh.
+    if quick {
+        if names::for_each(body, |name, prev| c.add_after(name, prev))? {
+            return Ok(());
+        }
+        c.restart();
     }
     let mut walk = Walk {
         c,
