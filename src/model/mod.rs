@@ -4,5 +4,6 @@
 pub mod address;
 pub mod inventory;
 pub mod labels;
+pub mod sort;
 pub mod targets;
 pub mod text;
