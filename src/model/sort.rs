@@ -1,12 +1,12 @@
 //! Sorting items by a text of theirs with fixed-width keys: eight bytes of
-//! the text per item, computed once and held in a contiguous array, so
-//! that the radix passes read that array instead of the scattered texts.
-//! Only items whose keys tie get keys for their next eight bytes.
+//! the text per item, computed once and held beside the item, so that the
+//! radix passes read keys in order instead of the scattered texts. Only
+//! items whose keys tie get keys for their next eight bytes.
 
 use std::cmp::Ordering;
 
 /// One in every byte of a `u64`.
-pub const ONES: u64 = 0x0101_0101_0101_0101;
+const ONES: u64 = 0x0101_0101_0101_0101;
 const HIGH: u64 = 0x8080_8080_8080_8080;
 
 /// Ranges this short are sorted by insertion.

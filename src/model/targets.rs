@@ -290,7 +290,7 @@ impl TargetList {
     }
 
     /// Sorts and de-duplicates the spans (and their meta, merged), with a
-    /// key of eight bytes per span to spare: see [`sort::sort`].
+    /// key of eight bytes per span to spare: see [`sort::sort_dedup`].
     fn sort_dedup(&mut self, fold: bool) {
         let mut spans = std::mem::take(&mut self.spans);
         let mut meta = std::mem::take(&mut self.meta);
@@ -713,7 +713,7 @@ fn dedup_sorted(spans: &mut Vec<u64>, meta: &mut Vec<u64>, same: impl Fn(u64, u6
     }
 }
 
-/// The spans' `host:port` texts as [`sort::sort`] orders them: folded to
+/// The spans' `host:port` texts as [`sort::sort_dedup`] orders them: folded to
 /// lower case when `fold`, and then in byte order among equals.
 struct ByText<'a> {
     list: &'a TargetList,
