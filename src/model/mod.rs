@@ -5,5 +5,6 @@ pub mod address;
 pub mod inventory;
 pub mod labels;
 pub mod names;
+pub mod sort;
 pub mod targets;
 pub mod text;

@@ -14,6 +14,7 @@ use serde::ser::SerializeSeq;
 use serde::{Deserialize, Serialize};
 
 use crate::model::inventory::MAX_EXAMPLES;
+use crate::model::sort::{self, has_upper, key_of, lower, Texts};
 
 /// Longest `host:port` text: a host of at most 255 bytes (its length is
 /// kept in one byte), `:` and five digits.
@@ -22,6 +23,8 @@ const MAX_TARGET_LEN: usize = 255 + 6;
 const LEN_BITS: u32 = 8;
 const PORT_BITS: u32 = 16;
 const OFFSET_BITS: u32 = 64 - LEN_BITS - PORT_BITS;
+/// The host length and port of a span.
+const TAIL_MASK: u64 = (1 << (LEN_BITS + PORT_BITS)) - 1;
 
 /// Why a target could not be added.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,10 +116,11 @@ pub fn port_digits(port: u16, buf: &mut [u8; 5]) -> &[u8] {
 pub struct TargetList {
     hosts: Vec<u8>,
     spans: Vec<u64>,
-    /// Some host has upper-case letters, so case variants may exist.
-    mixed_case: bool,
     /// Capacity at which the spans are next de-duplicated before growing.
     compact_at: usize,
+    /// How many bytes every host pushed starts with (those of the first):
+    /// the sort need not look at them.
+    shared: usize,
     /// Once tracked (there are other groups): per span, the document-order
     /// number of its first entry (high half) and how many more entries
     /// repeated it (low half). Empty otherwise, so one group pays nothing.
@@ -182,16 +186,22 @@ impl TargetList {
     /// order, kept when tracked.
     fn push_seq(&mut self, host: &str, port: u16, seq: u32) -> Result<(), CapacityError> {
         let bytes = host.as_bytes();
-        if let Some(&last) = self.spans.last() {
-            if self.host(last) == bytes && span_port(last) == port {
-                self.repeat_last();
-                return Ok(());
-            }
-        }
         let len = u64::try_from(bytes.len())
             .ok()
             .filter(|&l| l < 1 << LEN_BITS)
             .ok_or_else(|| CapacityError(format!("host of {} bytes is too long", bytes.len())))?;
+        let tail = len << PORT_BITS | u64::from(port);
+        if let Some(&last) = self.spans.last() {
+            // Length and port first, then the last byte: neighbours in an
+            // inventory mostly differ there.
+            if last & TAIL_MASK == tail {
+                let prev = self.host(last);
+                if prev.last() == bytes.last() && prev == bytes {
+                    self.repeat_last();
+                    return Ok(());
+                }
+            }
+        }
         let offset = u64::try_from(self.hosts.len())
             .ok()
             .filter(|&o| o < 1 << OFFSET_BITS)
@@ -211,10 +221,16 @@ impl TargetList {
                 .map_err(|_| no_memory("duplicate checks"))?;
             self.meta.push(u64::from(seq) << 32);
         }
+        if self.hosts.is_empty() && self.spans.is_empty() {
+            self.shared = bytes.len();
+        } else {
+            let first = self.hosts.get(..self.shared).unwrap_or_default();
+            if !bytes.starts_with(first) {
+                self.shared = first.iter().zip(bytes).take_while(|(a, b)| a == b).count();
+            }
+        }
         self.hosts.extend_from_slice(bytes);
-        self.spans
-            .push(offset << (LEN_BITS + PORT_BITS) | len << PORT_BITS | u64::from(port));
-        self.mixed_case |= bytes.iter().any(u8::is_ascii_uppercase);
+        self.spans.push(offset << (LEN_BITS + PORT_BITS) | tail);
         Ok(())
     }
 
@@ -227,7 +243,14 @@ impl TargetList {
         const COMPACT_FROM: usize = 4096;
         let cap = self.spans.capacity();
         if cap >= COMPACT_FROM.max(self.compact_at) {
-            self.sort_dedup(false);
+            // When even the distinct hashes leave less than an eighth to
+            // free, de-duplicating would end as below: skip its sort.
+            let len = self.spans.len();
+            if len.saturating_sub(self.distinct_at_least()) < cap / 8 {
+                self.compact_at = cap.saturating_mul(8);
+                return self.spans.try_reserve(cap.max(16));
+            }
+            self.compact();
             let freed = cap - self.spans.len();
             if freed >= cap / 2 {
                 return Ok(());
@@ -244,7 +267,7 @@ impl TargetList {
     /// Sorts and de-duplicates. Names that differ only in letter case are
     /// one host: the first of them in byte order stays, as written.
     pub fn finish(&mut self) {
-        if self.mixed_case {
+        if self.has_upper_case() {
             self.sort_dedup(true);
         }
         self.sort_dedup(false);
@@ -253,37 +276,63 @@ impl TargetList {
         self.tracked = false;
     }
 
-    /// Sorts and de-duplicates the spans (and their meta, merged).
+    /// Whether some host has upper-case letters, so that case variants
+    /// may exist. Every host pushed is in `hosts`.
+    fn has_upper_case(&self) -> bool {
+        // Blocks without an early exit in them, so that they vectorise.
+        self.hosts.chunks(4096).any(|block| {
+            let mut words = block.chunks_exact(8);
+            let upper = (&mut words).fold(false, |a, w| {
+                a | <[u8; 8]>::try_from(w).is_ok_and(|w| has_upper(u64::from_ne_bytes(w)))
+            });
+            upper || words.remainder().iter().any(u8::is_ascii_uppercase)
+        })
+    }
+
+    /// Sorts and de-duplicates the spans (and their meta, merged), with a
+    /// key of eight bytes per span to spare: see [`sort::sort_dedup`].
     fn sort_dedup(&mut self, fold: bool) {
         let mut spans = std::mem::take(&mut self.spans);
         let mut meta = std::mem::take(&mut self.meta);
-        self.sort(&mut spans, &mut meta, fold);
-        if meta.len() == spans.len() && !meta.is_empty() {
-            let mut w = 0;
-            for r in 0..spans.len() {
-                let (Some(&s), Some(&m)) = (spans.get(r), meta.get(r)) else {
-                    break;
-                };
-                let same = w > 0 && spans.get(w - 1).is_some_and(|&p| self.same(p, s, fold));
-                if same {
-                    if let Some(pm) = meta.get_mut(w - 1) {
-                        *pm = meta_merge(*pm, m);
-                    }
-                } else {
-                    if let (Some(ws), Some(wm)) = (spans.get_mut(w), meta.get_mut(w)) {
-                        *ws = s;
-                        *wm = m;
-                    }
-                    w += 1;
-                }
-            }
-            spans.truncate(w);
-            meta.truncate(w);
-        } else {
-            spans.dedup_by(|a, b| self.same(*a, *b, fold));
-        }
+        let texts = ByText { list: self, fold };
+        sort::sort_dedup(&texts, &mut spans, &mut meta, self.shared, meta_merge);
         self.spans = spans;
         self.meta = meta;
+    }
+
+    /// As [`TargetList::sort_dedup`] without folding, in place with a byte
+    /// per span to spare: for compacting while the body is still held.
+    fn compact(&mut self) {
+        let mut spans = std::mem::take(&mut self.spans);
+        let mut meta = std::mem::take(&mut self.meta);
+        self.sort_in_place(&mut spans, &mut meta);
+        dedup_sorted(&mut spans, &mut meta, |p, s| self.same(p, s, false));
+        self.spans = spans;
+        self.meta = meta;
+    }
+
+    /// A lower bound on how many distinct targets the spans hold: how many
+    /// bits of a map (two bytes per span) their hashes set. 0 without
+    /// memory.
+    fn distinct_at_least(&self) -> usize {
+        let words = (self.spans.len() / 4).max(1);
+        let mut map: Vec<u64> = Vec::new();
+        if map.try_reserve_exact(words).is_err() {
+            return 0;
+        }
+        map.resize(words, 0);
+        let bits = words as u128 * 64;
+        let mut set = 0;
+        for &s in &self.spans {
+            let h = text_hash(self.host(s), span_port(s));
+            let i = ((u128::from(h) * bits) >> 64) as usize;
+            if let Some(w) = map.get_mut(i / 64) {
+                let bit = 1 << (i % 64);
+                set += usize::from(*w & bit == 0);
+                *w |= bit;
+            }
+        }
+        set
     }
 
     /// Drops the spans marked [`REMOVED`].
@@ -329,12 +378,12 @@ impl TargetList {
         }
     }
 
-    /// Sorts spans by their text, folded to lower case when `fold` (and then
-    /// in byte order among equals). An in-place MSD radix sort: long common
-    /// prefixes cost one cheap pass each instead of making every comparison
-    /// slow. Each pass reads every host once (they are scattered, so that
-    /// read is what costs) and keeps its byte in `digits`, one byte a span.
-    fn sort(&self, spans: &mut [u64], meta: &mut [u64], fold: bool) {
+    /// Sorts spans by their text with a byte per span to spare. An in-place
+    /// MSD radix sort: long common prefixes cost one cheap pass each instead
+    /// of making every comparison slow. Each pass reads every host once
+    /// (they are scattered, so that read is what costs) and keeps its byte
+    /// in `digits`, one byte a span.
+    fn sort_in_place(&self, spans: &mut [u64], meta: &mut [u64]) {
         // Meta moves with its span when there is one per span.
         let with_meta = meta.len() == spans.len();
         const SMALL: usize = 16;
@@ -355,20 +404,17 @@ impl TargetList {
                 _ => &mut no_meta[..],
             };
             if part.len() <= SMALL {
-                // Their first `depth` bytes are equal (folded when `fold`).
+                // Their first `depth` bytes are equal.
                 TargetList::small_sort(part, part_meta, |a, b| {
-                    match self.compare_from(a, b, fold, depth) {
-                        Ordering::Equal if fold => self.compare(a, b, false),
-                        o => o,
-                    }
+                    self.compare_from(a, b, false, depth)
                 });
                 continue;
             }
             // Bytes every text here shares need no pass of their own.
-            let depth = depth + self.common_prefix(part, depth, fold);
+            let depth = depth + self.common_prefix(part, depth, false);
             let (mut first, mut last) = (BUCKETS, 0);
             for (&s, k) in part.iter().zip(keys.iter_mut()) {
-                let d = self.digit(s, depth, fold);
+                let d = self.digit(s, depth, false);
                 *k = u8::try_from(d).unwrap_or(u8::MAX);
                 if let Some(c) = count.get_mut(usize::from(*k)) {
                     *c += 1;
@@ -415,33 +461,6 @@ impl TargetList {
                         *n += 1;
                     } else {
                         break;
-                    }
-                }
-            }
-            // Bucket 0 holds texts that end here: equal, or equal once folded.
-            let ended = if used.contains(&0) {
-                count.first().copied().unwrap_or(0)
-            } else {
-                0
-            };
-            if fold && ended > 1 {
-                if let Some(equal) = part.get_mut(..ended) {
-                    if part_meta.is_empty() {
-                        equal.sort_unstable_by(|&a, &b| self.compare(a, b, false));
-                    } else {
-                        // De-duplicating merges them all into the first:
-                        // only the least in byte order must lead.
-                        let least =
-                            (0..equal.len()).fold(0, |m, i| match (equal.get(i), equal.get(m)) {
-                                (Some(&x), Some(&y))
-                                    if self.compare(x, y, false) == Ordering::Less =>
-                                {
-                                    i
-                                }
-                                _ => m,
-                            });
-                        equal.swap(0, least);
-                        part_meta.swap(0, least);
                     }
                 }
             }
@@ -570,6 +589,42 @@ impl TargetList {
             .unwrap_or_default()
     }
 
+    /// Bytes `depth..depth + 8` of a span's text, big-endian from the top
+    /// byte and zero past the text's end, and how many there are.
+    /// `tail` is [`port_word`] of the span's port.
+    fn window(&self, span: u64, depth: usize, tail: (u64, usize)) -> (u64, usize) {
+        let offset = usize::try_from(span >> (LEN_BITS + PORT_BITS)).unwrap_or(usize::MAX);
+        let len = ((span >> PORT_BITS) & ((1 << LEN_BITS) - 1)) as usize;
+        let (port, port_len) = tail;
+        let Some(rest) = len.checked_sub(depth).filter(|&r| r > 0) else {
+            // In the `:port` part.
+            let k = depth - len;
+            return match port_len.checked_sub(k) {
+                Some(n) if n > 0 => (port << (8 * k), n),
+                _ => (0, 0),
+            };
+        };
+        let start = offset.saturating_add(depth);
+        // Eight bytes from `start`, past the host when the buffer has them.
+        let word = match self.hosts.get(start..start.saturating_add(8)) {
+            Some(w) => <[u8; 8]>::try_from(w).map_or(0, u64::from_be_bytes),
+            None => {
+                let mut buf = [0u8; 8];
+                let host = self.hosts.get(start..).unwrap_or_default();
+                for (d, &b) in buf.iter_mut().zip(host) {
+                    *d = b;
+                }
+                u64::from_be_bytes(buf)
+            }
+        };
+        if rest >= 8 {
+            return (word, 8);
+        }
+        let shift = 8 * rest as u32;
+        let word = word & !(u64::MAX >> shift) | port >> shift;
+        (word, (rest + port_len).min(8))
+    }
+
     /// Compares two targets as their `host:port` texts would compare, with
     /// letters folded to lower case when `fold` is set.
     fn compare(&self, a: u64, b: u64, fold: bool) -> Ordering {
@@ -626,6 +681,110 @@ impl Eq for TargetList {}
 
 fn span_port(span: u64) -> u16 {
     (span & ((1 << PORT_BITS) - 1)) as u16
+}
+
+/// Drops every span that is `same` as the one kept before it, merging
+/// their meta when there is one per span.
+fn dedup_sorted(spans: &mut Vec<u64>, meta: &mut Vec<u64>, same: impl Fn(u64, u64) -> bool) {
+    let with_meta = meta.len() == spans.len();
+    let mut w = 0;
+    for r in 0..spans.len() {
+        let Some(&s) = spans.get(r) else {
+            break;
+        };
+        let m = meta.get(r).copied().filter(|_| with_meta);
+        if w > 0 && spans.get(w - 1).is_some_and(|&p| same(p, s)) {
+            if let (Some(m), Some(pm)) = (m, meta.get_mut(w - 1)) {
+                *pm = meta_merge(*pm, m);
+            }
+            continue;
+        }
+        if let Some(ws) = spans.get_mut(w) {
+            *ws = s;
+        }
+        if let (Some(m), Some(wm)) = (m, meta.get_mut(w)) {
+            *wm = m;
+        }
+        w += 1;
+    }
+    spans.truncate(w);
+    if with_meta {
+        meta.truncate(w);
+    }
+}
+
+/// The spans' `host:port` texts as [`sort::sort_dedup`] orders them: folded to
+/// lower case when `fold`, and then in byte order among equals.
+struct ByText<'a> {
+    list: &'a TargetList,
+    fold: bool,
+}
+
+impl Texts for ByText<'_> {
+    fn keys(&self, pairs: &mut [u64], depth: usize) {
+        // Ports repeat: their text is made once per run of one port.
+        let mut port = None;
+        let mut tail = (0, 0);
+        for pair in pairs.chunks_exact_mut(2) {
+            let [key, s] = pair else {
+                continue;
+            };
+            let s = *s;
+            if port != Some(span_port(s)) {
+                port = Some(span_port(s));
+                tail = port_word(span_port(s));
+            }
+            let (word, n) = self.list.window(s, depth, tail);
+            *key = key_of(if self.fold { lower(word) } else { word }, n);
+        }
+    }
+
+    fn compare_from(&self, a: u64, b: u64, depth: usize) -> Ordering {
+        match self.list.compare_from(a, b, self.fold, depth) {
+            Ordering::Equal if self.fold => self.list.compare(a, b, false),
+            o => o,
+        }
+    }
+
+    fn same(&self, a: u64, b: u64) -> bool {
+        self.list.same(a, b, self.fold)
+    }
+
+    fn ties_ordered(&self) -> bool {
+        self.fold
+    }
+}
+
+/// `:` and the port's digits, big-endian from the top byte, and how many.
+fn port_word(port: u16) -> (u64, usize) {
+    let mut digits = [0u8; 5];
+    let digits = port_digits(port, &mut digits);
+    let mut buf = [0u8; 8];
+    for (d, &b) in buf.iter_mut().zip([b':'].iter().chain(digits)) {
+        *d = b;
+    }
+    (u64::from_be_bytes(buf), 1 + digits.len())
+}
+
+/// A hash of a target's text, for counting distinct targets.
+fn text_hash(host: &[u8], port: u16) -> u64 {
+    const K: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut h = (host.len() as u64) << PORT_BITS | u64::from(port);
+    let mut words = host.chunks_exact(8);
+    for w in &mut words {
+        let w = <[u8; 8]>::try_from(w).map_or(0, u64::from_le_bytes);
+        h = (h ^ w).wrapping_mul(K).rotate_left(31);
+    }
+    let rest = words
+        .remainder()
+        .iter()
+        .rev()
+        .fold(0, |a, &b| a << 8 | u64::from(b));
+    // The finaliser of splitmix64: every input bit moves the top bits.
+    h = (h ^ rest).wrapping_mul(K);
+    h = (h ^ h >> 30).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    h = (h ^ h >> 27).wrapping_mul(0x94D0_49BB_1331_11EB);
+    h ^ h >> 31
 }
 
 fn cmp_folded(a: &[u8], b: &[u8]) -> Ordering {
@@ -1729,6 +1888,139 @@ mod tests {
         plain_first.truncate(30_000);
         plain_first.extend_from_slice(&entries[30_000..]);
         assert_eq!(collect(&plain_first), model(&plain_first));
+    }
+
+    /// Hosts made to be hard on the keyed sort: shared prefixes longer
+    /// than one and two keys (8 and 16 bytes), hosts that are prefixes of
+    /// others, case variants, and few letters, so that repeats abound.
+    fn hard_host() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::strategy::Strategy;
+        (
+            proptest::sample::select(vec![
+                "",
+                "s",
+                "sensor",
+                "sensor-0",
+                "Sensor-0",
+                "sensor-rack",
+                "sensor-rack-0000",
+                "SENSOR-RACK-0000",
+                "sensor-rack-0000-row-000",
+                "sensor-rack-0000-row-000-shelf-0000000",
+            ]),
+            "[aAbB0_.-]{0,3}",
+            proptest::sample::select(vec!["", "", "", "a", "0", "-x", ".example.com"]),
+        )
+            .prop_map(|(p, m, t)| {
+                let h = format!("{p}{m}{t}");
+                if h.is_empty() {
+                    "x".to_string()
+                } else {
+                    h
+                }
+            })
+    }
+
+    /// Ports whose texts order otherwise than their numbers.
+    const HARD_PORTS: [u16; 9] = [0, 1, 9, 10, 99, 100, 9100, 10000, 65535];
+
+    /// What [`TargetList::finish`] must give: texts sorted, and of those
+    /// equal once folded to lower case only the least.
+    fn list_model(targets: &[(String, u16)]) -> Vec<String> {
+        let mut model: Vec<String> = targets.iter().map(|(h, p)| format!("{h}:{p}")).collect();
+        model.sort();
+        let mut seen = std::collections::HashSet::new();
+        model.retain(|t| seen.insert(t.to_ascii_lowercase()));
+        model
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+
+        /// Lists of every size around the radix and compaction thresholds
+        /// (small ranges, 4096 spans) sort and de-duplicate as the model.
+        #[test]
+        fn hard_lists_sort_as_the_model(
+            targets in proptest::collection::vec(
+                (hard_host(), proptest::sample::select(HARD_PORTS.to_vec())),
+                0..6000,
+            ),
+            repeat in 0usize..3,
+        ) {
+            let mut l = TargetList::new();
+            for _ in 0..=repeat {
+                for (h, p) in &targets {
+                    l.push(h, *p).unwrap();
+                }
+            }
+            l.finish();
+            proptest::prop_assert_eq!(l.to_strings(), list_model(&targets));
+        }
+
+        /// The same with numbers along (several label sets): conflicts,
+        /// merged repeats and first entries as the model has them.
+        #[test]
+        fn hard_conflicts_match_the_model(
+            entries in proptest::collection::vec(
+                (hard_host(), proptest::sample::select(vec![1u16, 9, 10]), 0u8..3),
+                0..3000,
+            )
+        ) {
+            proptest::prop_assert_eq!(collect(&entries), model(&entries));
+        }
+    }
+
+    /// Distinct targets past the compaction threshold, then each again
+    /// in another order: the sort skipped while collecting must still
+    /// leave one of each, and repeats must still keep the list small.
+    #[test]
+    fn compaction_skips_distinct_lists_and_still_shrinks_repeats() {
+        let names: Vec<String> = (0..50_000)
+            .map(|i| format!("n{}", i * 7919 % 50_000))
+            .collect();
+        let mut l = TargetList::new();
+        for n in &names {
+            l.push(n, 9100).unwrap();
+        }
+        let distinct = l.distinct_at_least();
+        assert!(distinct <= 50_000 && distinct > 45_000, "{distinct}");
+        for n in names.iter().rev() {
+            l.push(n, 9100).unwrap();
+        }
+        l.finish();
+        let want: Vec<(String, u16)> = names.iter().map(|n| (n.clone(), 9100)).collect();
+        assert_eq!(l.to_strings(), list_model(&want));
+        // Two names over and over: never more than the first threshold.
+        let mut l = TargetList::new();
+        for i in 0..200_000 {
+            l.push(["a", "B"][i % 2], 1).unwrap();
+        }
+        assert!(l.spans.capacity() <= 4096, "{}", l.spans.capacity());
+        l.finish();
+        assert_eq!(l.to_strings(), ["B:1", "a:1"]);
+    }
+
+    /// The hash count never passes the true number of distinct targets.
+    #[test]
+    fn distinct_at_least_is_a_lower_bound() {
+        for (n, k) in [
+            (0, 1),
+            (1, 1),
+            (100, 7),
+            (5000, 4999),
+            (5000, 5000),
+            (20_000, 300),
+        ] {
+            let mut l = TargetList::new();
+            for i in 0..k {
+                l.push(&format!("h{i}"), 1).unwrap();
+            }
+            let one_each = l.spans.clone();
+            l.spans = (0..n).map(|i| one_each[i % k]).collect();
+            let d = l.distinct_at_least();
+            assert!(d <= n.min(k), "{n} {k}: {d}");
+            assert!(d * 10 >= n.min(k) * 9, "{n} {k}: {d}");
+        }
     }
 
     #[test]

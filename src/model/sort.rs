@@ -1,0 +1,426 @@
+//! Sorting items by a text of theirs with fixed-width keys: eight bytes of
+//! the text per item, computed once and held beside the item, so that the
+//! radix passes read keys in order instead of the scattered texts. Only
+//! items whose keys tie get keys for their next eight bytes.
+
+use std::cmp::Ordering;
+
+/// One in every byte of a `u64`.
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGH: u64 = 0x8080_8080_8080_8080;
+
+/// Ranges this short are sorted by insertion.
+const SMALL: usize = 24;
+
+/// What the sort needs of the texts it orders. Items are opaque `u64`s.
+pub trait Texts {
+    /// Sets the key of each (key, item) pair in `pairs` (flat: key, item,
+    /// key, item...) from its item, from text byte `depth` on: see
+    /// [`key_of`].
+    fn keys(&self, pairs: &mut [u64], depth: usize);
+    /// The full order of two items whose texts are equal in their first
+    /// `depth` bytes (the texts' own order, then any tie-break).
+    fn compare_from(&self, a: u64, b: u64, depth: usize) -> Ordering;
+    /// Whether two items have equal texts.
+    fn same(&self, a: u64, b: u64) -> bool;
+    /// Whether equal texts still have an order among them, so that the
+    /// least must come first in its run.
+    fn ties_ordered(&self) -> bool;
+}
+
+/// The key of `n` text bytes (at most 8) given big-endian in `word`
+/// (the rest zero): each byte plus one, zero past the end of the text. A
+/// byte of UTF-8 is never 0xFF, so the sum never carries, keys order as
+/// the texts do, and a text that ends sorts before its extensions.
+pub fn key_of(word: u64, n: usize) -> u64 {
+    word + (ONES & !u64::MAX.checked_shr(8 * n as u32).unwrap_or(0))
+}
+
+/// Whether the text ended within this key: keys that are equal and ended
+/// belong to equal texts.
+pub fn ended(key: u64) -> bool {
+    key & 0xFF == 0
+}
+
+/// ASCII upper-case letters of `word` in lower case, eight at a time.
+pub fn lower(word: u64) -> u64 {
+    let ascii = !word & HIGH;
+    let low7 = word & !HIGH;
+    // High bit set where the low seven bits are >= 'A', and > 'Z'.
+    let ge_a = low7 + ONES * u64::from(0x80 - b'A');
+    let gt_z = low7 + ONES * u64::from(0x80 - b'Z' - 1);
+    let upper = ge_a & !gt_z & ascii;
+    word | (upper >> 2)
+}
+
+/// Whether `word` holds an ASCII upper-case letter.
+pub fn has_upper(word: u64) -> bool {
+    lower(word) != word
+}
+
+/// Sorts `items` by their texts, which are all equal in their first
+/// `depth` bytes, and drops each item whose text equals the one kept
+/// before it (the least first, when [`Texts::ties_ordered`]). When `meta`
+/// is as long as `items`, it moves along, and `merge` folds a dropped
+/// item's meta into the kept one's.
+///
+/// While it sorts, `items` holds a key beside each item: eight more bytes
+/// an item, and one cache line for both wherever a pass moves them.
+pub fn sort_dedup<T: Texts>(
+    texts: &T,
+    items: &mut Vec<u64>,
+    meta: &mut Vec<u64>,
+    depth: usize,
+    merge: impl Fn(u64, u64) -> u64,
+) {
+    let n = items.len();
+    items.resize(n.saturating_mul(2), 0);
+    // Spread to pairs from the back, so that no item is overwritten unread.
+    for i in (0..n).rev() {
+        let item = items.get(i).copied().unwrap_or(0);
+        if let Some(slot) = items.get_mut(2 * i + 1) {
+            *slot = item;
+        }
+    }
+    let pairs = &mut items[..];
+    texts.keys(pairs, depth);
+    if meta.len() == n {
+        run(texts, &mut Rows::<true> { pairs, meta }, depth);
+    } else {
+        run(
+            texts,
+            &mut Rows::<false> {
+                pairs,
+                meta: &mut [],
+            },
+            depth,
+        );
+    }
+    // Keep the first of each run of equal texts; items go back to the
+    // front, never past the pair being read.
+    let with_meta = meta.len() == n;
+    let (mut w, mut last) = (0, [0u64; 2]);
+    for r in 0..n {
+        let Some([key, item]) = items
+            .get(2 * r..2 * r + 2)
+            .and_then(|p| <[u64; 2]>::try_from(p).ok())
+        else {
+            break;
+        };
+        let m = meta.get(r).copied().filter(|_| with_meta);
+        if w > 0 && key == last[0] && (ended(key) || texts.same(last[1], item)) {
+            if let (Some(m), Some(kept)) = (m, meta.get_mut(w - 1)) {
+                *kept = merge(*kept, m);
+            }
+            continue;
+        }
+        if let Some(slot) = items.get_mut(w) {
+            *slot = item;
+        }
+        if let (Some(m), Some(slot)) = (m, meta.get_mut(w)) {
+            *slot = m;
+        }
+        last = [key, item];
+        w += 1;
+    }
+    items.truncate(w);
+    if with_meta {
+        meta.truncate(w);
+    }
+}
+
+/// The rows that move together: (key, item) pairs, flat, and (when
+/// `META`) meta.
+struct Rows<'a, const META: bool> {
+    pairs: &'a mut [u64],
+    meta: &'a mut [u64],
+}
+
+type Row = ([u64; 2], u64);
+
+impl<const META: bool> Rows<'_, META> {
+    fn len(&self) -> usize {
+        self.pairs.len() / 2
+    }
+
+    /// The flat pairs of rows `lo..hi`.
+    fn part(&mut self, lo: usize, hi: usize) -> Option<&mut [u64]> {
+        self.pairs.get_mut(2 * lo..2 * hi)
+    }
+
+    fn get(&self, i: usize) -> Option<Row> {
+        let p = self.pairs.get(2 * i..2 * i + 2)?;
+        let p = <[u64; 2]>::try_from(p).ok()?;
+        let m = if META { *self.meta.get(i)? } else { 0 };
+        Some((p, m))
+    }
+
+    fn set(&mut self, i: usize, (p, m): Row) {
+        if let Some(x) = self.pairs.get_mut(2 * i..2 * i + 2) {
+            x.copy_from_slice(&p);
+        }
+        if META {
+            if let Some(x) = self.meta.get_mut(i) {
+                *x = m;
+            }
+        }
+    }
+
+    /// Puts `row` at `i` and returns what was there.
+    fn replace(&mut self, i: usize, row: Row) -> Row {
+        let old = self.get(i).unwrap_or(row);
+        self.set(i, row);
+        old
+    }
+
+    fn swap(&mut self, i: usize, j: usize) {
+        if let (Some(a), Some(b)) = (self.get(i), self.get(j)) {
+            self.set(i, b);
+            self.set(j, a);
+        }
+    }
+}
+
+enum Job {
+    /// Sort `lo..hi`, whose texts share their first `depth` bytes and whose
+    /// keys start at `depth`.
+    Sort(usize, usize, usize),
+    /// Put back the keys of `lo..hi`, which were all this one before they
+    /// were replaced by the next eight bytes.
+    Restore(usize, usize, u64),
+}
+
+/// Ranges at least this long, in lists at least [`WIDE_LIST`] long, may
+/// take two bytes of key per pass.
+/// Tests lower them, so that small lists take the wide passes too.
+const WIDE_RANGE: usize = if cfg!(test) { 64 } else { 2048 };
+const WIDE_LIST: usize = if cfg!(test) { 256 } else { 1 << 17 };
+
+/// MSD radix sort over the keys (American flag: each bucket filled in
+/// place), one byte of key per pass (two in large ranges, when the values
+/// they take are few enough), skipping the bytes a range shares.
+fn run<T: Texts, const META: bool>(texts: &T, rows: &mut Rows<'_, META>, depth: usize) {
+    let mut jobs = vec![Job::Sort(0, rows.len(), depth)];
+    let mut count = vec![0usize; 256];
+    let mut next = vec![0usize; 256];
+    let (mut wide_count, mut wide_next) = (Vec::new(), Vec::new());
+    while let Some(job) = jobs.pop() {
+        let (lo, hi, depth) = match job {
+            Job::Restore(lo, hi, key) => {
+                for p in rows.part(lo, hi).unwrap_or_default().chunks_exact_mut(2) {
+                    if let Some(k) = p.first_mut() {
+                        *k = key;
+                    }
+                }
+                continue;
+            }
+            Job::Sort(lo, hi, depth) => (lo, hi, depth),
+        };
+        if hi.saturating_sub(lo) <= SMALL {
+            insertion_sort(texts, rows, lo, hi, depth);
+            continue;
+        }
+        let Some(part) = rows.part(lo, hi) else {
+            continue;
+        };
+        // Every key lies between the least and the greatest, so those two
+        // tell the bytes all share and the values the next ones take.
+        let (min, max) = part
+            .iter()
+            .step_by(2)
+            .fold((u64::MAX, 0), |(a, b), &k| (a.min(k), b.max(k)));
+        if min == max {
+            if ended(min) {
+                least_first(texts, rows, lo, hi, depth);
+            } else {
+                // Tied for eight bytes: on to the next eight.
+                jobs.push(Job::Restore(lo, hi, min));
+                let deeper = depth.saturating_add(8);
+                texts.keys(part, deeper);
+                jobs.push(Job::Sort(lo, hi, deeper));
+            }
+            continue;
+        }
+        let shared = (min ^ max).leading_zeros() & !7;
+        let wide_shift = 48u32.checked_sub(shared);
+        let wide_used = wide_shift.map(|s| (min >> s & 0xFFFF, max >> s & 0xFFFF));
+        let (shift, mask, count, next) = match (wide_shift, wide_used) {
+            (Some(s), Some((a, b)))
+                if hi - lo >= WIDE_RANGE
+                    && rows.len() >= WIDE_LIST
+                    && usize::try_from(b - a).is_ok_and(|span| span < hi - lo) =>
+            {
+                if wide_count.is_empty() {
+                    wide_count = vec![0usize; 1 << 16];
+                    wide_next = vec![0usize; 1 << 16];
+                }
+                (s, 0xFFFF, &mut wide_count[..], &mut wide_next[..])
+            }
+            _ => (56 - shared, 0xFF, &mut count[..], &mut next[..]),
+        };
+        let digit = |k: u64| (k >> shift & mask) as usize;
+        let used = digit(min)..digit(max) + 1;
+        distribute(rows, lo, hi, digit, used.clone(), count, next);
+        let mut start = lo;
+        for b in used {
+            let Some(c) = count.get_mut(b) else {
+                continue;
+            };
+            let stop = start + *c;
+            if *c > 1 {
+                if b & 0xFF == 0 {
+                    // Texts that ended within these bytes: all equal.
+                    least_first(texts, rows, start, stop, depth);
+                } else {
+                    jobs.push(Job::Sort(start, stop, depth));
+                }
+            }
+            start = stop;
+            *c = 0;
+        }
+    }
+}
+
+/// One radix pass over `lo..hi`: counts the rows of each bucket of `used`
+/// into `count`, then moves each row straight to its bucket, carrying the
+/// one it displaces on until a row for this bucket turns up.
+fn distribute<const META: bool>(
+    rows: &mut Rows<'_, META>,
+    lo: usize,
+    hi: usize,
+    digit: impl Fn(u64) -> usize,
+    used: std::ops::Range<usize>,
+    count: &mut [usize],
+    next: &mut [usize],
+) {
+    let part = rows.pairs.get(2 * lo..2 * hi).unwrap_or_default();
+    for &k in part.iter().step_by(2) {
+        if let Some(c) = count.get_mut(digit(k)) {
+            *c += 1;
+        }
+    }
+    let mut sum = lo;
+    for b in used.clone() {
+        if let (Some(c), Some(n)) = (count.get(b), next.get_mut(b)) {
+            *n = sum;
+            sum += c;
+        }
+    }
+    let mut stop = lo;
+    for b in used {
+        stop += count.get(b).copied().unwrap_or(0);
+        loop {
+            let i = next.get(b).copied().unwrap_or(stop);
+            if i >= stop {
+                break;
+            }
+            let Some(mut row) = rows.get(i) else {
+                break;
+            };
+            let mut d = digit(row.0[0]);
+            while d != b {
+                let Some(slot) = next.get_mut(d) else {
+                    break;
+                };
+                let j = *slot;
+                *slot += 1;
+                row = rows.replace(j, row);
+                d = digit(row.0[0]);
+            }
+            rows.set(i, row);
+            if let Some(n) = next.get_mut(b) {
+                *n = i + 1;
+            }
+        }
+    }
+}
+
+/// Sorts a short range by key, then by text for equal keys.
+fn insertion_sort<T: Texts, const META: bool>(
+    texts: &T,
+    rows: &mut Rows<'_, META>,
+    lo: usize,
+    hi: usize,
+    depth: usize,
+) {
+    let deeper = depth.saturating_add(8);
+    let greater = |(a, _): Row, (b, _): Row| match a[0].cmp(&b[0]) {
+        Ordering::Equal => texts.compare_from(a[1], b[1], deeper) == Ordering::Greater,
+        o => o == Ordering::Greater,
+    };
+    for i in lo.saturating_add(1)..hi {
+        let Some(row) = rows.get(i) else {
+            break;
+        };
+        let mut j = i;
+        while j > lo {
+            match rows.get(j - 1) {
+                Some(prev) if greater(prev, row) => {
+                    rows.set(j, prev);
+                    j -= 1;
+                }
+                _ => break,
+            }
+        }
+        if j != i {
+            rows.set(j, row);
+        }
+    }
+}
+
+/// Moves the least of a range of equal texts to its front, when their
+/// order matters: de-duplication keeps the first.
+fn least_first<T: Texts, const META: bool>(
+    texts: &T,
+    rows: &mut Rows<'_, META>,
+    lo: usize,
+    hi: usize,
+    depth: usize,
+) {
+    if !texts.ties_ordered() {
+        return;
+    }
+    let item = |i: usize| rows.pairs.get(2 * i + 1).copied();
+    let least = (lo..hi).fold(lo, |m, i| match (item(i), item(m)) {
+        (Some(x), Some(y)) if texts.compare_from(x, y, depth) == Ordering::Less => i,
+        _ => m,
+    });
+    rows.swap(lo, least);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lower_and_upper_agree_with_std_on_every_byte() {
+        for b in 0..=255u8 {
+            for pos in 0..8 {
+                let word = u64::from(b) << (8 * pos) | 0x6100_0000_0000_0041 & !(0xFF << (8 * pos));
+                let want = u64::from_le_bytes(word.to_le_bytes().map(|x| x.to_ascii_lowercase()));
+                assert_eq!(lower(word), want, "{b:#x} at {pos}");
+                let any = word.to_le_bytes().iter().any(u8::is_ascii_uppercase);
+                assert_eq!(has_upper(word), any, "{b:#x} at {pos}");
+            }
+        }
+    }
+
+    #[test]
+    fn keys_order_as_texts() {
+        let k = |s: &[u8]| {
+            let mut b = [0u8; 8];
+            b[..s.len()].copy_from_slice(s);
+            key_of(u64::from_be_bytes(b), s.len())
+        };
+        assert!(k(b"a:10") < k(b"a:9"));
+        assert!(k(b"a") < k(b"a\0"));
+        assert!(k(b"") < k(b"\0"));
+        assert!(k(b"ab") < k(b"b"));
+        assert_eq!(k(b""), 0);
+        assert!(ended(k(b"abcdefg")) && !ended(k(b"abcdefgh")));
+        assert_eq!(
+            k(b"\xf4\xf4\xf4\xf4\xf4\xf4\xf4\xf4"),
+            0xF5F5_F5F5_F5F5_F5F5
+        );
+    }
+}
