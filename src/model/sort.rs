@@ -66,7 +66,7 @@ pub fn has_upper(word: u64) -> bool {
 ///
 /// While it sorts, `items` holds a key beside each item: eight more bytes
 /// an item, and one cache line for both wherever a pass moves them.
-pub fn sort_dedup<T: Texts>(
+pub fn sort_dedup<T: Texts + Sync>(
     texts: &T,
     items: &mut Vec<u64>,
     meta: &mut Vec<u64>,
@@ -85,11 +85,11 @@ pub fn sort_dedup<T: Texts>(
     let pairs = &mut items[..];
     texts.keys(pairs, depth);
     if meta.len() == n {
-        run(texts, &mut Rows::<true> { pairs, meta }, depth);
+        run_split(texts, Rows::<true> { pairs, meta }, depth);
     } else {
-        run(
+        run_split(
             texts,
-            &mut Rows::<false> {
+            Rows::<false> {
                 pairs,
                 meta: &mut [],
             },
@@ -199,12 +199,151 @@ const WIDE_LIST: usize = if cfg!(test) { 256 } else { 1 << 17 };
 /// MSD radix sort over the keys (American flag: each bucket filled in
 /// place), one byte of key per pass (two in large ranges, when the values
 /// they take are few enough), skipping the bytes a range shares.
-fn run<T: Texts, const META: bool>(texts: &T, rows: &mut Rows<'_, META>, depth: usize) {
-    let mut jobs = vec![Job::Sort(0, rows.len(), depth)];
-    let mut count = vec![0usize; 256];
-    let mut next = vec![0usize; 256];
-    let (mut wide_count, mut wide_next) = (Vec::new(), Vec::new());
+fn run<T: Texts, const META: bool>(texts: &T, rows: &mut Rows<'_, META>, mut jobs: Vec<Job>) {
+    let mut scratch = Scratch::default();
     while let Some(job) = jobs.pop() {
+        step(texts, rows, job, &mut jobs, &mut scratch);
+    }
+}
+
+/// The bucket counters of the radix passes, made once per thread.
+#[derive(Default)]
+struct Scratch {
+    count: Vec<usize>,
+    next: Vec<usize>,
+    wide_count: Vec<usize>,
+    wide_next: Vec<usize>,
+}
+
+/// Lists at least this long are sorted by two threads once the first
+/// passes have split them into buckets: the two halves share no row.
+const PARALLEL_LIST: usize = if cfg!(test) { 512 } else { 1 << 16 };
+
+/// Sorts all rows: as [`run`], on two threads for a long list. If no
+/// second thread can be had, this one does all the work.
+fn run_split<T: Texts + Sync, const META: bool>(texts: &T, mut rows: Rows<'_, META>, depth: usize) {
+    let n = rows.len();
+    let mut jobs = vec![Job::Sort(0, n, depth)];
+    if n < PARALLEL_LIST {
+        return run(texts, &mut rows, jobs);
+    }
+    let mut scratch = Scratch::default();
+    // A few passes, until the jobs left fall on both sides of a row near
+    // the middle (one huge bucket may take more than one pass).
+    for _ in 0..4 {
+        let Some(job) = jobs.pop() else {
+            return;
+        };
+        step(texts, &mut rows, job, &mut jobs, &mut scratch);
+        if let Some(mid) = split_point(&jobs, n) {
+            return run_halves(texts, rows, jobs, mid);
+        }
+    }
+    while let Some(job) = jobs.pop() {
+        step(texts, &mut rows, job, &mut jobs, &mut scratch);
+    }
+}
+
+/// A row boundary that no sort job crosses, with at least an eighth of
+/// the rows on each side.
+fn split_point(jobs: &[Job], n: usize) -> Option<usize> {
+    let crosses = |b: usize| {
+        jobs.iter()
+            .any(|j| matches!(*j, Job::Sort(lo, hi, _) if lo < b && b < hi))
+    };
+    let half = n / 2;
+    jobs.iter()
+        .filter_map(|j| match *j {
+            Job::Sort(lo, hi, _) => Some([lo, hi]),
+            Job::Restore(..) => None,
+        })
+        .flatten()
+        .filter(|&b| b >= n / 8 && b <= n - n / 8 && !crosses(b))
+        .min_by_key(|&b| b.abs_diff(half))
+}
+
+/// Runs the jobs below `mid` here and those above it on a second thread;
+/// then the jobs that span both (putting keys back) here.
+fn run_halves<T: Texts + Sync, const META: bool>(
+    texts: &T,
+    rows: Rows<'_, META>,
+    jobs: Vec<Job>,
+    mid: usize,
+) {
+    let (mut low, mut high, mut both) = (Vec::new(), Vec::new(), Vec::new());
+    for job in jobs {
+        match job {
+            Job::Sort(lo, hi, d) if hi <= mid => low.push(Job::Sort(lo, hi, d)),
+            Job::Sort(lo, hi, d) => high.push(Job::Sort(lo - mid, hi - mid, d)),
+            Job::Restore(lo, hi, k) if hi <= mid => low.push(Job::Restore(lo, hi, k)),
+            Job::Restore(lo, hi, k) if lo >= mid => high.push(Job::Restore(lo - mid, hi - mid, k)),
+            Job::Restore(lo, hi, k) => both.push(Job::Restore(lo, hi, k)),
+        }
+    }
+    let Rows { pairs, meta } = rows;
+    {
+        let (low_pairs, high_pairs) = pairs.split_at_mut((2 * mid).min(pairs.len()));
+        let (low_meta, high_meta) = if META {
+            meta.split_at_mut(mid.min(meta.len()))
+        } else {
+            (&mut [][..], &mut [][..])
+        };
+        let mut low_rows = Rows::<META> {
+            pairs: low_pairs,
+            meta: low_meta,
+        };
+        let high_rows = Rows::<META> {
+            pairs: high_pairs,
+            meta: high_meta,
+        };
+        // Taken by whichever thread runs it: the second one, or this one
+        // if the second could not start.
+        let high_work = std::sync::Mutex::new(Some((high_rows, high)));
+        let take_and_run = || {
+            let work = high_work.lock().ok().and_then(|mut w| w.take());
+            if let Some((mut r, j)) = work {
+                run(texts, &mut r, j);
+            }
+        };
+        std::thread::scope(|s| {
+            let second = std::thread::Builder::new()
+                .name("sort".into())
+                .spawn_scoped(s, take_and_run);
+            run(texts, &mut low_rows, low);
+            match second {
+                Ok(handle) => {
+                    if let Err(panic) = handle.join() {
+                        std::panic::resume_unwind(panic);
+                    }
+                }
+                Err(_) => take_and_run(),
+            }
+        });
+    }
+    run(texts, &mut Rows::<META> { pairs, meta }, both);
+}
+
+/// Runs one job: a radix pass over its range (pushing a job for each
+/// bucket still to sort), an insertion sort of a short range, or keys put
+/// back.
+fn step<T: Texts, const META: bool>(
+    texts: &T,
+    rows: &mut Rows<'_, META>,
+    job: Job,
+    jobs: &mut Vec<Job>,
+    scratch: &mut Scratch,
+) {
+    let Scratch {
+        count,
+        next,
+        wide_count,
+        wide_next,
+    } = scratch;
+    if count.is_empty() {
+        *count = vec![0usize; 256];
+        *next = vec![0usize; 256];
+    }
+    {
         let (lo, hi, depth) = match job {
             Job::Restore(lo, hi, key) => {
                 for p in rows.part(lo, hi).unwrap_or_default().chunks_exact_mut(2) {
@@ -212,16 +351,16 @@ fn run<T: Texts, const META: bool>(texts: &T, rows: &mut Rows<'_, META>, depth: 
                         *k = key;
                     }
                 }
-                continue;
+                return;
             }
             Job::Sort(lo, hi, depth) => (lo, hi, depth),
         };
         if hi.saturating_sub(lo) <= SMALL {
             insertion_sort(texts, rows, lo, hi, depth);
-            continue;
+            return;
         }
         let Some(part) = rows.part(lo, hi) else {
-            continue;
+            return;
         };
         // Every key lies between the least and the greatest, so those two
         // tell the bytes all share and the values the next ones take.
@@ -239,7 +378,7 @@ fn run<T: Texts, const META: bool>(texts: &T, rows: &mut Rows<'_, META>, depth: 
                 texts.keys(part, deeper);
                 jobs.push(Job::Sort(lo, hi, deeper));
             }
-            continue;
+            return;
         }
         let shared = (min ^ max).leading_zeros() & !7;
         let wide_shift = 48u32.checked_sub(shared);
@@ -251,8 +390,8 @@ fn run<T: Texts, const META: bool>(texts: &T, rows: &mut Rows<'_, META>, depth: 
                     && usize::try_from(b - a).is_ok_and(|span| span < hi - lo) =>
             {
                 if wide_count.is_empty() {
-                    wide_count = vec![0usize; 1 << 16];
-                    wide_next = vec![0usize; 1 << 16];
+                    *wide_count = vec![0usize; 1 << 16];
+                    *wide_next = vec![0usize; 1 << 16];
                 }
                 (s, 0xFFFF, &mut wide_count[..], &mut wide_next[..])
             }
@@ -391,6 +530,27 @@ fn least_first<T: Texts, const META: bool>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_split_crosses_no_sort_job_and_leaves_work_on_both_sides() {
+        let n = 1000;
+        // Buckets 0..100, 100..480, 480..520 (tied: keys to put back
+        // after), 520..1000; a Restore spanning all of them.
+        let jobs = vec![
+            Job::Restore(0, n, 7),
+            Job::Sort(0, 100, 0),
+            Job::Sort(100, 480, 0),
+            Job::Restore(480, 520, 3),
+            Job::Sort(480, 520, 8),
+            Job::Sort(520, n, 0),
+        ];
+        assert_eq!(split_point(&jobs, n), Some(480));
+        // One job over nearly everything: no useful split.
+        let jobs = vec![Job::Sort(0, 950, 0), Job::Sort(950, n, 0)];
+        assert_eq!(split_point(&jobs, n), None);
+        assert_eq!(split_point(&[Job::Sort(0, n, 0)], n), None);
+        assert_eq!(split_point(&[], n), None);
+    }
 
     #[test]
     fn lower_and_upper_agree_with_std_on_every_byte() {
