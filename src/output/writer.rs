@@ -10,7 +10,7 @@ use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::hash::{BuildHasher, Hasher};
 use std::io::{self, BufWriter, Read, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,6 +36,7 @@ pub use crate::sys::paths::{create_dirs, open_dir, parent_dir, CreatedDir, Trust
 use crate::sys::paths::{
     errno_error, file_name, open_existing, remove_created, step, sys, Existing,
 };
+use crate::sys::writeback;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -506,7 +507,14 @@ struct Sink {
     failed: Option<io::Error>,
     /// There is a current file to compare with.
     compare: bool,
+    /// Bytes written, and how many of them write-back was started for.
+    written: u64,
+    flushed: u64,
 }
+
+/// Write-back of the temp file is started every this many bytes, so that
+/// its `fsync` does not wait for the whole document.
+const WRITEBACK_EVERY: u64 = 8 << 20;
 
 impl Write for Sink {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
@@ -519,6 +527,17 @@ impl Write for Sink {
                 self.failed = Some(e);
                 if !self.compare {
                     return Err(copy);
+                }
+            } else {
+                self.written = self.written.saturating_add(data.len() as u64);
+                let in_file = self.written.saturating_sub(self.out.buffer().len() as u64);
+                if in_file.saturating_sub(self.flushed) >= WRITEBACK_EVERY {
+                    writeback::start(
+                        self.out.get_ref().as_fd(),
+                        self.flushed,
+                        in_file - self.flushed,
+                    );
+                    self.flushed = in_file;
                 }
             }
         }
@@ -551,6 +570,8 @@ fn fill(
         hasher: (keep || current.is_some()).then(ContentHasher::default),
         failed: None,
         compare: current.is_some(),
+        written: 0,
+        flushed: 0,
     };
     let rendered = render(&mut sink);
     let write_failed = |source| WriteError {
@@ -794,6 +815,36 @@ mod tests {
         let mut other = ContentHasher::default();
         other.update(&data[..data.len() - 1]);
         assert_ne!(other.digest(), whole.digest());
+    }
+
+    /// Past the write-back interval (started early, in pieces), the file
+    /// is still exactly the document, and still compared as one.
+    #[test]
+    fn documents_larger_than_the_writeback_interval_are_whole() {
+        let d = tmpdir("writeback");
+        let t = d.join("targets.json");
+        let big: Vec<u8> = (0..(WRITEBACK_EVERY * 5 / 2) as usize)
+            .map(|i| b'a' + (i % 26) as u8)
+            .collect();
+        let pieces = |data: Vec<u8>| {
+            move |w: &mut dyn Write| {
+                for c in data.chunks(100_003) {
+                    w.write_all(c)?;
+                }
+                Ok(())
+            }
+        };
+        let mut known = None;
+        assert_eq!(
+            write_known(&t, &mut pieces(big.clone()), &mut known).unwrap(),
+            Outcome::Written
+        );
+        assert!(fs::read(&t).unwrap() == big);
+        assert_eq!(
+            write_known(&t, &mut pieces(big.clone()), &mut known).unwrap(),
+            Outcome::Unchanged
+        );
+        fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
