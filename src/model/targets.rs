@@ -126,6 +126,9 @@ pub struct TargetList {
     /// repeated it (low half). Empty otherwise, so one group pays nothing.
     meta: Vec<u64>,
     tracked: bool,
+    /// Known since the last [`TargetList::finish`]: no host has a byte
+    /// that a JSON string must escape, so a render can copy them as they are.
+    plain: bool,
 }
 
 /// Meta of a span removed as a conflicting duplicate.
@@ -186,6 +189,8 @@ impl TargetList {
     /// order, kept when tracked.
     fn push_seq(&mut self, host: &str, port: u16, seq: u32) -> Result<(), CapacityError> {
         let bytes = host.as_bytes();
+        // Unknown again until the next finish.
+        self.plain = false;
         let len = u64::try_from(bytes.len())
             .ok()
             .filter(|&l| l < 1 << LEN_BITS)
@@ -267,6 +272,7 @@ impl TargetList {
     /// Sorts and de-duplicates. Names that differ only in letter case are
     /// one host: the first of them in byte order stays, as written.
     pub fn finish(&mut self) {
+        self.plain = self.needs_no_escape();
         if self.has_upper_case() {
             self.sort_dedup(true);
         }
@@ -274,6 +280,22 @@ impl TargetList {
         self.spans.shrink_to_fit();
         self.meta = Vec::new();
         self.tracked = false;
+    }
+
+    /// Whether no host has a control character, `"` or `\\` (looked for
+    /// in blocks without an early exit, so that they vectorise).
+    fn needs_no_escape(&self) -> bool {
+        !self.hosts.chunks(4096).any(|block| {
+            block
+                .iter()
+                .fold(false, |a, &b| a | (b < 0x20) | (b == b'"') | (b == b'\\'))
+        })
+    }
+
+    /// Whether every host can go into a JSON string as it is: known only
+    /// after [`TargetList::finish`] (false before).
+    pub fn plain_text(&self) -> bool {
+        self.plain
     }
 
     /// Whether some host has upper-case letters, so that case variants
@@ -1973,6 +1995,23 @@ mod tests {
     /// Distinct targets past the compaction threshold, then each again
     /// in another order: the sort skipped while collecting must still
     /// leave one of each, and repeats must still keep the list small.
+    #[test]
+    fn plain_text_is_known_only_after_finish() {
+        let mut l = TargetList::new();
+        l.push("sensor-1.example", 9100).unwrap();
+        assert!(!l.plain_text());
+        l.finish();
+        assert!(l.plain_text());
+        l.push("a\"b", 1).unwrap();
+        assert!(!l.plain_text());
+        l.finish();
+        assert!(!l.plain_text());
+        let mut c = TargetList::new();
+        c.push("x\u{1}", 1).unwrap();
+        c.finish();
+        assert!(!c.plain_text());
+    }
+
     #[test]
     fn compaction_skips_distinct_lists_and_still_shrinks_repeats() {
         let names: Vec<String> = (0..50_000)

@@ -33,10 +33,11 @@ pub fn render_to(w: &mut dyn Write, groups: &[TargetGroup]) -> io::Result<()> {
             // target: most targets share one port.
             let mut sep: &[u8] = b"\n      ";
             let mut tail = PortTail::default();
+            let plain = g.targets.plain_text();
             for (host, port) in g.targets.parts() {
                 out.put(sep);
                 sep = b",\n      ";
-                out.target(host, port, &mut tail)?;
+                out.target(host, port, &mut tail, plain)?;
                 out.ship()?;
             }
             out.put(b"\n    ]");
@@ -122,12 +123,20 @@ impl Chunks<'_> {
         serde_json::to_writer(&mut self.buf, text).map_err(io::Error::from)
     }
 
-    /// `"host:port"`, without building the text first.
-    fn target(&mut self, host: &[u8], port: u16, tail: &mut PortTail) -> io::Result<()> {
+    /// `"host:port"`, without building the text first. `plain`: the list
+    /// is known to need no escaping.
+    fn target(
+        &mut self,
+        host: &[u8],
+        port: u16,
+        tail: &mut PortTail,
+        plain: bool,
+    ) -> io::Result<()> {
         // No early exit: the check runs over the whole (short) host at once.
-        let plain = host
-            .iter()
-            .fold(true, |ok, &b| ok & (b >= 0x20) & (b != b'"') & (b != b'\\'));
+        let plain = plain
+            || host
+                .iter()
+                .fold(true, |ok, &b| ok & (b >= 0x20) & (b != b'"') & (b != b'\\'));
         if !plain {
             return self.string(targets::TargetText::new(host, port).as_bytes());
         }
@@ -197,6 +206,8 @@ mod tests {
             vec![group(&[], &labels)],
             vec![group(&[("sensor_1", 9100), ("sensor_0", 9100)], &labels)],
             vec![group(&[("a", 1)], &[])],
+            // Hosts that need escaping: the list is not plain text.
+            vec![group(&[("a\"b", 1), ("t\tab\\", 2), ("c", 3)], &labels)],
             vec![
                 group(&[("[::1]", 65535), ("b", 1), ("a-b.c", 80)], &odd),
                 group(&[], &labels),
