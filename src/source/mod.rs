@@ -77,22 +77,19 @@ pub enum Response {
     NotModified,
 }
 
-/// A 128-bit keyed hash (two SipHash keys, random for each process) of a
-/// body: an unchanged body is told apart without keeping a copy.
+/// A keyed hash of a body (SipHash with a key random for each process):
+/// an unchanged body is told apart without keeping a copy. One 64-bit
+/// pass: without the key, no server can aim a body at another's hash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BodyHash(u64, u64);
+pub struct BodyHash(u64);
 
 impl BodyHash {
     pub fn of(body: &[u8]) -> BodyHash {
-        static KEYS: OnceLock<(RandomState, RandomState)> = OnceLock::new();
-        let (a, b) = KEYS.get_or_init(|| (RandomState::new(), RandomState::new()));
-        let hash = |keys: &RandomState| {
-            let mut h = keys.build_hasher();
-            h.write_usize(body.len());
-            h.write(body);
-            h.finish()
-        };
-        BodyHash(hash(a), hash(b))
+        static KEY: OnceLock<RandomState> = OnceLock::new();
+        let mut h = KEY.get_or_init(RandomState::new).build_hasher();
+        h.write_usize(body.len());
+        h.write(body);
+        BodyHash(h.finish())
     }
 }
 
