@@ -510,6 +510,10 @@ struct Sink {
     /// Bytes written, and how many of them write-back was started for.
     written: u64,
     flushed: u64,
+    /// The current file's size, when there is one: until the render is
+    /// longer, it may still turn out the same, and then the temp file is
+    /// removed without its pages ever going to the disk.
+    current_len: Option<u64>,
 }
 
 /// Write-back of the temp file is started every this many bytes, so that
@@ -531,7 +535,8 @@ impl Write for Sink {
             } else {
                 self.written = self.written.saturating_add(data.len() as u64);
                 let in_file = self.written.saturating_sub(self.out.buffer().len() as u64);
-                if in_file.saturating_sub(self.flushed) >= WRITEBACK_EVERY {
+                let differs = self.current_len.is_none_or(|n| self.written > n);
+                if differs && in_file.saturating_sub(self.flushed) >= WRITEBACK_EVERY {
                     writeback::start(
                         self.out.get_ref().as_fd(),
                         self.flushed,
@@ -572,6 +577,9 @@ fn fill(
         compare: current.is_some(),
         written: 0,
         flushed: 0,
+        current_len: current
+            .as_ref()
+            .map(|c| u64::try_from(c.identity.size).unwrap_or(u64::MAX)),
     };
     let rendered = render(&mut sink);
     let write_failed = |source| WriteError {

@@ -402,6 +402,11 @@ fn build_agent(https: bool, tls: &Loaded) -> Agent {
         // Redirects are followed here, so that credentials stay with
         // their origin (scheme, host and port).
         .max_redirects(0)
+        // No pooled connections: a connection's buffers are sized for the
+        // request that opened it (see `fetch_if`), so none is reused by a
+        // larger one (a longer redirect URL, validators).
+        .max_idle_connections(0)
+        .max_idle_connections_per_host(0)
         .user_agent(format!("sd-updater/{}", env!("CARGO_PKG_VERSION")))
         .accept("application/json")
         .tls_config(
