@@ -199,20 +199,39 @@ const WIDE_LIST: usize = if cfg!(test) { 256 } else { 1 << 17 };
 /// MSD radix sort over the keys (American flag: each bucket filled in
 /// place), one byte of key per pass (two in large ranges, when the values
 /// they take are few enough), skipping the bytes a range shares.
-fn run<T: Texts, const META: bool>(texts: &T, rows: &mut Rows<'_, META>, mut jobs: Vec<Job>) {
-    let mut scratch = Scratch::default();
+fn run<T: Texts, const META: bool>(
+    texts: &T,
+    rows: &mut Rows<'_, META>,
+    mut jobs: Vec<Job>,
+    list_len: usize,
+) {
+    let mut scratch = Scratch::for_list(list_len);
     while let Some(job) = jobs.pop() {
         step(texts, rows, job, &mut jobs, &mut scratch);
     }
 }
 
 /// The bucket counters of the radix passes, made once per thread.
-#[derive(Default)]
 struct Scratch {
     count: Vec<usize>,
     next: Vec<usize>,
     wide_count: Vec<usize>,
     wide_next: Vec<usize>,
+    /// Two-byte passes are allowed: judged by the whole list's length,
+    /// also in a thread that sorts half of it.
+    wide_list: bool,
+}
+
+impl Scratch {
+    fn for_list(len: usize) -> Scratch {
+        Scratch {
+            count: vec![0; 256],
+            next: vec![0; 256],
+            wide_count: Vec::new(),
+            wide_next: Vec::new(),
+            wide_list: len >= WIDE_LIST,
+        }
+    }
 }
 
 /// Lists at least this long are sorted by two threads once the first
@@ -225,9 +244,9 @@ fn run_split<T: Texts + Sync, const META: bool>(texts: &T, mut rows: Rows<'_, ME
     let n = rows.len();
     let mut jobs = vec![Job::Sort(0, n, depth)];
     if n < PARALLEL_LIST {
-        return run(texts, &mut rows, jobs);
+        return run(texts, &mut rows, jobs, n);
     }
-    let mut scratch = Scratch::default();
+    let mut scratch = Scratch::for_list(n);
     // A few passes, until the jobs left fall on both sides of a row near
     // the middle (one huge bucket may take more than one pass).
     for _ in 0..4 {
@@ -270,6 +289,7 @@ fn run_halves<T: Texts + Sync, const META: bool>(
     jobs: Vec<Job>,
     mid: usize,
 ) {
+    let n = rows.len();
     let (mut low, mut high, mut both) = (Vec::new(), Vec::new(), Vec::new());
     for job in jobs {
         match job {
@@ -302,14 +322,14 @@ fn run_halves<T: Texts + Sync, const META: bool>(
         let take_and_run = || {
             let work = high_work.lock().ok().and_then(|mut w| w.take());
             if let Some((mut r, j)) = work {
-                run(texts, &mut r, j);
+                run(texts, &mut r, j, n);
             }
         };
         std::thread::scope(|s| {
             let second = std::thread::Builder::new()
                 .name("sort".into())
                 .spawn_scoped(s, take_and_run);
-            run(texts, &mut low_rows, low);
+            run(texts, &mut low_rows, low, n);
             match second {
                 Ok(handle) => {
                     if let Err(panic) = handle.join() {
@@ -320,7 +340,7 @@ fn run_halves<T: Texts + Sync, const META: bool>(
             }
         });
     }
-    run(texts, &mut Rows::<META> { pairs, meta }, both);
+    run(texts, &mut Rows::<META> { pairs, meta }, both, n);
 }
 
 /// Runs one job: a radix pass over its range (pushing a job for each
@@ -338,85 +358,80 @@ fn step<T: Texts, const META: bool>(
         next,
         wide_count,
         wide_next,
+        wide_list,
     } = scratch;
-    if count.is_empty() {
-        *count = vec![0usize; 256];
-        *next = vec![0usize; 256];
+    let (lo, hi, depth) = match job {
+        Job::Restore(lo, hi, key) => {
+            for p in rows.part(lo, hi).unwrap_or_default().chunks_exact_mut(2) {
+                if let Some(k) = p.first_mut() {
+                    *k = key;
+                }
+            }
+            return;
+        }
+        Job::Sort(lo, hi, depth) => (lo, hi, depth),
+    };
+    if hi.saturating_sub(lo) <= SMALL {
+        insertion_sort(texts, rows, lo, hi, depth);
+        return;
     }
-    {
-        let (lo, hi, depth) = match job {
-            Job::Restore(lo, hi, key) => {
-                for p in rows.part(lo, hi).unwrap_or_default().chunks_exact_mut(2) {
-                    if let Some(k) = p.first_mut() {
-                        *k = key;
-                    }
-                }
-                return;
-            }
-            Job::Sort(lo, hi, depth) => (lo, hi, depth),
-        };
-        if hi.saturating_sub(lo) <= SMALL {
-            insertion_sort(texts, rows, lo, hi, depth);
-            return;
+    let Some(part) = rows.part(lo, hi) else {
+        return;
+    };
+    // Every key lies between the least and the greatest, so those two
+    // tell the bytes all share and the values the next ones take.
+    let (min, max) = part
+        .iter()
+        .step_by(2)
+        .fold((u64::MAX, 0), |(a, b), &k| (a.min(k), b.max(k)));
+    if min == max {
+        if ended(min) {
+            least_first(texts, rows, lo, hi, depth);
+        } else {
+            // Tied for eight bytes: on to the next eight.
+            jobs.push(Job::Restore(lo, hi, min));
+            let deeper = depth.saturating_add(8);
+            texts.keys(part, deeper);
+            jobs.push(Job::Sort(lo, hi, deeper));
         }
-        let Some(part) = rows.part(lo, hi) else {
-            return;
+        return;
+    }
+    let shared = (min ^ max).leading_zeros() & !7;
+    let wide_shift = 48u32.checked_sub(shared);
+    let wide_used = wide_shift.map(|s| (min >> s & 0xFFFF, max >> s & 0xFFFF));
+    let (shift, mask, count, next) = match (wide_shift, wide_used) {
+        (Some(s), Some((a, b)))
+            if hi - lo >= WIDE_RANGE
+                && *wide_list
+                && usize::try_from(b - a).is_ok_and(|span| span < hi - lo) =>
+        {
+            if wide_count.is_empty() {
+                *wide_count = vec![0usize; 1 << 16];
+                *wide_next = vec![0usize; 1 << 16];
+            }
+            (s, 0xFFFF, &mut wide_count[..], &mut wide_next[..])
+        }
+        _ => (56 - shared, 0xFF, &mut count[..], &mut next[..]),
+    };
+    let digit = |k: u64| (k >> shift & mask) as usize;
+    let used = digit(min)..digit(max) + 1;
+    distribute(rows, lo, hi, digit, used.clone(), count, next);
+    let mut start = lo;
+    for b in used {
+        let Some(c) = count.get_mut(b) else {
+            continue;
         };
-        // Every key lies between the least and the greatest, so those two
-        // tell the bytes all share and the values the next ones take.
-        let (min, max) = part
-            .iter()
-            .step_by(2)
-            .fold((u64::MAX, 0), |(a, b), &k| (a.min(k), b.max(k)));
-        if min == max {
-            if ended(min) {
-                least_first(texts, rows, lo, hi, depth);
+        let stop = start + *c;
+        if *c > 1 {
+            if b & 0xFF == 0 {
+                // Texts that ended within these bytes: all equal.
+                least_first(texts, rows, start, stop, depth);
             } else {
-                // Tied for eight bytes: on to the next eight.
-                jobs.push(Job::Restore(lo, hi, min));
-                let deeper = depth.saturating_add(8);
-                texts.keys(part, deeper);
-                jobs.push(Job::Sort(lo, hi, deeper));
+                jobs.push(Job::Sort(start, stop, depth));
             }
-            return;
         }
-        let shared = (min ^ max).leading_zeros() & !7;
-        let wide_shift = 48u32.checked_sub(shared);
-        let wide_used = wide_shift.map(|s| (min >> s & 0xFFFF, max >> s & 0xFFFF));
-        let (shift, mask, count, next) = match (wide_shift, wide_used) {
-            (Some(s), Some((a, b)))
-                if hi - lo >= WIDE_RANGE
-                    && rows.len() >= WIDE_LIST
-                    && usize::try_from(b - a).is_ok_and(|span| span < hi - lo) =>
-            {
-                if wide_count.is_empty() {
-                    *wide_count = vec![0usize; 1 << 16];
-                    *wide_next = vec![0usize; 1 << 16];
-                }
-                (s, 0xFFFF, &mut wide_count[..], &mut wide_next[..])
-            }
-            _ => (56 - shared, 0xFF, &mut count[..], &mut next[..]),
-        };
-        let digit = |k: u64| (k >> shift & mask) as usize;
-        let used = digit(min)..digit(max) + 1;
-        distribute(rows, lo, hi, digit, used.clone(), count, next);
-        let mut start = lo;
-        for b in used {
-            let Some(c) = count.get_mut(b) else {
-                continue;
-            };
-            let stop = start + *c;
-            if *c > 1 {
-                if b & 0xFF == 0 {
-                    // Texts that ended within these bytes: all equal.
-                    least_first(texts, rows, start, stop, depth);
-                } else {
-                    jobs.push(Job::Sort(start, stop, depth));
-                }
-            }
-            start = stop;
-            *c = 0;
-        }
+        start = stop;
+        *c = 0;
     }
 }
 

@@ -505,20 +505,32 @@ struct Sink {
     /// `None` when no digest is wanted: nothing to compare, nothing kept.
     hasher: Option<ContentHasher>,
     failed: Option<io::Error>,
-    /// There is a current file to compare with.
-    compare: bool,
     /// Bytes written, and how many of them write-back was started for.
     written: u64,
     flushed: u64,
-    /// The current file's size, when there is one: until the render is
-    /// longer, it may still turn out the same, and then the temp file is
-    /// removed without its pages ever going to the disk.
+    /// The current file's size, when there is one to compare with.
     current_len: Option<u64>,
 }
 
 /// Write-back of the temp file is started every this many bytes, so that
 /// its `fsync` does not wait for the whole document.
 const WRITEBACK_EVERY: u64 = 8 << 20;
+
+/// How many bytes from `flushed` on to start writing back, once `written`
+/// were rendered and `in_file` of them reached the file. Not while the
+/// render is no longer than the current file (`current_len`): it may
+/// still equal it, and then the temp file is removed without its pages
+/// ever going to the disk.
+fn writeback_due(
+    written: u64,
+    in_file: u64,
+    flushed: u64,
+    current_len: Option<u64>,
+) -> Option<u64> {
+    let pending = in_file.saturating_sub(flushed);
+    let differs = current_len.is_none_or(|n| written > n);
+    (differs && pending >= WRITEBACK_EVERY).then_some(pending)
+}
 
 impl Write for Sink {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
@@ -529,19 +541,16 @@ impl Write for Sink {
             if let Err(e) = self.out.write_all(data) {
                 let copy = copy_error(&e);
                 self.failed = Some(e);
-                if !self.compare {
+                if self.current_len.is_none() {
                     return Err(copy);
                 }
             } else {
                 self.written = self.written.saturating_add(data.len() as u64);
                 let in_file = self.written.saturating_sub(self.out.buffer().len() as u64);
-                let differs = self.current_len.is_none_or(|n| self.written > n);
-                if differs && in_file.saturating_sub(self.flushed) >= WRITEBACK_EVERY {
-                    writeback::start(
-                        self.out.get_ref().as_fd(),
-                        self.flushed,
-                        in_file - self.flushed,
-                    );
+                if let Some(len) =
+                    writeback_due(self.written, in_file, self.flushed, self.current_len)
+                {
+                    writeback::start(self.out.get_ref().as_fd(), self.flushed, len);
                     self.flushed = in_file;
                 }
             }
@@ -574,7 +583,6 @@ fn fill(
         out: BufWriter::with_capacity(BUFFER, file),
         hasher: (keep || current.is_some()).then(ContentHasher::default),
         failed: None,
-        compare: current.is_some(),
         written: 0,
         flushed: 0,
         current_len: current
@@ -823,6 +831,19 @@ mod tests {
         let mut other = ContentHasher::default();
         other.update(&data[..data.len() - 1]);
         assert_ne!(other.digest(), whole.digest());
+    }
+
+    #[test]
+    fn write_back_starts_only_once_the_render_cannot_be_unchanged() {
+        const E: u64 = WRITEBACK_EVERY;
+        // No current file: every full interval.
+        assert_eq!(writeback_due(E, E, 0, None), Some(E));
+        assert_eq!(writeback_due(E, E - 1, 0, None), None);
+        assert_eq!(writeback_due(3 * E, 3 * E, E, None), Some(2 * E));
+        // A current file of 3 intervals: nothing while the render may
+        // still equal it, then all that is pending.
+        assert_eq!(writeback_due(3 * E, 3 * E, 0, Some(3 * E)), None);
+        assert_eq!(writeback_due(3 * E + 1, 3 * E, 0, Some(3 * E)), Some(3 * E));
     }
 
     /// Past the write-back interval (started early, in pieces), the file
