@@ -159,6 +159,12 @@ fn full(body: &[u8], budget: usize) -> Result<Validated, ShapeError> {
     inventory::parse_limited_slow(body, 9100, defaults(), budget)
 }
 
+/// The quick reader in two parts, split at byte `at` (which it confirms
+/// or ignores), on two threads.
+fn split(body: &[u8], budget: usize, at: usize) -> Result<Validated, ShapeError> {
+    inventory::parse_limited_split(body, 9100, defaults(), budget, at)
+}
+
 /// Budgets: none, one that refuses the first label set, and one that
 /// takes the plain names' label set only.
 const BUDGETS: [usize; 3] = [usize::MAX, 100, 1000];
@@ -186,6 +192,23 @@ proptest! {
         }
     }
 
+    /// Every body read in two parts, split at any byte, gives what the full
+    /// reader gives.
+    #[test]
+    fn a_split_anywhere_agrees_with_the_full_reader(body in body(), b in 0..BUDGETS.len()) {
+        let budget = BUDGETS[b];
+        let want = full(&body, budget);
+        for at in 0..=body.len() + 1 {
+            prop_assert_eq!(
+                &split(&body, budget, at),
+                &want,
+                "split at {} of {:?}",
+                at,
+                String::from_utf8_lossy(&body)
+            );
+        }
+    }
+
     /// Arrays of plain names: those the quick reader takes whole.
     #[test]
     fn plain_name_arrays_agree(
@@ -206,7 +229,13 @@ proptest! {
             serde_json::to_vec(&list).unwrap()
         };
         for budget in BUDGETS {
-            prop_assert_eq!(quick(&body, budget), full(&body, budget));
+            let want = full(&body, budget);
+            prop_assert_eq!(&quick(&body, budget), &want);
+            // Every element boundary, and the bytes just around it.
+            let commas = body.iter().enumerate().filter(|&(_, &c)| c == b',');
+            for at in commas.flat_map(|(i, _)| i..i + 3) {
+                prop_assert_eq!(&split(&body, budget, at), &want, "split at {}", at);
+            }
         }
         let v = quick(&body, usize::MAX).unwrap();
         let want = inventory::validate(list.iter().map(String::as_str), 9100);
@@ -271,10 +300,35 @@ fn edge_bodies_agree() {
         for cut in 0..=body.len() {
             let body = &body[..cut];
             for budget in BUDGETS {
-                assert_eq!(quick(body, budget), full(body, budget), "{body:?}");
+                let want = full(body, budget);
+                assert_eq!(quick(body, budget), want, "{body:?}");
+                for at in 0..=body.len() {
+                    assert_eq!(split(body, budget, at), want, "{body:?} at {at}");
+                }
             }
         }
     }
+}
+
+/// Hosts that cannot stay where they are in the body (IPv6 addresses,
+/// written in their canonical form), repeats across the split, case
+/// variants and bad names, on both sides of every split.
+#[test]
+fn split_lists_merge_as_one() {
+    let body = br#"["b", "::1", "A", "a", "[2001:DB8::1]:80", "x y", "c", "c",
+        "2001:db8:0:0::2", "a", "b:1", "B", "[::1]:9100", "d", "x y", "e"]"#;
+    for budget in BUDGETS {
+        let want = full(body, budget);
+        for at in 0..=body.len() {
+            assert_eq!(split(body, budget, at), want, "at {at}");
+        }
+    }
+    let v = full(body, usize::MAX).unwrap();
+    assert!(v
+        .targets
+        .to_strings()
+        .contains(&"[2001:db8::2]:9100".to_string()));
+    assert_eq!(v.invalid_count, 2);
 }
 
 /// A capacity error is the same error whether or not the body would have
@@ -289,6 +343,9 @@ fn capacity_errors_are_the_same() {
     ] {
         let e = quick(body, 100).unwrap_err();
         assert!(e.0.contains("distinct label sets"), "{e}");
+        for at in 0..=body.len() {
+            assert_eq!(split(body, 100, at), Err(e.clone()), "{body:?} at {at}");
+        }
         assert_eq!(Err(e), full(body, 100));
     }
 }

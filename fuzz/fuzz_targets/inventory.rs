@@ -57,12 +57,22 @@ fuzz_target!(|data: &[u8]| {
         ("__metrics_path__".to_string(), "/metrics".to_string()),
         ("job".to_string(), "sensors".to_string()),
     ];
-    // The quick reader of plain name arrays agrees with the full one.
+    // The quick reader of plain name arrays agrees with the full one, also
+    // when it reads in two parts (split near the middle, or after the
+    // first comma).
+    let first_comma = data.iter().position(|&c| c == b',').map_or(0, |i| i + 1);
     for budget in [usize::MAX, 100] {
+        let want = inventory::parse_limited_slow(data, 9100, defaults.clone(), budget);
         assert_eq!(
             inventory::parse_limited(data, 9100, defaults.clone(), budget),
-            inventory::parse_limited_slow(data, 9100, defaults.clone(), budget),
+            want
         );
+        for at in [data.len() / 2, first_comma] {
+            assert_eq!(
+                inventory::parse_limited_split(data, 9100, defaults.clone(), budget, at),
+                want
+            );
+        }
     }
     if let Ok(v) = inventory::parse_with_defaults(data, 9100, defaults.clone()) {
         assert!(v.invalid_count <= v.sensor_count);

@@ -181,16 +181,16 @@ fn run_keyed(
                 let label_budget = usize::try_from(config.max_response_bytes)
                     .unwrap_or(usize::MAX)
                     .saturating_mul(2);
+                // The body goes to the parse: a list of plain names keeps
+                // it as the text of its targets, anything else frees it
+                // before the sort needs its memory.
                 let parsed = inventory::collect_limited(
-                    &body,
+                    body,
                     config.metrics_port,
                     config.default_labels(),
                     label_budget,
-                );
-                // Only the compact targets go on from here: the body is
-                // freed before the sort needs its memory.
-                drop(body);
-                let parsed = parsed.map(inventory::Collector::finish);
+                )
+                .map(inventory::Collector::finish);
                 return match parsed {
                     Ok(v) => accept(v, config, attempt, elapsed)
                         .map(|update| Outcome::Changed { update, accepted }),

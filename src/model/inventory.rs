@@ -8,6 +8,7 @@
 //! small multiple of the body whatever it holds.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
@@ -120,6 +121,37 @@ impl Collector {
             fresh.set_label_budget(bytes);
         }
         *self = fresh;
+    }
+
+    /// A fresh collector as this one was made: to read a later part of
+    /// the same body at the same time, and [`Collector::absorb`] after.
+    fn sibling(&self) -> Collector {
+        let mut c = Collector::with_defaults(self.default_port, self.defaults.clone());
+        if let Some(bytes) = self.label_budget {
+            c.set_label_budget(bytes);
+        }
+        c
+    }
+
+    /// Takes over what `later` collected of plain names from the part of
+    /// the body after this one's, as if this one had read on.
+    fn absorb(&mut self, later: Collector) -> Result<(), ShapeError> {
+        let Validated {
+            sensor_count,
+            invalid_count,
+            rejected,
+            mut targets,
+        } = later.v;
+        self.v.sensor_count = self.v.sensor_count.saturating_add(sensor_count);
+        self.v.invalid_count = self.v.invalid_count.saturating_add(invalid_count);
+        let room = MAX_EXAMPLES.saturating_sub(self.v.rejected.len());
+        self.v.rejected.extend(rejected.into_iter().take(room));
+        if let Some(theirs) = later.plain {
+            let list = targets.take_group(theirs);
+            let mine = self.plain_group()?;
+            self.v.targets.append_to(mine, list).map_err(keep_error)?;
+        }
+        Ok(())
     }
 
     /// Adds one plain name.
@@ -374,22 +406,39 @@ pub fn parse_limited(
     defaults: Labels,
     label_budget: usize,
 ) -> Result<Validated, ShapeError> {
-    collect_limited(body, default_port, defaults, label_budget).map(Collector::finish)
+    collect_limited(body.to_vec(), default_port, defaults, label_budget).map(Collector::finish)
 }
 
-/// As [`parse_limited`], without the final sort ([`Collector::finish`]):
-/// the caller can free the body first, so that the body and the sort's
-/// memory are never held at once.
+/// As [`parse_limited`], without the final sort ([`Collector::finish`]),
+/// taking the body: a list of plain names keeps it as the text of its
+/// targets (no copy of each host), anything else frees it before the
+/// sort.
 pub fn collect_limited(
-    body: &[u8],
+    body: Vec<u8>,
     default_port: u16,
     defaults: Labels,
     label_budget: usize,
 ) -> Result<Collector, ShapeError> {
     let mut c = Collector::with_defaults(default_port, defaults);
     c.set_label_budget(label_budget);
-    walk(body, &mut c, true)?;
+    walk_owned(body, &mut c, Split::Guess)?;
     Ok(c)
+}
+
+/// As [`parse_limited`], with a body of plain names read in two parts
+/// split at byte `at`, however long: what a split anywhere must agree with.
+#[doc(hidden)]
+pub fn parse_limited_split(
+    body: &[u8],
+    default_port: u16,
+    defaults: Labels,
+    label_budget: usize,
+    at: usize,
+) -> Result<Validated, ShapeError> {
+    let mut c = Collector::with_defaults(default_port, defaults);
+    c.set_label_budget(label_budget);
+    walk_owned(body.to_vec(), &mut c, Split::At(at))?;
+    Ok(c.finish())
 }
 
 /// As [`parse_limited`], always with the full JSON reader: what the quick
@@ -403,7 +452,7 @@ pub fn parse_limited_slow(
 ) -> Result<Validated, ShapeError> {
     let mut c = Collector::with_defaults(default_port, defaults);
     c.set_label_budget(label_budget);
-    walk(body, &mut c, false)?;
+    walk(body, &mut c)?;
     Ok(c.finish())
 }
 
@@ -418,13 +467,28 @@ enum Shape {
     Groups,
 }
 
-/// Checks that `body` is an inventory (a JSON array of names, entry
-/// objects or target groups) and hands each element to `c`, in order, as
-/// it is read. `quick`: try the reader of plain name arrays first.
-fn walk(body: &[u8], c: &mut Collector, quick: bool) -> Result<(), ShapeError> {
+/// Bodies at least this long are read in two parts at once, when they
+/// are arrays of plain names.
+const SPLIT_FROM: usize = 1 << 20;
+
+/// Where the quick reader splits a body: where it guesses, or (for tests)
+/// at a given byte.
+#[derive(Debug, Clone, Copy)]
+enum Split {
+    Guess,
+    At(usize),
+}
+
+/// What the body starts with before its JSON: how many bytes of
+/// byte-order mark. Refuses a body that cannot be an inventory at all.
+fn preamble(body: &[u8]) -> Result<usize, ShapeError> {
     // Windows tools start UTF-8 files with a byte-order mark.
-    let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
-    let trimmed = body.trim_ascii_start();
+    let skip = if body.starts_with(b"\xEF\xBB\xBF") {
+        3
+    } else {
+        0
+    };
+    let trimmed = body.get(skip..).unwrap_or_default().trim_ascii_start();
     if trimmed.is_empty() {
         return Err(ShapeError("empty response body".into()));
     }
@@ -433,14 +497,82 @@ fn walk(body: &[u8], c: &mut Collector, quick: bool) -> Result<(), ShapeError> {
             "got an HTML/XML page, not JSON (a login page or a proxy error?)".into(),
         ));
     }
-    // Most inventories are a plain list of names: read without serde. On
-    // anything else it gives up, and the full reader starts over afresh.
-    if quick {
-        if names::for_each(body, |name, prev| c.add_after(name, prev))? {
-            return Ok(());
-        }
-        c.restart();
+    Ok(skip)
+}
+
+/// As [`walk`], trying the quick reader of plain name arrays first: its
+/// hosts stay where they are in the body, which the targets then own.
+fn walk_owned(body: Vec<u8>, c: &mut Collector, split: Split) -> Result<(), ShapeError> {
+    let skip = preamble(&body)?;
+    let body = Arc::new(body);
+    c.v.targets.read_in_place(Arc::clone(&body));
+    let text = body.get(skip..).unwrap_or_default();
+    if read_plain(&body, text, c, split)? {
+        return Ok(());
     }
+    // Anything else: the full reader starts over afresh.
+    c.restart();
+    let body = Arc::try_unwrap(body).unwrap_or_else(|shared| shared.as_ref().clone());
+    walk(&body, c)
+}
+
+/// Reads `text` (in `body`) as an array of plain names, a long one in two
+/// parts at once: whether it was one (see [`names::for_each`]).
+fn read_plain(
+    body: &Arc<Vec<u8>>,
+    text: &[u8],
+    c: &mut Collector,
+    split: Split,
+) -> Result<bool, ShapeError> {
+    let boundary = match split {
+        Split::At(at) => Some(at),
+        Split::Guess if text.len() >= SPLIT_FROM => names::boundary_near(text, text.len() / 2),
+        Split::Guess => None,
+    };
+    let Some(boundary) = boundary else {
+        return names::for_each(text, |name, prev| c.add_after(name, prev));
+    };
+    // The second part goes to a collector of its own, merged after.
+    let mut second = c.sibling();
+    second.v.targets.read_in_place(Arc::clone(body));
+    let mut rest = None;
+    let first = std::thread::scope(|s| {
+        let spawned = std::thread::Builder::new()
+            .name("parse".into())
+            .spawn_scoped(s, || {
+                names::for_each_from(text, boundary, |name, prev| second.add_after(name, prev))
+            });
+        // Without a second thread, this one reads it all.
+        let Ok(handle) = spawned else {
+            return names::for_each_until(text, None, |name, prev| c.add_after(name, prev));
+        };
+        let first =
+            names::for_each_until(text, Some(boundary), |name, prev| c.add_after(name, prev));
+        match handle.join() {
+            Ok(r) => rest = Some(r),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+        first
+    });
+    match (first?, rest) {
+        (names::Reached::End(all), _) => Ok(all),
+        (names::Reached::Boundary, Some(rest)) => {
+            if !rest? {
+                return Ok(false);
+            }
+            c.absorb(second)?;
+            Ok(true)
+        }
+        (names::Reached::Boundary, None) => Ok(false),
+    }
+}
+
+/// Checks that `body` is an inventory (a JSON array of names, entry
+/// objects or target groups) and hands each element to `c`, in order, as
+/// it is read, with the full JSON reader.
+fn walk(body: &[u8], c: &mut Collector) -> Result<(), ShapeError> {
+    let skip = preamble(body)?;
+    let body = body.get(skip..).unwrap_or_default();
     let mut walk = Walk {
         c,
         object: Object::default(),

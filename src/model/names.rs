@@ -2,6 +2,10 @@
 //! strings (printable ASCII without `"` or `\`). It reads exactly
 //! `ws [ ws ( "plain" ws ( , ws "plain" ws )* )? ] ws` and gives up on
 //! anything else, which is left to the full JSON reader.
+//!
+//! A long array can be read in two parts at once: from the start up to a
+//! guessed element boundary, and from there to the end. The first part
+//! confirms the guess by reaching it; if it does not, it reads on alone.
 
 /// JSON whitespace.
 fn skip_ws(b: &[u8], mut i: usize) -> usize {
@@ -34,6 +38,17 @@ fn string_end(b: &[u8], start: usize) -> Option<usize> {
     (b.get(end) == Some(&b'"')).then_some(end)
 }
 
+/// How reading up to a boundary ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reached {
+    /// Read to the end of the body: every string (`true`), or it turned
+    /// out not to be an array of plain strings (`false`).
+    End(bool),
+    /// An element follows a comma at the boundary, and every string before
+    /// it was handed over: the rest is read from there.
+    Boundary,
+}
+
 /// Hands each string of `body`, in order, to `each` with the string before
 /// it, when `body` is an array of plain strings: `Ok(true)` once all are
 /// read, `Ok(false)` as soon as the body turns out to be anything else (the
@@ -41,31 +56,67 @@ fn string_end(b: &[u8], start: usize) -> Option<usize> {
 /// `each`, at once.
 pub fn for_each<'a, E>(
     body: &'a [u8],
-    mut each: impl FnMut(&'a str, Option<&'a str>) -> Result<(), E>,
+    each: impl FnMut(&'a str, Option<&'a str>) -> Result<(), E>,
 ) -> Result<bool, E> {
-    // One check for the whole body: the strings are then sliced for free.
-    let Ok(text) = std::str::from_utf8(body) else {
-        return Ok(false);
-    };
-    let b = text.as_bytes();
+    match for_each_until(body, None, each)? {
+        Reached::End(all) => Ok(all),
+        Reached::Boundary => Ok(false),
+    }
+}
+
+/// As [`for_each`], stopping at `boundary` when the element after some
+/// comma starts there (whitespace between them aside), so that
+/// [`for_each_from`] reads the rest. Otherwise it reads to the end.
+pub fn for_each_until<'a, E>(
+    body: &'a [u8],
+    boundary: Option<usize>,
+    mut each: impl FnMut(&'a str, Option<&'a str>) -> Result<(), E>,
+) -> Result<Reached, E> {
+    let b = body;
     let mut i = skip_ws(b, 0);
     if b.get(i) != Some(&b'[') {
-        return Ok(false);
+        return Ok(Reached::End(false));
     }
     i = skip_ws(b, i + 1);
     if b.get(i) == Some(&b']') {
-        return Ok(skip_ws(b, i + 1) == b.len());
+        return Ok(Reached::End(skip_ws(b, i + 1) == b.len()));
     }
+    let stop = boundary.unwrap_or(usize::MAX);
     let mut prev = None;
     loop {
-        if b.get(i) != Some(&b'"') {
-            return Ok(false);
-        }
-        let start = i + 1;
-        let Some(end) = string_end(b, start) else {
-            return Ok(false);
+        let Some((s, end)) = element(b, i) else {
+            return Ok(Reached::End(false));
         };
-        let Some(s) = text.get(start..end) else {
+        each(s, prev)?;
+        prev = Some(s);
+        i = skip_ws(b, end + 1);
+        match b.get(i) {
+            Some(b',') => {
+                let comma = i;
+                i = skip_ws(b, i + 1);
+                if comma < stop && i >= stop {
+                    return Ok(Reached::Boundary);
+                }
+            }
+            Some(b']') => return Ok(Reached::End(skip_ws(b, i + 1) == b.len())),
+            _ => return Ok(Reached::End(false)),
+        }
+    }
+}
+
+/// The rest of the array that [`for_each_until`] stopped at `boundary`
+/// for: as [`for_each`], reading elements from `boundary` on as after a
+/// comma. The first string is handed over without the one before it.
+pub fn for_each_from<'a, E>(
+    body: &'a [u8],
+    boundary: usize,
+    mut each: impl FnMut(&'a str, Option<&'a str>) -> Result<(), E>,
+) -> Result<bool, E> {
+    let b = body;
+    let mut i = skip_ws(b, boundary);
+    let mut prev = None;
+    loop {
+        let Some((s, end)) = element(b, i) else {
             return Ok(false);
         };
         each(s, prev)?;
@@ -79,6 +130,34 @@ pub fn for_each<'a, E>(
     }
 }
 
+/// The plain string whose opening quote is at `i`, and the index of its
+/// closing quote. Its bytes are ASCII, so it is always UTF-8.
+fn element(b: &[u8], i: usize) -> Option<(&str, usize)> {
+    if b.get(i) != Some(&b'"') {
+        return None;
+    }
+    let start = i + 1;
+    let end = string_end(b, start)?;
+    let s = std::str::from_utf8(b.get(start..end)?).ok()?;
+    Some((s, end))
+}
+
+/// A boundary near `at` for reading a long array in two parts: just after
+/// the first comma from `at` on whose next byte past whitespace is `"`.
+/// A guess (the comma may sit inside a string), which
+/// [`for_each_until`] confirms or ignores.
+pub fn boundary_near(body: &[u8], at: usize) -> Option<usize> {
+    let rest = body.get(at..)?;
+    let mut from = 0;
+    loop {
+        let comma = from + rest.get(from..)?.iter().position(|&c| c == b',')?;
+        let next = skip_ws(rest, comma + 1);
+        if rest.get(next) == Some(&b'"') {
+            return at.checked_add(comma + 1);
+        }
+        from = comma + 1;
+    }
+}
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,6 +232,71 @@ mod tests {
             assert_eq!(names(body), None, "{body:?}");
         }
         assert!(!for_each(b"[\"a\xff\"]", |_, _| Ok::<(), ()>(())).unwrap());
+    }
+
+    /// The strings of `body` read in two parts at `boundary`, or `None`
+    /// when given up; and whether the first part stopped there.
+    fn read_split(body: &str, boundary: usize) -> (Option<Vec<String>>, bool) {
+        let mut got = Vec::new();
+        let reached = for_each_until(body.as_bytes(), Some(boundary), |s, _| {
+            got.push(s.to_string());
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+        match reached {
+            Reached::End(all) => (all.then_some(got), false),
+            Reached::Boundary => {
+                let all = for_each_from(body.as_bytes(), boundary, |s, _| {
+                    got.push(s.to_string());
+                    Ok::<(), ()>(())
+                })
+                .unwrap();
+                (all.then_some(got), true)
+            }
+        }
+    }
+
+    #[test]
+    fn two_parts_read_what_one_pass_reads_at_every_boundary() {
+        for body in [
+            r#"["a", "b", "c"]"#,
+            " [ \"a\" ,\n \"b\",\"\" , \"c\" ] \n",
+            r#"["a, ", "b", " ,c"]"#,
+            r#"["a", "b"]]"#,
+            r#"["a", "b",]"#,
+            r#"["a", "b\n"]"#,
+            r#"["a", 1, "b"]"#,
+            r#"["a"]"#,
+            "[]",
+            "[\"a\", \"\u{e9}\"]",
+        ] {
+            let whole = names(body);
+            let mut split = 0;
+            for boundary in 0..=body.len() + 1 {
+                let (got, stopped) = read_split(body, boundary);
+                assert_eq!(got, whole, "{body:?} at {boundary}");
+                split += usize::from(stopped);
+            }
+            let commas = whole.as_ref().map_or(0, |w| w.len().saturating_sub(1));
+            if whole.is_some() {
+                assert!(split >= commas, "{body:?}: {split} boundaries taken");
+            }
+        }
+    }
+
+    #[test]
+    fn the_boundary_guess_is_just_after_a_comma_before_a_quote() {
+        let body = br#"["a,b", "c" , "d"]"#;
+        assert_eq!(boundary_near(body, 0), Some(7));
+        assert_eq!(boundary_near(body, 7), Some(13));
+        assert_eq!(boundary_near(body, 14), None);
+        assert_eq!(boundary_near(body, 100), None);
+        // Inside a string that holds `, "`: a guess the reader refuses.
+        let body = br#"["x, ", "y"]"#;
+        let guess = boundary_near(body, 0).unwrap();
+        assert_eq!(guess, 4);
+        let r = for_each_until(body, Some(guess), |_, _| Ok::<(), ()>(())).unwrap();
+        assert_eq!(r, Reached::End(true));
     }
 
     #[test]

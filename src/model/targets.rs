@@ -7,7 +7,7 @@ use std::collections::{BinaryHeap, HashMap};
 use std::fmt;
 use std::hash::BuildHasher;
 use std::io::{self, BufWriter, Write};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::ser::SerializeSeq;
@@ -116,6 +116,15 @@ pub fn port_digits(port: u16, buf: &mut [u8; 5]) -> &[u8] {
 pub struct TargetList {
     hosts: Vec<u8>,
     spans: Vec<u64>,
+    /// When hosts are read in place: the body they lie in, shared by the
+    /// lists read from its parts. `hosts` then holds only the hosts found
+    /// elsewhere, at offsets from `base` (the body's length) on.
+    body: Option<Arc<Vec<u8>>>,
+    base: usize,
+    /// Every host in `body` is plain text, as [`TargetList::plain_text`].
+    body_plain: bool,
+    /// The span of the first host pushed, which `shared` is counted from.
+    first: Option<u64>,
     /// Capacity at which the spans are next de-duplicated before growing.
     compact_at: usize,
     /// How many bytes every host pushed starts with (those of the first):
@@ -157,6 +166,102 @@ impl TargetList {
         TargetList::default()
     }
 
+    /// A list whose hosts are taken in place wherever they lie in `body`
+    /// (copied only when they do not). `plain`: every host in the body is
+    /// plain text, so that a render may copy it as it is.
+    pub fn reading(body: Arc<Vec<u8>>, plain: bool) -> TargetList {
+        TargetList {
+            base: body.len(),
+            body: Some(body),
+            body_plain: plain,
+            ..TargetList::default()
+        }
+    }
+
+    /// Where `bytes` lies in the body read in place, if it does.
+    fn in_body(&self, bytes: &[u8]) -> Option<usize> {
+        let body = self.body.as_deref()?;
+        let at = (bytes.as_ptr() as usize).wrapping_sub(body.as_ptr() as usize);
+        let found = body.get(at..at.checked_add(bytes.len())?)?;
+        std::ptr::eq(found.as_ptr(), bytes.as_ptr()).then_some(at)
+    }
+
+    /// The text that holds the bytes at `offset`, and where they start in it.
+    fn locate(&self, offset: usize) -> (&[u8], usize) {
+        match offset.checked_sub(self.base) {
+            Some(at) => (&self.hosts, at),
+            None => (self.body.as_deref().map_or(&[][..], Vec::as_slice), offset),
+        }
+    }
+
+    /// Ends reading in place: the body becomes the list's own text, with
+    /// the hosts found elsewhere after it, where their offsets point.
+    fn own_text(&mut self) {
+        let Some(body) = self.body.take() else {
+            return;
+        };
+        // Only a list still reading from the same body would need a copy.
+        let mut text = Arc::try_unwrap(body).unwrap_or_else(|shared| shared.as_ref().clone());
+        text.truncate(self.base);
+        text.extend_from_slice(&self.hosts);
+        self.hosts = text;
+        self.base = 0;
+    }
+
+    /// Moves the targets of `other` after these: for lists read from parts
+    /// of one body, at once; otherwise one by one.
+    pub fn append(&mut self, other: TargetList) -> Result<(), CapacityError> {
+        let same_body = match (&self.body, &other.body) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        };
+        if !same_body || self.tracked || other.tracked {
+            for &span in &other.spans {
+                self.push_bytes(other.host(span), span_port(span), 0)?;
+            }
+            return Ok(());
+        }
+        // Offsets into `other.hosts` move past these hosts.
+        let shift = u64::try_from(self.hosts.len()).unwrap_or(u64::MAX);
+        let base = u64::try_from(self.base).unwrap_or(u64::MAX);
+        let moved = |span: u64| {
+            let offset = span >> (LEN_BITS + PORT_BITS);
+            if offset < base {
+                return Some(span);
+            }
+            let offset = offset
+                .checked_add(shift)
+                .filter(|&o| o < 1 << OFFSET_BITS)?;
+            Some(offset << (LEN_BITS + PORT_BITS) | span & TAIL_MASK)
+        };
+        let too_many = || CapacityError("too many targets to hold".into());
+        let no_memory = || CapacityError("out of memory for targets".into());
+        self.spans
+            .try_reserve(other.spans.len())
+            .map_err(|_| no_memory())?;
+        self.hosts
+            .try_reserve(other.hosts.len())
+            .map_err(|_| no_memory())?;
+        for &span in &other.spans {
+            self.spans.push(moved(span).ok_or_else(too_many)?);
+        }
+        self.hosts.extend_from_slice(&other.hosts);
+        match (self.first, other.first) {
+            (None, Some(first)) => {
+                self.first = moved(first);
+                self.shared = other.shared;
+            }
+            (Some(mine), Some(theirs)) => {
+                let a = self.host(mine).get(..self.shared).unwrap_or_default();
+                let b = other.host(theirs).get(..other.shared).unwrap_or_default();
+                self.shared = a.iter().zip(b).take_while(|(x, y)| x == y).count();
+            }
+            (_, None) => {}
+        }
+        self.plain = false;
+        Ok(())
+    }
+
     /// Adds one target. A repeat of the target added just before is skipped
     /// at once; other duplicates go in [`TargetList::finish`].
     pub fn push(&mut self, host: &str, port: u16) -> Result<(), CapacityError> {
@@ -188,7 +293,11 @@ impl TargetList {
     /// As [`TargetList::push`]; `seq` is the entry's number in document
     /// order, kept when tracked.
     fn push_seq(&mut self, host: &str, port: u16, seq: u32) -> Result<(), CapacityError> {
-        let bytes = host.as_bytes();
+        self.push_bytes(host.as_bytes(), port, seq)
+    }
+
+    /// As [`TargetList::push_seq`], for a host's bytes (UTF-8).
+    fn push_bytes(&mut self, bytes: &[u8], port: u16, seq: u32) -> Result<(), CapacityError> {
         // Unknown again until the next finish.
         self.plain = false;
         let len = u64::try_from(bytes.len())
@@ -207,16 +316,21 @@ impl TargetList {
                 }
             }
         }
-        let offset = u64::try_from(self.hosts.len())
+        let in_body = self.in_body(bytes);
+        let offset = in_body
+            .unwrap_or_else(|| self.base.saturating_add(self.hosts.len()))
+            .try_into()
             .ok()
-            .filter(|&o| o < 1 << OFFSET_BITS)
+            .filter(|&o: &u64| o < 1 << OFFSET_BITS)
             .ok_or_else(|| CapacityError("too many targets to hold".into()))?;
         let count = self.spans.len();
         let no_memory =
             |what: &str| CapacityError(format!("out of memory for {what} after {count} targets"));
-        self.hosts
-            .try_reserve(bytes.len())
-            .map_err(|_| no_memory("host names"))?;
+        if in_body.is_none() {
+            self.hosts
+                .try_reserve(bytes.len())
+                .map_err(|_| no_memory("host names"))?;
+        }
         if self.spans.len() == self.spans.capacity() {
             self.make_room().map_err(|_| no_memory("targets"))?;
         }
@@ -226,16 +340,23 @@ impl TargetList {
                 .map_err(|_| no_memory("duplicate checks"))?;
             self.meta.push(u64::from(seq) << 32);
         }
-        if self.hosts.is_empty() && self.spans.is_empty() {
-            self.shared = bytes.len();
-        } else {
-            let first = self.hosts.get(..self.shared).unwrap_or_default();
-            if !bytes.starts_with(first) {
-                self.shared = first.iter().zip(bytes).take_while(|(a, b)| a == b).count();
+        let span = offset << (LEN_BITS + PORT_BITS) | tail;
+        match self.first {
+            None => {
+                self.shared = bytes.len();
+                self.first = Some(span);
+            }
+            Some(first) => {
+                let first = self.host(first).get(..self.shared).unwrap_or_default();
+                if !bytes.starts_with(first) {
+                    self.shared = first.iter().zip(bytes).take_while(|(a, b)| a == b).count();
+                }
             }
         }
-        self.hosts.extend_from_slice(bytes);
-        self.spans.push(offset << (LEN_BITS + PORT_BITS) | tail);
+        if in_body.is_none() {
+            self.hosts.extend_from_slice(bytes);
+        }
+        self.spans.push(span);
         Ok(())
     }
 
@@ -273,6 +394,7 @@ impl TargetList {
     /// one host: the first of them in byte order stays, as written.
     pub fn finish(&mut self) {
         self.plain = self.needs_no_escape();
+        self.own_text();
         if self.has_upper_case() {
             self.sort_dedup(true);
         }
@@ -283,8 +405,12 @@ impl TargetList {
     }
 
     /// Whether no host has a control character, `"` or `\\` (looked for
-    /// in blocks without an early exit, so that they vectorise).
+    /// in blocks without an early exit, so that they vectorise). Hosts
+    /// read in place are as the reader said.
     fn needs_no_escape(&self) -> bool {
+        if self.body.is_some() && !self.body_plain {
+            return false;
+        }
         !self.hosts.chunks(4096).any(|block| {
             block
                 .iter()
@@ -299,7 +425,8 @@ impl TargetList {
     }
 
     /// Whether some host has upper-case letters, so that case variants
-    /// may exist. Every host pushed is in `hosts`.
+    /// may exist. Every host pushed is in `hosts` (with the text around
+    /// them, when they were read in place: a false alarm costs a pass).
     fn has_upper_case(&self) -> bool {
         // Blocks without an early exit in them, so that they vectorise.
         self.hosts.chunks(4096).any(|block| {
@@ -606,9 +733,8 @@ impl TargetList {
     fn host(&self, span: u64) -> &[u8] {
         let offset = usize::try_from(span >> (LEN_BITS + PORT_BITS)).unwrap_or(usize::MAX);
         let len = ((span >> PORT_BITS) & ((1 << LEN_BITS) - 1)) as usize;
-        self.hosts
-            .get(offset..offset.saturating_add(len))
-            .unwrap_or_default()
+        let (text, at) = self.locate(offset);
+        text.get(at..at.saturating_add(len)).unwrap_or_default()
     }
 
     /// Bytes `depth..depth + 8` of a span's text, big-endian from the top
@@ -626,13 +752,14 @@ impl TargetList {
                 _ => (0, 0),
             };
         };
-        let start = offset.saturating_add(depth);
+        let (text, at) = self.locate(offset);
+        let start = at.saturating_add(depth);
         // Eight bytes from `start`, past the host when the buffer has them.
-        let word = match self.hosts.get(start..start.saturating_add(8)) {
+        let word = match text.get(start..start.saturating_add(8)) {
             Some(w) => <[u8; 8]>::try_from(w).map_or(0, u64::from_be_bytes),
             None => {
                 let mut buf = [0u8; 8];
-                let host = self.hosts.get(start..).unwrap_or_default();
+                let host = text.get(start..).unwrap_or_default();
                 for (d, &b) in buf.iter_mut().zip(host) {
                     *d = b;
                 }
@@ -867,6 +994,8 @@ pub struct Entries {
     label_budget: Option<usize>,
     /// What the label sets cost so far, as [`label_set_cost`] counts it.
     label_cost: usize,
+    /// Hosts are read in place from this body: see [`TargetList::reading`].
+    body: Option<Arc<Vec<u8>>>,
 }
 
 /// Bytes one label set is counted as: it is held twice while collecting
@@ -911,6 +1040,12 @@ impl Entries {
         self.label_budget = Some(bytes);
     }
 
+    /// Takes the hosts of groups made from now on in place from `body`,
+    /// whose hosts are all plain text: see [`TargetList::reading`].
+    pub fn read_in_place(&mut self, body: Arc<Vec<u8>>) {
+        self.body = Some(body);
+    }
+
     /// Adds one entry: its address and its labels. The same address in
     /// other groups is resolved at [`Entries::finish`].
     pub fn push(
@@ -937,7 +1072,10 @@ impl Entries {
             )));
         }
         self.label_cost = cost;
-        let mut list = TargetList::new();
+        let mut list = match &self.body {
+            Some(body) => TargetList::reading(Arc::clone(body), true),
+            None => TargetList::new(),
+        };
         if i >= 1 {
             // A second label set: from now on every entry is numbered.
             if let Some((_, first)) = self.groups.first_mut() {
@@ -966,6 +1104,23 @@ impl Entries {
         }
     }
 
+    /// Moves the targets of `list` after those of group `g`: a list read
+    /// from a later part of the same body, see [`TargetList::append`].
+    pub fn append_to(&mut self, g: usize, list: TargetList) -> Result<(), CapacityError> {
+        match self.groups.get_mut(g) {
+            Some((_, mine)) => mine.append(list),
+            None => Err(CapacityError("lost a target group".into())),
+        }
+    }
+
+    /// The targets of group `g`, taken out of it.
+    pub fn take_group(&mut self, g: usize) -> TargetList {
+        self.groups
+            .get_mut(g)
+            .map(|(_, list)| std::mem::take(list))
+            .unwrap_or_default()
+    }
+
     /// Counts one more entry of the address added last to group `g`.
     pub fn repeat_last(&mut self, g: usize) {
         if let Some((_, list)) = self.groups.get_mut(g) {
@@ -978,6 +1133,8 @@ impl Entries {
     /// An address in several groups stays only in the group of its first
     /// entry; the others' entries are returned as conflicting duplicates.
     pub fn finish(&mut self) -> Conflicts {
+        // The lists take the body over as their own text.
+        self.body = None;
         let conflicts = if self.seq > 0 {
             self.resolve_conflicts()
         } else {
@@ -1416,6 +1573,71 @@ mod tests {
                 ("environment".into(), "production".into()),
             ],
         }
+    }
+
+    /// The slice of `body` that holds `text`.
+    fn within<'a>(body: &'a [u8], text: &str) -> &'a str {
+        let at = body
+            .windows(text.len())
+            .position(|w| w == text.as_bytes())
+            .unwrap();
+        std::str::from_utf8(&body[at..at + text.len()]).unwrap()
+    }
+
+    #[test]
+    fn hosts_read_in_place_stay_in_the_body() {
+        let body = Arc::new(br#"["web-b", "web-a", "web-a"]"#.to_vec());
+        let mut l = TargetList::reading(Arc::clone(&body), true);
+        for h in ["web-b", "web-a"] {
+            l.push(within(&body, h), 9100).unwrap();
+        }
+        // Not in the body: copied.
+        l.push("[::1]", 80).unwrap();
+        l.push("web-ab", 1).unwrap();
+        assert_eq!(l.hosts, b"[::1]web-ab");
+        assert_eq!(l.shared, 0);
+        drop(body);
+        l.finish();
+        assert!(l.body.is_none() && l.plain_text());
+        assert_eq!(
+            l.to_strings(),
+            ["[::1]:80", "web-a:9100", "web-ab:1", "web-b:9100"]
+        );
+    }
+
+    #[test]
+    fn lists_read_from_parts_of_one_body_append_as_one() {
+        let text = br#"["web-b", "web-a", "web-c", "db-a"]"#;
+        let body = Arc::new(text.to_vec());
+        let (mut a, mut b) = (
+            TargetList::reading(Arc::clone(&body), true),
+            TargetList::reading(Arc::clone(&body), true),
+        );
+        a.push(within(&body, "web-b"), 1).unwrap();
+        a.push("web-x", 2).unwrap();
+        b.push("web-y", 3).unwrap();
+        b.push(within(&body, "web-c"), 4).unwrap();
+        b.push(within(&body, "web-a"), 5).unwrap();
+        a.append(b).unwrap();
+        assert_eq!(a.shared, 4);
+        assert_eq!(a.hosts, b"web-xweb-y");
+        let mut c = TargetList::reading(Arc::clone(&body), true);
+        c.push(within(&body, "db-a"), 6).unwrap();
+        a.append(c).unwrap();
+        assert_eq!(a.shared, 0);
+        // A list of its own text takes the others one by one.
+        let mut own = TargetList::new();
+        own.push("web-z", 7).unwrap();
+        own.append(a.clone()).unwrap();
+        drop(body);
+        a.finish();
+        own.finish();
+        let want = [
+            "db-a:6", "web-a:5", "web-b:1", "web-c:4", "web-x:2", "web-y:3",
+        ];
+        assert_eq!(a.to_strings(), want);
+        assert_eq!(own.to_strings()[..6], want);
+        assert_eq!(own.len(), 7);
     }
 
     #[test]
