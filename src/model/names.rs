@@ -70,9 +70,24 @@ pub fn for_each<'a, E>(
 pub fn for_each_until<'a, E>(
     body: &'a [u8],
     boundary: Option<usize>,
-    mut each: impl FnMut(&'a str, Option<&'a str>) -> Result<(), E>,
+    each: impl FnMut(&'a str, Option<&'a str>) -> Result<(), E>,
 ) -> Result<Reached, E> {
     let b = body;
+    // The bytes up to the boundary are checked as text once; the rest only
+    // if reading goes past it (a wrong guess). A body with any byte beyond
+    // ASCII is never an array of plain strings.
+    let stop = boundary.map_or(b.len(), |at| at.min(b.len()));
+    let Some(head) = b.get(..stop).and_then(|h| std::str::from_utf8(h).ok()) else {
+        return Ok(Reached::End(false));
+    };
+    let whole = std::cell::OnceCell::new();
+    let text = |start: usize, end: usize| {
+        if end <= stop {
+            return head.get(start..end);
+        }
+        let whole: &Option<&'a str> = whole.get_or_init(|| std::str::from_utf8(b).ok());
+        whole.and_then(|t| t.get(start..end))
+    };
     let mut i = skip_ws(b, 0);
     if b.get(i) != Some(&b'[') {
         return Ok(Reached::End(false));
@@ -81,10 +96,51 @@ pub fn for_each_until<'a, E>(
     if b.get(i) == Some(&b']') {
         return Ok(Reached::End(skip_ws(b, i + 1) == b.len()));
     }
-    let stop = boundary.unwrap_or(usize::MAX);
+    elements(b, i, boundary.unwrap_or(usize::MAX), text, each)
+}
+
+/// The rest of the array that [`for_each_until`] stopped at `boundary`
+/// for: as [`for_each`], reading elements from `boundary` on as after a
+/// comma. The first string is handed over without the one before it.
+pub fn for_each_from<'a, E>(
+    body: &'a [u8],
+    boundary: usize,
+    each: impl FnMut(&'a str, Option<&'a str>) -> Result<(), E>,
+) -> Result<bool, E> {
+    let Some(rest) = body
+        .get(boundary..)
+        .and_then(|r| std::str::from_utf8(r).ok())
+    else {
+        return Ok(false);
+    };
+    let b = rest.as_bytes();
+    let text = |start: usize, end: usize| rest.get(start..end);
+    match elements(b, skip_ws(b, 0), usize::MAX, text, each)? {
+        Reached::End(all) => Ok(all),
+        Reached::Boundary => Ok(false),
+    }
+}
+
+/// Reads elements from `i`, where one must start, to the end of the array,
+/// stopping at `stop` as [`for_each_until`] does. `text` gives bytes
+/// `start..end` of `b` as a string.
+fn elements<'a, E>(
+    b: &'a [u8],
+    mut i: usize,
+    stop: usize,
+    text: impl Fn(usize, usize) -> Option<&'a str>,
+    mut each: impl FnMut(&'a str, Option<&'a str>) -> Result<(), E>,
+) -> Result<Reached, E> {
     let mut prev = None;
     loop {
-        let Some((s, end)) = element(b, i) else {
+        if b.get(i) != Some(&b'"') {
+            return Ok(Reached::End(false));
+        }
+        let start = i + 1;
+        let Some(end) = string_end(b, start) else {
+            return Ok(Reached::End(false));
+        };
+        let Some(s) = text(start, end) else {
             return Ok(Reached::End(false));
         };
         each(s, prev)?;
@@ -102,44 +158,6 @@ pub fn for_each_until<'a, E>(
             _ => return Ok(Reached::End(false)),
         }
     }
-}
-
-/// The rest of the array that [`for_each_until`] stopped at `boundary`
-/// for: as [`for_each`], reading elements from `boundary` on as after a
-/// comma. The first string is handed over without the one before it.
-pub fn for_each_from<'a, E>(
-    body: &'a [u8],
-    boundary: usize,
-    mut each: impl FnMut(&'a str, Option<&'a str>) -> Result<(), E>,
-) -> Result<bool, E> {
-    let b = body;
-    let mut i = skip_ws(b, boundary);
-    let mut prev = None;
-    loop {
-        let Some((s, end)) = element(b, i) else {
-            return Ok(false);
-        };
-        each(s, prev)?;
-        prev = Some(s);
-        i = skip_ws(b, end + 1);
-        match b.get(i) {
-            Some(b',') => i = skip_ws(b, i + 1),
-            Some(b']') => return Ok(skip_ws(b, i + 1) == b.len()),
-            _ => return Ok(false),
-        }
-    }
-}
-
-/// The plain string whose opening quote is at `i`, and the index of its
-/// closing quote. Its bytes are ASCII, so it is always UTF-8.
-fn element(b: &[u8], i: usize) -> Option<(&str, usize)> {
-    if b.get(i) != Some(&b'"') {
-        return None;
-    }
-    let start = i + 1;
-    let end = string_end(b, start)?;
-    let s = std::str::from_utf8(b.get(start..end)?).ok()?;
-    Some((s, end))
 }
 
 /// A boundary near `at` for reading a long array in two parts: just after

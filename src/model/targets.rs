@@ -710,6 +710,24 @@ impl TargetList {
         self.spans.iter().map(|&s| (self.host(s), span_port(s)))
     }
 
+    /// As [`TargetList::parts`], each host with the bytes that follow it in
+    /// the list's text, up to `W` in all (fewer near the text's end): a
+    /// render can copy a fixed `W` bytes and keep the host's length.
+    pub fn parts_padded<const W: usize>(
+        &self,
+    ) -> impl Iterator<Item = (&[u8], Option<&[u8; W]>, u16)> + '_ {
+        self.spans.iter().map(|&s| {
+            let offset = usize::try_from(s >> (LEN_BITS + PORT_BITS)).unwrap_or(usize::MAX);
+            let len = ((s >> PORT_BITS) & ((1 << LEN_BITS) - 1)) as usize;
+            let (text, at) = self.locate(offset);
+            let host = text.get(at..at.saturating_add(len)).unwrap_or_default();
+            let padded = text
+                .get(at..at.saturating_add(W))
+                .and_then(|w| <&[u8; W]>::try_from(w).ok());
+            (host, padded, span_port(s))
+        })
+    }
+
     /// One target's `host:port`.
     fn text(&self, span: u64) -> String {
         TargetText::new(self.host(span), span_port(span))

@@ -29,16 +29,19 @@ pub fn render_to(w: &mut dyn Write, groups: &[TargetGroup]) -> io::Result<()> {
             out.put(b"[]");
         } else {
             out.put(b"[");
-            // The separator and the `:port"` end are made once, not per
-            // target: most targets share one port.
-            let mut sep: &[u8] = b"\n      ";
-            let mut tail = PortTail::default();
-            let plain = g.targets.plain_text();
-            for (host, port) in g.targets.parts() {
-                out.put(sep);
-                sep = b",\n      ";
-                out.target(host, port, &mut tail, plain)?;
-                out.ship()?;
+            if g.targets.plain_text() {
+                out.plain_targets(&g.targets)?;
+            } else {
+                // The `:port"` end is made once, not per target: most
+                // targets share one port.
+                let mut sep: &[u8] = b"\n      ";
+                let mut tail = PortTail::default();
+                for (host, port) in g.targets.parts() {
+                    out.put(sep);
+                    sep = b",\n      ";
+                    out.target(host, port, &mut tail)?;
+                    out.ship()?;
+                }
             }
             out.put(b"\n    ]");
         }
@@ -64,20 +67,26 @@ pub fn render_to(w: &mut dyn Write, groups: &[TargetGroup]) -> io::Result<()> {
     out.finish()
 }
 
-/// `:port"` for the last port asked for.
+/// `:port"` for the last port asked for (in eight bytes, the rest zero).
 #[derive(Default)]
 struct PortTail {
     port: Option<u16>,
-    text: [u8; 7],
+    text: [u8; 8],
     len: usize,
 }
 
 impl PortTail {
     fn of(&mut self, port: u16) -> &[u8] {
+        let (text, len) = self.padded(port);
+        text.get(..len).unwrap_or_default()
+    }
+
+    /// As [`PortTail::of`], padded to eight bytes, and its length.
+    fn padded(&mut self, port: u16) -> (&[u8; 8], usize) {
         if self.port != Some(port) {
             let mut digits = [0u8; 5];
             let digits = targets::port_digits(port, &mut digits);
-            let mut text = [0u8; 7];
+            let mut text = [0u8; 8];
             let mut len = 0;
             for &b in [b':'].iter().chain(digits).chain([b'"'].iter()) {
                 if let Some(t) = text.get_mut(len) {
@@ -91,9 +100,12 @@ impl PortTail {
                 len,
             };
         }
-        self.text.get(..self.len).unwrap_or_default()
+        (&self.text, self.len)
     }
 }
+
+/// Host bytes copied at once when a host is no longer than this.
+const PAD: usize = 32;
 
 /// Size of the pieces handed to the writer.
 const CHUNK: usize = 64 * 1024;
@@ -123,20 +135,43 @@ impl Chunks<'_> {
         serde_json::to_writer(&mut self.buf, text).map_err(io::Error::from)
     }
 
-    /// `"host:port"`, without building the text first. `plain`: the list
-    /// is known to need no escaping.
-    fn target(
-        &mut self,
-        host: &[u8],
-        port: u16,
-        tail: &mut PortTail,
-        plain: bool,
-    ) -> io::Result<()> {
+    /// The targets of a list known to need no escaping, each as
+    /// `"host:port"` after its separator. Every piece is copied as a fixed
+    /// number of bytes and cut back to its length: short copies of a known
+    /// size need no call to `memcpy`.
+    fn plain_targets(&mut self, list: &targets::TargetList) -> io::Result<()> {
+        let mut tail = PortTail::default();
+        let mut first = true;
+        for (host, padded, port) in list.parts_padded::<PAD>() {
+            if first {
+                self.buf.extend_from_slice(b"\n      \"");
+                first = false;
+            } else {
+                self.buf.extend_from_slice(b",\n      \"");
+            }
+            let at = self.buf.len();
+            match padded {
+                Some(window) if host.len() <= PAD => {
+                    self.buf.extend_from_slice(window);
+                    self.buf.truncate(at + host.len());
+                }
+                _ => self.buf.extend_from_slice(host),
+            }
+            let (text, len) = tail.padded(port);
+            let at = self.buf.len();
+            self.buf.extend_from_slice(text);
+            self.buf.truncate(at + len);
+            self.ship()?;
+        }
+        Ok(())
+    }
+
+    /// `"host:port"`, without building the text first.
+    fn target(&mut self, host: &[u8], port: u16, tail: &mut PortTail) -> io::Result<()> {
         // No early exit: the check runs over the whole (short) host at once.
-        let plain = plain
-            || host
-                .iter()
-                .fold(true, |ok, &b| ok & (b >= 0x20) & (b != b'"') & (b != b'\\'));
+        let plain = host
+            .iter()
+            .fold(true, |ok, &b| ok & (b >= 0x20) & (b != b'"') & (b != b'\\'));
         if !plain {
             return self.string(targets::TargetText::new(host, port).as_bytes());
         }
@@ -227,5 +262,23 @@ mod tests {
         let refs: Vec<(&str, u16)> = hosts.iter().map(|(h, p)| (h.as_str(), *p)).collect();
         let big = [group(&refs, &labels), group(&refs[..10], &odd)];
         assert_eq!(render(&big), targets::render(&big).unwrap());
+    }
+
+    #[test]
+    fn hosts_of_every_length_render_whole() {
+        // Around the fixed copy's width, and the last host at the very end
+        // of the list's text, where fewer bytes follow it.
+        let hosts: Vec<(String, u16)> = (1..=3 * PAD)
+            .map(|n| ("h".repeat(n), [1, 80, 9100, 65535][n % 4]))
+            .collect();
+        for n in [1, 2, PAD, hosts.len()] {
+            let refs: Vec<(&str, u16)> = hosts[..n].iter().map(|(h, p)| (h.as_str(), *p)).collect();
+            let groups = [group(&refs, &[("job", "j")])];
+            assert!(groups[0].targets.plain_text());
+            assert_eq!(
+                String::from_utf8(render(&groups)).unwrap(),
+                String::from_utf8(targets::render(&groups).unwrap()).unwrap()
+            );
+        }
     }
 }
