@@ -535,35 +535,25 @@ fn read_plain(
     // The second part goes to a collector of its own, merged after.
     let mut second = c.sibling();
     second.v.targets.read_in_place(Arc::clone(body));
-    let mut rest = None;
-    let first = std::thread::scope(|s| {
-        let spawned = std::thread::Builder::new()
-            .name("parse".into())
-            .spawn_scoped(s, || {
-                names::for_each_from(text, boundary, |name, prev| second.add_after(name, prev))
-            });
-        // Without a second thread, this one reads it all.
-        let Ok(handle) = spawned else {
-            return names::for_each_until(text, None, |name, prev| c.add_after(name, prev));
-        };
-        let first =
-            names::for_each_until(text, Some(boundary), |name, prev| c.add_after(name, prev));
-        match handle.join() {
-            Ok(r) => rest = Some(r),
-            Err(panic) => std::panic::resume_unwind(panic),
-        }
-        first
-    });
-    match (first?, rest) {
-        (names::Reached::End(all), _) => Ok(all),
-        (names::Reached::Boundary, Some(rest)) => {
+    let (mut first, mut rest) = (Ok(names::Reached::End(false)), Ok(false));
+    // Without a second thread, the second part is read after the first.
+    crate::model::par::both(
+        "parse",
+        || {
+            first =
+                names::for_each_until(text, Some(boundary), |name, prev| c.add_after(name, prev));
+        },
+        || rest = names::for_each_from(text, boundary, |name, prev| second.add_after(name, prev)),
+    );
+    match first? {
+        names::Reached::End(all) => Ok(all),
+        names::Reached::Boundary => {
             if !rest? {
                 return Ok(false);
             }
             c.absorb(second)?;
             Ok(true)
         }
-        (names::Reached::Boundary, None) => Ok(false),
     }
 }
 

@@ -5,6 +5,7 @@ pub mod address;
 pub mod inventory;
 pub mod labels;
 pub mod names;
+pub mod par;
 pub mod sort;
 pub mod targets;
 pub mod text;

@@ -83,7 +83,17 @@ pub fn sort_dedup<T: Texts + Sync>(
         }
     }
     let pairs = &mut items[..];
-    texts.keys(pairs, depth);
+    if n >= PARALLEL_LIST {
+        // Keys of the two halves at once.
+        let (low, high) = pairs.split_at_mut(n & !1);
+        crate::model::par::both(
+            "sort",
+            || texts.keys(low, depth),
+            || texts.keys(high, depth),
+        );
+    } else {
+        texts.keys(pairs, depth);
+    }
     if meta.len() == n {
         run_split(texts, Rows::<true> { pairs, meta }, depth);
     } else {
@@ -316,29 +326,14 @@ fn run_halves<T: Texts + Sync, const META: bool>(
             pairs: high_pairs,
             meta: high_meta,
         };
-        // Taken by whichever thread runs it: the second one, or this one
-        // if the second could not start.
-        let high_work = std::sync::Mutex::new(Some((high_rows, high)));
-        let take_and_run = || {
-            let work = high_work.lock().ok().and_then(|mut w| w.take());
-            if let Some((mut r, j)) = work {
-                run(texts, &mut r, j, n);
-            }
-        };
-        std::thread::scope(|s| {
-            let second = std::thread::Builder::new()
-                .name("sort".into())
-                .spawn_scoped(s, take_and_run);
-            run(texts, &mut low_rows, low, n);
-            match second {
-                Ok(handle) => {
-                    if let Err(panic) = handle.join() {
-                        std::panic::resume_unwind(panic);
-                    }
-                }
-                Err(_) => take_and_run(),
-            }
-        });
+        crate::model::par::both(
+            "sort",
+            || run(texts, &mut low_rows, low, n),
+            || {
+                let mut high_rows = high_rows;
+                run(texts, &mut high_rows, high, n);
+            },
+        );
     }
     run(texts, &mut Rows::<META> { pairs, meta }, both, n);
 }

@@ -411,7 +411,7 @@ impl TargetList {
         if self.body.is_some() && !self.body_plain {
             return false;
         }
-        !self.hosts.chunks(4096).any(|block| {
+        !any_block(&self.hosts, |block| {
             block
                 .iter()
                 .fold(false, |a, &b| a | (b < 0x20) | (b == b'"') | (b == b'\\'))
@@ -429,7 +429,7 @@ impl TargetList {
     /// them, when they were read in place: a false alarm costs a pass).
     fn has_upper_case(&self) -> bool {
         // Blocks without an early exit in them, so that they vectorise.
-        self.hosts.chunks(4096).any(|block| {
+        any_block(&self.hosts, |block| {
             let mut words = block.chunks_exact(8);
             let upper = (&mut words).fold(false, |a, w| {
                 a | <[u8; 8]>::try_from(w).is_ok_and(|w| has_upper(u64::from_ne_bytes(w)))
@@ -473,7 +473,7 @@ impl TargetList {
         let bits = words as u128 * 64;
         let mut set = 0;
         for &s in &self.spans {
-            let h = text_hash(self.host(s), span_port(s));
+            let h = self.span_hash(s);
             let i = ((u128::from(h) * bits) >> 64) as usize;
             if let Some(w) = map.get_mut(i / 64) {
                 let bit = 1 << (i % 64);
@@ -482,6 +482,30 @@ impl TargetList {
             }
         }
         set
+    }
+
+    /// [`text_hash`] of a span's text. A short host is read as two words
+    /// straight from the text when it has the bytes, its own masked off.
+    fn span_hash(&self, span: u64) -> u64 {
+        let offset = usize::try_from(span >> (LEN_BITS + PORT_BITS)).unwrap_or(usize::MAX);
+        let len = ((span >> PORT_BITS) & ((1 << LEN_BITS) - 1)) as usize;
+        let port = span_port(span);
+        if len > 16 {
+            return text_hash(self.host(span), port);
+        }
+        let (text, at) = self.locate(offset);
+        let mut buf = [0u8; 16];
+        let words = match text.get(at..at.saturating_add(16)) {
+            Some(w) => w,
+            None => {
+                let host = self.host(span);
+                for (d, &b) in buf.iter_mut().zip(host) {
+                    *d = b;
+                }
+                &buf[..]
+            }
+        };
+        short_hash(words, len, port)
     }
 
     /// Drops the spans marked [`REMOVED`].
@@ -933,8 +957,62 @@ fn port_word(port: u16) -> (u64, usize) {
     (u64::from_be_bytes(buf), 1 + digits.len())
 }
 
-/// A hash of a target's text, for counting distinct targets.
+/// Whether `test` holds for some block of 4096 bytes of `text` (the last
+/// one shorter): a long text is looked at in two halves at once.
+fn any_block(text: &[u8], test: impl Fn(&[u8]) -> bool + Sync) -> bool {
+    const HALVES_FROM: usize = 1 << 20;
+    let blocks = |part: &[u8]| part.chunks(4096).any(&test);
+    if text.len() < HALVES_FROM {
+        return blocks(text);
+    }
+    let (low, high) = text.split_at(text.len() / 2 / 4096 * 4096);
+    let (mut a, mut b) = (false, false);
+    crate::model::par::both("scan", || a = blocks(low), || b = blocks(high));
+    a || b
+}
+
+/// [`text_hash`] of a host of `len` bytes (at most 16) that starts
+/// `words`, which has 16 bytes: those past `len` are masked off.
+fn short_hash(words: &[u8], len: usize, port: u16) -> u64 {
+    let word = |i: usize| {
+        let bytes = words.get(8 * i..8 * i + 8).unwrap_or_default();
+        let w = <[u8; 8]>::try_from(bytes).map_or(0, u64::from_le_bytes);
+        let keep = len.saturating_sub(8 * i).min(8);
+        w & u64::MAX.checked_shr(64 - 8 * keep as u32).unwrap_or(0)
+    };
+    mix(
+        (len as u64) << PORT_BITS | u64::from(port),
+        word(0),
+        word(1),
+    )
+}
+
+/// A hash of a target's text, for counting distinct targets: hosts of at
+/// most 16 bytes as [`short_hash`].
 fn text_hash(host: &[u8], port: u16) -> u64 {
+    if host.len() <= 16 {
+        let mut buf = [0u8; 16];
+        for (d, &b) in buf.iter_mut().zip(host) {
+            *d = b;
+        }
+        return short_hash(&buf, host.len(), port);
+    }
+    long_hash(host, port)
+}
+
+/// Two words into a seed, finished as splitmix64 does: every input bit
+/// moves the top bits.
+fn mix(seed: u64, a: u64, b: u64) -> u64 {
+    const K: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut h = (seed ^ a).wrapping_mul(K).rotate_left(31);
+    h = (h ^ b).wrapping_mul(K);
+    h = (h ^ h >> 30).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    h = (h ^ h >> 27).wrapping_mul(0x94D0_49BB_1331_11EB);
+    h ^ h >> 31
+}
+
+/// [`text_hash`] of a longer host.
+fn long_hash(host: &[u8], port: u16) -> u64 {
     const K: u64 = 0x9E37_79B9_7F4A_7C15;
     let mut h = (host.len() as u64) << PORT_BITS | u64::from(port);
     let mut words = host.chunks_exact(8);
@@ -2280,6 +2358,26 @@ mod tests {
     }
 
     /// The hash count never passes the true number of distinct targets.
+    #[test]
+    fn a_span_hashes_as_its_text_wherever_it_lies() {
+        let mut l = TargetList::new();
+        let hosts: Vec<String> = (0..40)
+            .map(|n| "abcdefghij".repeat(4)[..n].to_string())
+            .collect();
+        for (i, h) in hosts.iter().enumerate().rev() {
+            l.push(h, i as u16).unwrap();
+        }
+        // The last host pushed ends the text: no bytes follow it.
+        for &s in &l.spans {
+            assert_eq!(l.span_hash(s), text_hash(l.host(s), span_port(s)));
+        }
+        let hashes: std::collections::HashSet<u64> =
+            hosts.iter().map(|h| text_hash(h.as_bytes(), 1)).collect();
+        assert_eq!(hashes.len(), hosts.len());
+        assert_ne!(text_hash(b"a", 1), text_hash(b"a", 2));
+        assert_ne!(text_hash(b"a\0", 1), text_hash(b"a", 1));
+    }
+
     #[test]
     fn distinct_at_least_is_a_lower_bound() {
         for (n, k) in [

@@ -1,0 +1,47 @@
+//! Two pieces of work at once: the second on a thread of its own while
+//! this one does the first. Without a second thread (none can be made),
+//! this one does both, one after the other: the results are the same.
+
+use std::sync::Mutex;
+
+/// Runs `first` here and `second` on a scoped second thread called
+/// `name`, and returns once both are done. A panic in either goes on in
+/// this thread.
+pub fn both(name: &str, first: impl FnOnce(), second: impl FnOnce() + Send) {
+    let second = Mutex::new(Some(second));
+    // Taken by whichever thread runs it first: the other finds nothing.
+    let take_and_run = || {
+        let work = second.lock().ok().and_then(|mut w| w.take());
+        if let Some(work) = work {
+            work();
+        }
+    };
+    std::thread::scope(|s| {
+        let helper = std::thread::Builder::new()
+            .name(name.into())
+            .spawn_scoped(s, take_and_run);
+        first();
+        if let Ok(handle) = helper {
+            if let Err(panic) = handle.join() {
+                std::panic::resume_unwind(panic);
+            }
+        }
+        take_and_run();
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_pieces_run_once() {
+        let (mut a, mut b) = (0, 0);
+        both("test", || a += 1, || b += 1);
+        assert_eq!((a, b), (1, 1));
+        let mut halves = [0u32; 8];
+        let (x, y) = halves.split_at_mut(4);
+        both("test", || x.fill(1), || y.fill(2));
+        assert_eq!(halves, [1, 1, 1, 1, 2, 2, 2, 2]);
+    }
+}
