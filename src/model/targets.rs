@@ -734,13 +734,16 @@ impl TargetList {
         self.spans.iter().map(|&s| (self.host(s), span_port(s)))
     }
 
-    /// As [`TargetList::parts`], each host with the bytes that follow it in
-    /// the list's text, up to `W` in all (fewer near the text's end): a
-    /// render can copy a fixed `W` bytes and keep the host's length.
+    /// As [`TargetList::parts`] for the targets `range`, each host with the
+    /// bytes that follow it in the list's text, `W` in all (`None` near the
+    /// text's end): a render can copy a fixed `W` bytes and keep the host's
+    /// length.
     pub fn parts_padded<const W: usize>(
         &self,
+        range: std::ops::Range<usize>,
     ) -> impl Iterator<Item = (&[u8], Option<&[u8; W]>, u16)> + '_ {
-        self.spans.iter().map(|&s| {
+        let spans = self.spans.get(range).unwrap_or_default();
+        spans.iter().map(|&s| {
             let offset = usize::try_from(s >> (LEN_BITS + PORT_BITS)).unwrap_or(usize::MAX);
             let len = ((s >> PORT_BITS) & ((1 << LEN_BITS) - 1)) as usize;
             let (text, at) = self.locate(offset);

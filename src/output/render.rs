@@ -4,8 +4,10 @@
 //! its formatting of each target, which cost most of a large render.
 
 use std::io::{self, Write};
+use std::ops::Range;
+use std::sync::{Condvar, Mutex};
 
-use crate::model::targets::{self, TargetGroup};
+use crate::model::targets::{self, TargetGroup, TargetList};
 
 /// Writes `groups` as pretty JSON (two-space indent, trailing newline) into
 /// `w`, in chunks of about 64 KiB. An error means `w` got part of a
@@ -104,6 +106,206 @@ impl PortTail {
     }
 }
 
+/// Writes the targets `range` of a list that needs no escaping into
+/// `buf`, each as `"host:port"` after its separator (the list's first
+/// without a comma). Every piece is copied as a fixed number of bytes and
+/// cut back to its length: short copies of a known size need no call to
+/// `memcpy`.
+fn plain_range(buf: &mut Vec<u8>, list: &TargetList, range: Range<usize>, tail: &mut PortTail) {
+    let range = range.start..range.end.min(list.len());
+    buf.reserve(range.len().saturating_mul(2 * PAD));
+    for (i, (host, padded, port)) in (range.start..).zip(list.parts_padded::<PAD>(range)) {
+        if i == 0 {
+            buf.extend_from_slice(b"\n      \"");
+        } else {
+            buf.extend_from_slice(b",\n      \"");
+        }
+        let at = buf.len();
+        match padded {
+            Some(window) if host.len() <= PAD => {
+                buf.extend_from_slice(window);
+                buf.truncate(at + host.len());
+            }
+            _ => buf.extend_from_slice(host),
+        }
+        let (text, len) = tail.padded(port);
+        let at = buf.len();
+        buf.extend_from_slice(text);
+        buf.truncate(at + len);
+    }
+}
+
+/// Targets in one piece of a long list's render.
+const PIECE: usize = 8 * 1024;
+
+/// Pieces rendered but not yet written, at most: what bounds the memory.
+const AHEAD: usize = 4;
+
+/// Where the pieces of a render on two threads stand.
+struct Board {
+    /// The next piece nobody has taken to render.
+    next: usize,
+    /// The next piece to write.
+    written: usize,
+    /// Rendered pieces, waiting for their turn.
+    ready: Vec<Option<Vec<u8>>>,
+    /// Written buffers, to render into again.
+    spare: Vec<Vec<u8>>,
+    /// The writer stopped (an error): nothing more is rendered.
+    stop: bool,
+    /// The helper stopped without rendering a piece it took.
+    lost: bool,
+}
+
+/// Renders the targets of a long plain list in pieces, this thread and a
+/// helper each taking the next piece, and writes them to `w` in order.
+/// This thread only waits for a piece the helper is still rendering; if
+/// no helper can start, this thread renders them all.
+fn pieces(w: &mut dyn Write, list: &TargetList) -> io::Result<()> {
+    let count = list.len().div_ceil(PIECE);
+    let board = Mutex::new(Board {
+        next: 0,
+        written: 0,
+        ready: vec![None; count],
+        spare: Vec::new(),
+        stop: false,
+        lost: false,
+    });
+    let turn = Condvar::new();
+    let render = |k: usize, mut buf: Vec<u8>| {
+        buf.clear();
+        plain_range(
+            &mut buf,
+            list,
+            k * PIECE..(k + 1) * PIECE,
+            &mut PortTail::default(),
+        );
+        buf
+    };
+    let mut result = Ok(());
+    crate::model::par::both(
+        "render",
+        || result = write_pieces(w, &board, &turn, count, render),
+        || help_render(&board, &turn, count, render),
+    );
+    result
+}
+
+/// What the writing thread does next.
+enum Next {
+    Write(usize, Vec<u8>),
+    Render(usize, Vec<u8>),
+    Done,
+}
+
+/// The writing thread: writes each piece in its turn, rendering pieces
+/// itself while the next to write is not ready.
+fn write_pieces(
+    w: &mut dyn Write,
+    board: &Mutex<Board>,
+    turn: &Condvar,
+    count: usize,
+    render: impl Fn(usize, Vec<u8>) -> Vec<u8>,
+) -> io::Result<()> {
+    let lost = || io::Error::other("the render's helper thread stopped");
+    loop {
+        let next = {
+            let mut b = board.lock().map_err(|_| lost())?;
+            loop {
+                if b.written >= count {
+                    break Next::Done;
+                }
+                let k = b.written;
+                if let Some(buf) = b.ready.get_mut(k).and_then(Option::take) {
+                    break Next::Write(k, buf);
+                }
+                if b.next < count && b.next < b.written + AHEAD {
+                    let k = b.next;
+                    b.next += 1;
+                    let buf = b.spare.pop().unwrap_or_default();
+                    break Next::Render(k, buf);
+                }
+                if b.lost {
+                    return Err(lost());
+                }
+                b = turn.wait(b).map_err(|_| lost())?;
+            }
+        };
+        match next {
+            Next::Done => return Ok(()),
+            Next::Render(k, buf) => {
+                let buf = render(k, buf);
+                let mut b = board.lock().map_err(|_| lost())?;
+                if let Some(slot) = b.ready.get_mut(k) {
+                    *slot = Some(buf);
+                }
+            }
+            Next::Write(k, buf) => {
+                let written = w.write_all(&buf);
+                let mut b = board.lock().map_err(|_| lost())?;
+                b.spare.push(buf);
+                b.written = k + 1;
+                if written.is_err() {
+                    b.stop = true;
+                }
+                turn.notify_all();
+                written?;
+            }
+        }
+    }
+}
+
+/// The helper: renders the next piece while the writer is not too far
+/// behind, until none is left or the writer stopped.
+fn help_render(
+    board: &Mutex<Board>,
+    turn: &Condvar,
+    count: usize,
+    render: impl Fn(usize, Vec<u8>) -> Vec<u8>,
+) {
+    /// Tells the writer when this thread ends without the piece it took.
+    struct Taken<'a>(&'a Mutex<Board>, &'a Condvar, bool);
+    impl Drop for Taken<'_> {
+        fn drop(&mut self) {
+            if self.2 {
+                if let Ok(mut b) = self.0.lock() {
+                    b.lost = true;
+                }
+                self.1.notify_all();
+            }
+        }
+    }
+    loop {
+        let Ok(mut b) = board.lock() else {
+            return;
+        };
+        while !b.stop && b.next < count && b.next >= b.written + AHEAD {
+            let Ok(again) = turn.wait(b) else {
+                return;
+            };
+            b = again;
+        }
+        if b.stop || b.next >= count {
+            return;
+        }
+        let k = b.next;
+        b.next += 1;
+        let buf = b.spare.pop().unwrap_or_default();
+        drop(b);
+        let mut taken = Taken(board, turn, true);
+        let buf = render(k, buf);
+        let Ok(mut b) = board.lock() else {
+            return;
+        };
+        if let Some(slot) = b.ready.get_mut(k) {
+            *slot = Some(buf);
+        }
+        taken.2 = false;
+        drop(b);
+        turn.notify_all();
+    }
+}
+
 /// Host bytes copied at once when a host is no longer than this.
 const PAD: usize = 32;
 
@@ -136,31 +338,17 @@ impl Chunks<'_> {
     }
 
     /// The targets of a list known to need no escaping, each as
-    /// `"host:port"` after its separator. Every piece is copied as a fixed
-    /// number of bytes and cut back to its length: short copies of a known
-    /// size need no call to `memcpy`.
-    fn plain_targets(&mut self, list: &targets::TargetList) -> io::Result<()> {
+    /// `"host:port"` after its separator; a long list on two threads.
+    fn plain_targets(&mut self, list: &TargetList) -> io::Result<()> {
+        if list.len() >= 2 * PIECE {
+            // Pieces go to the writer whole, after what is buffered.
+            self.w.write_all(&self.buf)?;
+            self.buf.clear();
+            return pieces(self.w, list);
+        }
         let mut tail = PortTail::default();
-        let mut first = true;
-        for (host, padded, port) in list.parts_padded::<PAD>() {
-            if first {
-                self.buf.extend_from_slice(b"\n      \"");
-                first = false;
-            } else {
-                self.buf.extend_from_slice(b",\n      \"");
-            }
-            let at = self.buf.len();
-            match padded {
-                Some(window) if host.len() <= PAD => {
-                    self.buf.extend_from_slice(window);
-                    self.buf.truncate(at + host.len());
-                }
-                _ => self.buf.extend_from_slice(host),
-            }
-            let (text, len) = tail.padded(port);
-            let at = self.buf.len();
-            self.buf.extend_from_slice(text);
-            self.buf.truncate(at + len);
+        for start in (0..list.len()).step_by(PIECE) {
+            plain_range(&mut self.buf, list, start..start + PIECE, &mut tail);
             self.ship()?;
         }
         Ok(())
@@ -262,6 +450,43 @@ mod tests {
         let refs: Vec<(&str, u16)> = hosts.iter().map(|(h, p)| (h.as_str(), *p)).collect();
         let big = [group(&refs, &labels), group(&refs[..10], &odd)];
         assert_eq!(render(&big), targets::render(&big).unwrap());
+    }
+
+    /// Takes `left` bytes, then fails.
+    struct Failing {
+        left: usize,
+    }
+
+    impl Write for Failing {
+        fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+            if data.len() > self.left {
+                return Err(io::Error::other("disk full"));
+            }
+            self.left -= data.len();
+            Ok(data.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_long_list_renders_in_pieces_on_two_threads_in_order() {
+        let hosts: Vec<(String, u16)> = (0..5 * PIECE + 7)
+            .map(|i| (format!("h{i}"), if i % 3 == 0 { 80 } else { 9100 }))
+            .collect();
+        let refs: Vec<(&str, u16)> = hosts.iter().map(|(h, p)| (h.as_str(), *p)).collect();
+        let groups = [group(&refs, &[("job", "j")]), group(&refs[..3], &[])];
+        assert!(groups[0].targets.plain_text());
+        let out = render(&groups);
+        assert_eq!(out, targets::render(&groups).unwrap());
+        // A writer that fails part way: the error comes back, no hang.
+        for left in [0, 10, PIECE, 3 * PIECE * 8, out.len() - 1] {
+            let e = render_to(&mut Failing { left }, &groups).unwrap_err();
+            assert_eq!(e.to_string(), "disk full");
+        }
+        render_to(&mut Failing { left: out.len() }, &groups).unwrap();
     }
 
     #[test]
