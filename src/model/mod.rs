@@ -2,6 +2,7 @@
 //! and how targets render as a file_sd document. No I/O and no `Config`.
 
 pub mod address;
+pub mod digest;
 pub mod inventory;
 pub mod labels;
 pub mod names;

@@ -5,7 +5,7 @@
 //! and files through their directory's descriptor, so that a path someone
 //! else changes halfway cannot redirect what root creates or hands over.
 
-use std::collections::hash_map::{DefaultHasher, RandomState};
+use std::collections::hash_map::RandomState;
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::hash::{BuildHasher, Hasher};
@@ -14,7 +14,6 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nix::dir::Dir;
@@ -32,6 +31,7 @@ const BUFFER: usize = 64 * 1024;
 /// write takes seconds at most, even for hundreds of thousands of targets.
 pub const STALE_AFTER: Duration = Duration::from_secs(3600);
 
+use crate::model::digest::KeyedHash;
 pub use crate::sys::paths::{create_dirs, open_dir, parent_dir, CreatedDir, Trust, WriteError};
 use crate::sys::paths::{
     errno_error, file_name, open_existing, remove_created, step, sys, Existing,
@@ -299,33 +299,19 @@ impl FileDigest {
     }
 }
 
-/// The keys of the content hash: random per process, so that no inventory
-/// can be built to collide with what the file holds.
-fn content_keys() -> &'static RandomState {
-    static KEYS: OnceLock<RandomState> = OnceLock::new();
-    KEYS.get_or_init(RandomState::new)
-}
-
-/// Hashes what is written to it, or read through it (SipHash with the
-/// process's random keys; the result does not depend on how the bytes are
-/// split into writes).
+/// Hashes what is written to it, or read through it ([`KeyedHash`], with
+/// keys random for each process, so that no inventory can be built to
+/// collide with what the file holds; the result does not depend on how the
+/// bytes are split into writes).
+#[derive(Default)]
 pub struct ContentHasher {
-    state: DefaultHasher,
+    state: KeyedHash,
     len: u64,
-}
-
-impl Default for ContentHasher {
-    fn default() -> Self {
-        ContentHasher {
-            state: content_keys().build_hasher(),
-            len: 0,
-        }
-    }
 }
 
 impl ContentHasher {
     pub fn update(&mut self, data: &[u8]) {
-        self.state.write(data);
+        self.state.update(data);
         self.len = self.len.saturating_add(data.len() as u64);
     }
 

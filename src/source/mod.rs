@@ -5,18 +5,16 @@ pub mod credentials;
 pub mod retry;
 pub mod url;
 
-use std::collections::hash_map::RandomState;
 use std::fs::File;
-use std::hash::{BuildHasher, Hasher};
 use std::io::Read;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime};
 
 use ureq::http::{HeaderValue, StatusCode, Uri};
 use ureq::tls::{RootCerts, TlsConfig};
 
+use crate::model::digest::KeyedHash;
 use crate::source::credentials::{Files, Loaded};
 use crate::sys::paths::Trust;
 use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
@@ -77,7 +75,7 @@ pub enum Response {
     NotModified,
 }
 
-/// A keyed hash of a body (SipHash with a key random for each process):
+/// A keyed hash of a body ([`KeyedHash`], keys random for each process):
 /// an unchanged body is told apart without keeping a copy. One 64-bit
 /// pass: without the key, no server can aim a body at another's hash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,11 +83,7 @@ pub struct BodyHash(u64);
 
 impl BodyHash {
     pub fn of(body: &[u8]) -> BodyHash {
-        static KEY: OnceLock<RandomState> = OnceLock::new();
-        let mut h = KEY.get_or_init(RandomState::new).build_hasher();
-        h.write_usize(body.len());
-        h.write(body);
-        BodyHash(h.finish())
+        BodyHash(KeyedHash::of(body))
     }
 }
 
