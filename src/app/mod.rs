@@ -314,18 +314,31 @@ fn initial_state(config: &Config) -> State {
         );
         return state;
     }
+    // A file this agent wrote is read quickly; anything else from the
+    // start again, by the full JSON reader.
     let mut hasher = ContentHasher::default();
-    let mut reader = BufReader::with_capacity(
-        64 * 1024,
-        HashingReader {
-            inner: (&file).take(limit),
-            hasher: &mut hasher,
-        },
-    );
-    let parsed = targets::TargetSet::from_reader(&mut reader);
-    // The rest of the file, if any, for the hash.
-    let drained = std::io::copy(&mut reader, &mut std::io::sink()).is_ok();
-    drop(reader);
+    let quick = targets::TargetSet::from_plain_reader(HashingReader {
+        inner: (&file).take(limit),
+        hasher: &mut hasher,
+    });
+    let (parsed, drained) = match quick {
+        Some(t) => (Some(t), true),
+        None => {
+            hasher = ContentHasher::default();
+            let rewound = std::io::Seek::seek(&mut &file, std::io::SeekFrom::Start(0)).is_ok();
+            let mut reader = BufReader::with_capacity(
+                64 * 1024,
+                HashingReader {
+                    inner: (&file).take(limit),
+                    hasher: &mut hasher,
+                },
+            );
+            let parsed = targets::TargetSet::from_reader(&mut reader).filter(|_| rewound);
+            // The rest of the file, if any, for the hash.
+            let drained = rewound && std::io::copy(&mut reader, &mut std::io::sink()).is_ok();
+            (parsed, drained)
+        }
+    };
     if drained {
         state.file = FileDigest::of_read(&file, &hasher);
     }

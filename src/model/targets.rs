@@ -1557,6 +1557,55 @@ impl TargetSet {
         TargetSet::from_groups(serde_json::from_reader(reader).ok()?)
     }
 
+    /// As [`TargetSet::from_reader`] for a document whose strings are all
+    /// plain (no escapes), such as this agent writes, read a block at a
+    /// time without serde: `None` for anything else, which the full reader
+    /// must then decide. It reads to the end of the stream.
+    pub fn from_plain_reader(mut reader: impl io::Read) -> Option<TargetSet> {
+        /// The longest string it reads; a longer one is left to serde.
+        const MAX_STRING: usize = 1 << 20;
+        let mut buf = vec![0u8; 64 * 1024];
+        let (mut start, mut end, mut eof) = (0, 0, false);
+        let mut doc = PlainDoc::default();
+        let mut hashes = Vec::new();
+        loop {
+            let rest = buf.get(start..end).unwrap_or_default();
+            match plain_token(rest, eof) {
+                Token::More => {
+                    buf.copy_within(start..end, 0);
+                    end -= start;
+                    start = 0;
+                    if end == buf.len() {
+                        if buf.len() >= MAX_STRING {
+                            return None;
+                        }
+                        buf.resize(buf.len() * 2, 0);
+                    }
+                    let n = loop {
+                        match reader.read(buf.get_mut(end..).unwrap_or_default()) {
+                            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                            r => break r.ok()?,
+                        }
+                    };
+                    eof = n == 0;
+                    end += n;
+                }
+                Token::End => {
+                    return (doc.state == Doc::End).then(|| TargetSet::from_hashes(hashes))
+                }
+                Token::Bad => return None,
+                Token::Mark(len, c) => {
+                    doc.step(Some(c), None, &mut hashes)?;
+                    start += len;
+                }
+                Token::Text(len, text) => {
+                    doc.step(None, Some(rest.get(text)?), &mut hashes)?;
+                    start += len;
+                }
+            }
+        }
+    }
+
     fn from_groups(groups: Vec<GroupIn>) -> Option<TargetSet> {
         let mut all = Vec::new();
         for g in groups {
@@ -1599,6 +1648,128 @@ impl TargetSet {
             new.len().saturating_sub(common),
             self.hashes.len().saturating_sub(common),
         )
+    }
+}
+
+/// One token of a plain document, after the whitespace before it, with
+/// how many bytes both take.
+enum Token {
+    /// Needs more bytes to tell.
+    More,
+    /// The end of the stream.
+    End,
+    /// Not a plain document.
+    Bad,
+    /// One of `[ ] { } , :`.
+    Mark(usize, u8),
+    /// A plain string: where its text is.
+    Text(usize, std::ops::Range<usize>),
+}
+
+/// The next token of `b`; `eof`: nothing follows `b`.
+fn plain_token(b: &[u8], eof: bool) -> Token {
+    let ws = b
+        .iter()
+        .position(|c| !matches!(c, b' ' | b'\t' | b'\n' | b'\r'))
+        .unwrap_or(b.len());
+    let Some(&c) = b.get(ws) else {
+        return if eof { Token::End } else { Token::More };
+    };
+    match c {
+        b'[' | b']' | b'{' | b'}' | b',' | b':' => Token::Mark(ws + 1, c),
+        b'"' => {
+            let from = ws + 1;
+            let rest = b.get(from..).unwrap_or_default();
+            let stop = |c: &u8| *c == b'"' || *c == b'\\' || !(0x20..0x7f).contains(c);
+            match rest.iter().position(stop) {
+                Some(i) if rest.get(i) == Some(&b'"') => Token::Text(from + i + 1, from..from + i),
+                Some(_) => Token::Bad,
+                None if eof => Token::Bad,
+                None => Token::More,
+            }
+        }
+        _ => Token::Bad,
+    }
+}
+
+/// Where a plain document's reading stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum Doc {
+    #[default]
+    Start,
+    /// After `[`: a group or `]`.
+    First,
+    /// After a group's `,`: `{`.
+    Group,
+    /// After `{` or a member's `,`: a key.
+    Key,
+    /// After a key: `:`, then its value.
+    Colon(bool),
+    Value(bool),
+    /// In `"targets": [`: a string or (first) `]`.
+    Target(bool),
+    /// After a target: `,` or `]`.
+    AfterTarget,
+    /// In `"labels": {`, at a name (or, first, `}`), its `:`, its value.
+    Label(bool),
+    LabelColon,
+    LabelValue,
+    AfterLabel,
+    /// After a member: `,` or `}`.
+    AfterMember,
+    /// After a group: `,` or `]`.
+    AfterGroup,
+    End,
+}
+
+/// The reading of a plain document: groups of `"targets"` and
+/// `"labels"`, each once, targets in every group.
+#[derive(Default)]
+struct PlainDoc {
+    state: Doc,
+    targets: bool,
+    labels: bool,
+}
+
+impl PlainDoc {
+    /// Takes a mark or a string; `None` when the document is not plain.
+    fn step(&mut self, mark: Option<u8>, text: Option<&[u8]>, hashes: &mut Vec<u64>) -> Option<()> {
+        use Doc::*;
+        self.state = match (self.state, mark, text) {
+            (Start, Some(b'['), _) => First,
+            (First, Some(b']'), _) | (AfterGroup, Some(b']'), _) => End,
+            (First | Group, Some(b'{'), _) => {
+                (self.targets, self.labels) = (false, false);
+                Key
+            }
+            (AfterGroup, Some(b','), _) => Group,
+            (Key, _, Some(b"targets")) if !self.targets => {
+                self.targets = true;
+                Colon(true)
+            }
+            (Key, _, Some(b"labels")) if !self.labels => {
+                self.labels = true;
+                Colon(false)
+            }
+            (Colon(t), Some(b':'), _) => Value(t),
+            (Value(true), Some(b'['), _) => Target(true),
+            (Value(false), Some(b'{'), _) => Label(true),
+            (Target(_), _, Some(t)) => {
+                hashes.push(target_hash(t));
+                AfterTarget
+            }
+            (Target(true), Some(b']'), _) | (AfterTarget, Some(b']'), _) => AfterMember,
+            (AfterTarget, Some(b','), _) => Target(false),
+            (Label(_), _, Some(_)) => LabelColon,
+            (LabelColon, Some(b':'), _) => LabelValue,
+            (LabelValue, _, Some(_)) => AfterLabel,
+            (Label(true), Some(b'}'), _) | (AfterLabel, Some(b'}'), _) => AfterMember,
+            (AfterLabel, Some(b','), _) => Label(false),
+            (AfterMember, Some(b','), _) => Key,
+            (AfterMember, Some(b'}'), _) if self.targets => AfterGroup,
+            _ => return None,
+        };
+        Some(())
     }
 }
 
@@ -1791,6 +1962,88 @@ mod tests {
         let mut want = serde_json::to_vec_pretty(&plain).unwrap();
         want.push(b'\n');
         assert_eq!(render(&two).unwrap(), want);
+    }
+
+    /// Hands out at most `step` bytes a read.
+    struct Dribble<'a> {
+        data: &'a [u8],
+        step: usize,
+    }
+
+    impl io::Read for Dribble<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.step.min(buf.len()).min(self.data.len());
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn the_quick_reader_of_a_written_file_agrees_with_serde() {
+        // A string longer than the first buffer.
+        let long = format!("[{{\"targets\": [\"{}:1\", \"a:1\"]}}]", "h".repeat(70_000));
+        let mut two = vec![
+            group(&[("b", 1), ("a", 1), ("h".repeat(255).as_str(), 9)]),
+            group(&[]),
+            group(&[("c", 2)]),
+        ];
+        two[2].labels.clear();
+        let written = render(&two).unwrap();
+        let docs: Vec<&[u8]> = vec![
+            &written,
+            long.as_bytes(),
+            b"[]",
+            b" [ ] ",
+            b"[{\"targets\": []}]",
+            b"[{\"labels\": {}, \"targets\": [\"a:1\"]}, {\"targets\": [\"a:1\"]}]",
+            b"[{\"targets\": [\"a\\u0031:1\"]}]",
+            b"[{\"targets\": [\"\xc3\xa9:1\"]}]",
+            b"[{\"targets\": [\"a:1\"], \"other\": 1}]",
+            b"[{\"targets\": [\"a:1\"], \"labels\": {\"a\": 1}}]",
+            b"[{\"targets\": [\"a:1\"], \"targets\": []}]",
+            b"[{\"labels\": {}}]",
+            b"[{}]",
+            b"[{\"targets\": [\"a:1\",]}]",
+            b"[{\"targets\": [\"a:1\"]},]",
+            b"[{\"targets\": [\"a:1\"]}] x",
+            b"[{\"targets\": [\"a:1\"]}][]",
+            b"{\"targets\": []}",
+            b"[{\"targets\": [\"a:1\" \"b:1\"]}]",
+            b"[{\"targets\" [\"a:1\"]}]",
+        ];
+        for doc in docs {
+            for cut in (0..=doc.len())
+                .rev()
+                .step_by(if doc.len() > 1000 { 997 } else { 1 })
+            {
+                let doc = &doc[..cut];
+                let want = TargetSet::from_reader(doc);
+                // Tiny reads of a long document would take long.
+                let steps: &[usize] = if doc.len() > 1000 {
+                    &[4096]
+                } else {
+                    &[1, 2, 7, 4096]
+                };
+                for &step in steps {
+                    let got = TargetSet::from_plain_reader(Dribble { data: doc, step });
+                    if got.is_some() {
+                        assert_eq!(got, want, "{:?}", String::from_utf8_lossy(doc));
+                    }
+                }
+            }
+        }
+        // What this agent writes is always read the quick way.
+        let got = TargetSet::from_plain_reader(Dribble {
+            data: &written,
+            step: 1000,
+        });
+        assert_eq!(got.as_ref().map(TargetSet::len), Some(4));
+        assert_eq!(got, TargetSet::from_reader(&written[..]));
+        assert!(TargetSet::from_plain_reader(&b"[]"[..]).is_some());
+        // Escapes and other keys are left to serde.
+        assert!(TargetSet::from_plain_reader(&b"[{\"targets\": [\"a\\u0031:1\"]}]"[..]).is_none());
+        assert!(TargetSet::from_plain_reader(&b"[{\"targets\": [], \"x\": 1}]"[..]).is_none());
     }
 
     #[test]
