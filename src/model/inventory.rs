@@ -8,6 +8,7 @@
 //! small multiple of the body whatever it holds.
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -426,7 +427,8 @@ pub fn collect_limited(
 }
 
 /// As [`parse_limited`], with a body of plain names read in two parts
-/// split at byte `at`, however long: what a split anywhere must agree with.
+/// split at byte `at` (counted after any byte-order mark), however long:
+/// what a split anywhere must agree with.
 #[doc(hidden)]
 pub fn parse_limited_split(
     body: &[u8],
@@ -524,9 +526,13 @@ fn read_plain(
     c: &mut Collector,
     split: Split,
 ) -> Result<bool, ShapeError> {
+    // Guessed only for what starts as a list of names: target groups and
+    // entry objects go to the full reader at once.
     let boundary = match split {
         Split::At(at) => Some(at),
-        Split::Guess if text.len() >= SPLIT_FROM => names::boundary_near(text, text.len() / 2),
+        Split::Guess if text.len() >= SPLIT_FROM && names::opens_with_string(text) => {
+            names::boundary_near(text, text.len() / 2)
+        }
         Split::Guess => None,
     };
     let Some(boundary) = boundary else {
@@ -536,14 +542,29 @@ fn read_plain(
     let mut second = c.sibling();
     second.v.targets.read_in_place(Arc::clone(body));
     let (mut first, mut rest) = (Ok(names::Reached::End(false)), Ok(false));
+    // Set when the first part ends short of the boundary: the second
+    // part's work is then thrown away, so it stops early.
+    let abandoned = AtomicBool::new(false);
     // Without a second thread, the second part is read after the first.
     crate::model::par::both(
         "parse",
         || {
             first =
                 names::for_each_until(text, Some(boundary), |name, prev| c.add_after(name, prev));
+            if !matches!(first, Ok(names::Reached::Boundary)) {
+                abandoned.store(true, Ordering::Relaxed);
+            }
         },
-        || rest = names::for_each_from(text, boundary, |name, prev| second.add_after(name, prev)),
+        || {
+            let mut n = 0u32;
+            rest = names::for_each_from(text, boundary, |name, prev| {
+                n = n.wrapping_add(1);
+                if n % 4096 == 0 && abandoned.load(Ordering::Relaxed) {
+                    return Err(ShapeError("abandoned".into()));
+                }
+                second.add_after(name, prev)
+            });
+        },
     );
     match first? {
         names::Reached::End(all) => Ok(all),

@@ -160,6 +160,13 @@ fn elements<'a, E>(
     }
 }
 
+/// Whether `body` starts as an array whose first element is a string:
+/// only then may it be an array of plain strings with elements to split.
+pub fn opens_with_string(body: &[u8]) -> bool {
+    let i = skip_ws(body, 0);
+    body.get(i) == Some(&b'[') && body.get(skip_ws(body, i + 1)) == Some(&b'"')
+}
+
 /// A boundary near `at` for reading a long array in two parts: just after
 /// the first comma from `at` on whose next byte past whitespace is `"`.
 /// A guess (the comma may sit inside a string), which
@@ -315,6 +322,14 @@ mod tests {
         assert_eq!(guess, 4);
         let r = for_each_until(body, Some(guess), |_, _| Ok::<(), ()>(())).unwrap();
         assert_eq!(r, Reached::End(true));
+    }
+
+    #[test]
+    fn only_arrays_that_open_with_a_string_are_split() {
+        assert!(opens_with_string(b" [ \"a\", 1]"));
+        assert!(!opens_with_string(b"[{\"targets\": [\"a\", \"b\"]}]"));
+        assert!(!opens_with_string(b"[]"));
+        assert!(!opens_with_string(b"\"a\""));
     }
 
     #[test]

@@ -6,7 +6,8 @@ use std::sync::Mutex;
 
 /// Runs `first` here and `second` on a scoped second thread called
 /// `name`, and returns once both are done. A panic in either goes on in
-/// this thread.
+/// this thread, once both have ended: if `second` waits on `first`, then
+/// `first` must wake it however it ends, a panic included.
 pub fn both(name: &str, first: impl FnOnce(), second: impl FnOnce() + Send) {
     let second = Mutex::new(Some(second));
     // Taken by whichever thread runs it first: the other finds nothing.

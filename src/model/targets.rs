@@ -110,7 +110,9 @@ pub fn port_digits(port: u16, buf: &mut [u8; 5]) -> &[u8] {
 
 /// Valid targets, held compactly: the host text of every target in one
 /// buffer, and one packed `u64` per target (offset of its host in that
-/// buffer, host length, port) instead of a `String` each. After
+/// buffer, host length, port) instead of a `String` each. The buffer may
+/// be the whole response body the hosts were read from, with the rest of
+/// its text (punctuation, refused entries) between them. After
 /// [`TargetList::finish`] they are unique and in byte order of `host:port`.
 #[derive(Debug, Clone, Default)]
 pub struct TargetList {
@@ -121,8 +123,13 @@ pub struct TargetList {
     /// elsewhere, at offsets from `base` (the body's length) on.
     body: Option<Arc<Vec<u8>>>,
     base: usize,
-    /// Every host in `body` is plain text, as [`TargetList::plain_text`].
-    body_plain: bool,
+    /// The text is (or was) a body read in place, which holds more than
+    /// hosts: what the hosts hold is noted as they are pushed instead of
+    /// looked for in the text.
+    from_body: bool,
+    /// Some host pushed has an upper-case letter; some needs escaping.
+    seen_upper: bool,
+    seen_escape: bool,
     /// The span of the first host pushed, which `shared` is counted from.
     first: Option<u64>,
     /// Capacity at which the spans are next de-duplicated before growing.
@@ -167,13 +174,12 @@ impl TargetList {
     }
 
     /// A list whose hosts are taken in place wherever they lie in `body`
-    /// (copied only when they do not). `plain`: every host in the body is
-    /// plain text, so that a render may copy it as it is.
-    pub fn reading(body: Arc<Vec<u8>>, plain: bool) -> TargetList {
+    /// (copied only when they do not).
+    pub fn reading(body: Arc<Vec<u8>>) -> TargetList {
         TargetList {
             base: body.len(),
             body: Some(body),
-            body_plain: plain,
+            from_body: true,
             ..TargetList::default()
         }
     }
@@ -195,17 +201,25 @@ impl TargetList {
     }
 
     /// Ends reading in place: the body becomes the list's own text, with
-    /// the hosts found elsewhere after it, where their offsets point.
+    /// the hosts found elsewhere after it, where their offsets point. While
+    /// another list still reads the body, or without memory for the move,
+    /// the list goes on reading in place.
     fn own_text(&mut self) {
         let Some(body) = self.body.take() else {
             return;
         };
-        // Only a list still reading from the same body would need a copy.
-        let mut text = Arc::try_unwrap(body).unwrap_or_else(|shared| shared.as_ref().clone());
-        text.truncate(self.base);
-        text.extend_from_slice(&self.hosts);
-        self.hosts = text;
-        self.base = 0;
+        match Arc::try_unwrap(body) {
+            Ok(mut text) => {
+                if text.len() != self.base || text.try_reserve_exact(self.hosts.len()).is_err() {
+                    self.body = Some(Arc::new(text));
+                    return;
+                }
+                text.extend_from_slice(&self.hosts);
+                self.hosts = text;
+                self.base = 0;
+            }
+            Err(shared) => self.body = Some(shared),
+        }
     }
 
     /// Moves the targets of `other` after these: for lists read from parts
@@ -237,11 +251,13 @@ impl TargetList {
         let too_many = || CapacityError("too many targets to hold".into());
         let no_memory = || CapacityError("out of memory for targets".into());
         self.spans
-            .try_reserve(other.spans.len())
+            .try_reserve_exact(other.spans.len())
             .map_err(|_| no_memory())?;
         self.hosts
-            .try_reserve(other.hosts.len())
+            .try_reserve_exact(other.hosts.len())
             .map_err(|_| no_memory())?;
+        self.seen_upper |= other.seen_upper;
+        self.seen_escape |= other.seen_escape;
         for &span in &other.spans {
             self.spans.push(moved(span).ok_or_else(too_many)?);
         }
@@ -341,6 +357,17 @@ impl TargetList {
             self.meta.push(u64::from(seq) << 32);
         }
         let span = offset << (LEN_BITS + PORT_BITS) | tail;
+        if self.from_body {
+            // No early exit: the (short) host is looked at whole.
+            let (upper, escape) = bytes.iter().fold((false, false), |(u, e), &b| {
+                (
+                    u | b.is_ascii_uppercase(),
+                    e | (b < 0x20) | (b == b'"') | (b == b'\\'),
+                )
+            });
+            self.seen_upper |= upper;
+            self.seen_escape |= escape;
+        }
         match self.first {
             None => {
                 self.shared = bytes.len();
@@ -405,11 +432,11 @@ impl TargetList {
     }
 
     /// Whether no host has a control character, `"` or `\\` (looked for
-    /// in blocks without an early exit, so that they vectorise). Hosts
-    /// read in place are as the reader said.
+    /// in blocks without an early exit, so that they vectorise), or as
+    /// noted while pushing, for a text that holds more than hosts.
     fn needs_no_escape(&self) -> bool {
-        if self.body.is_some() && !self.body_plain {
-            return false;
+        if self.from_body {
+            return !self.seen_escape;
         }
         !any_block(&self.hosts, |block| {
             block
@@ -425,9 +452,12 @@ impl TargetList {
     }
 
     /// Whether some host has upper-case letters, so that case variants
-    /// may exist. Every host pushed is in `hosts` (with the text around
-    /// them, when they were read in place: a false alarm costs a pass).
+    /// may exist. Every host pushed is in `hosts`, or was noted while
+    /// pushing, for a text that holds more than hosts.
     fn has_upper_case(&self) -> bool {
+        if self.from_body {
+            return self.seen_upper;
+        }
         // Blocks without an early exit in them, so that they vectorise.
         any_block(&self.hosts, |block| {
             let mut words = block.chunks_exact(8);
@@ -1139,8 +1169,8 @@ impl Entries {
         self.label_budget = Some(bytes);
     }
 
-    /// Takes the hosts of groups made from now on in place from `body`,
-    /// whose hosts are all plain text: see [`TargetList::reading`].
+    /// Takes the hosts of the first group in place from `body`: see
+    /// [`TargetList::reading`].
     pub fn read_in_place(&mut self, body: Arc<Vec<u8>>) {
         self.body = Some(body);
     }
@@ -1171,9 +1201,10 @@ impl Entries {
             )));
         }
         self.label_cost = cost;
+        // Only the first group reads in place: one body, one owner.
         let mut list = match &self.body {
-            Some(body) => TargetList::reading(Arc::clone(body), true),
-            None => TargetList::new(),
+            Some(body) if i == 0 => TargetList::reading(Arc::clone(body)),
+            _ => TargetList::new(),
         };
         if i >= 1 {
             // A second label set: from now on every entry is numbered.
@@ -1856,8 +1887,8 @@ mod tests {
 
     #[test]
     fn hosts_read_in_place_stay_in_the_body() {
-        let body = Arc::new(br#"["web-b", "web-a", "web-a"]"#.to_vec());
-        let mut l = TargetList::reading(Arc::clone(&body), true);
+        let body = Arc::new(br#"["web-b", "N/A", "web-a", "web-a"]"#.to_vec());
+        let mut l = TargetList::reading(Arc::clone(&body));
         for h in ["web-b", "web-a"] {
             l.push(within(&body, h), 9100).unwrap();
         }
@@ -1866,9 +1897,13 @@ mod tests {
         l.push("web-ab", 1).unwrap();
         assert_eq!(l.hosts, b"[::1]web-ab");
         assert_eq!(l.shared, 0);
+        // Only the hosts count: the body's other text has upper case.
+        assert!(!l.has_upper_case() && l.needs_no_escape());
         drop(body);
         l.finish();
         assert!(l.body.is_none() && l.plain_text());
+        l.finish();
+        assert!(l.plain_text() && !l.has_upper_case());
         assert_eq!(
             l.to_strings(),
             ["[::1]:80", "web-a:9100", "web-ab:1", "web-b:9100"]
@@ -1880,8 +1915,8 @@ mod tests {
         let text = br#"["web-b", "web-a", "web-c", "db-a"]"#;
         let body = Arc::new(text.to_vec());
         let (mut a, mut b) = (
-            TargetList::reading(Arc::clone(&body), true),
-            TargetList::reading(Arc::clone(&body), true),
+            TargetList::reading(Arc::clone(&body)),
+            TargetList::reading(Arc::clone(&body)),
         );
         a.push(within(&body, "web-b"), 1).unwrap();
         a.push("web-x", 2).unwrap();
@@ -1891,7 +1926,7 @@ mod tests {
         a.append(b).unwrap();
         assert_eq!(a.shared, 4);
         assert_eq!(a.hosts, b"web-xweb-y");
-        let mut c = TargetList::reading(Arc::clone(&body), true);
+        let mut c = TargetList::reading(Arc::clone(&body));
         c.push(within(&body, "db-a"), 6).unwrap();
         a.append(c).unwrap();
         assert_eq!(a.shared, 0);

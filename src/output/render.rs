@@ -10,7 +10,8 @@ use std::sync::{Condvar, Mutex};
 use crate::model::targets::{self, TargetGroup, TargetList};
 
 /// Writes `groups` as pretty JSON (two-space indent, trailing newline) into
-/// `w`, in chunks of about 64 KiB. An error means `w` got part of a
+/// `w`, in chunks of at least 64 KiB (a long list in pieces of 8,192
+/// targets). An error means `w` got part of a
 /// document, which the caller must not publish.
 pub fn render_to(w: &mut dyn Write, groups: &[TargetGroup]) -> io::Result<()> {
     let mut out = Chunks {
@@ -207,6 +208,18 @@ fn write_pieces(
     count: usize,
     render: impl Fn(usize, Vec<u8>) -> Vec<u8>,
 ) -> io::Result<()> {
+    /// Stops the helper however this thread ends, a panic included: the
+    /// scope waits for the helper before the panic goes on.
+    struct Stop<'a>(&'a Mutex<Board>, &'a Condvar);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            if let Ok(mut b) = self.0.lock() {
+                b.stop = true;
+            }
+            self.1.notify_all();
+        }
+    }
+    let _stop = Stop(board, turn);
     let lost = || io::Error::other("the render's helper thread stopped");
     loop {
         let next = {
@@ -487,6 +500,28 @@ mod tests {
             assert_eq!(e.to_string(), "disk full");
         }
         render_to(&mut Failing { left: out.len() }, &groups).unwrap();
+        // A writer that panics once the helper is ahead: the panic comes
+        // back, the helper does not wait for ever.
+        struct Panicking(usize);
+        impl Write for Panicking {
+            fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+                self.0 += 1;
+                assert!(self.0 < 3, "writer gave up");
+                Ok(data.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                render_to(&mut Panicking(0), &groups)
+            }));
+            let _ = tx.send(r.is_err());
+        });
+        let panicked = rx.recv_timeout(std::time::Duration::from_secs(60));
+        assert_eq!(panicked, Ok(true));
     }
 
     #[test]
