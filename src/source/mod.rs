@@ -148,7 +148,11 @@ impl Source for FileSource {
             retry_after: None,
         };
         let file = File::open(&self.path).map_err(transient)?;
+        // Sized once from the file's length (a hint: the file may change),
+        // not grown by doubling from a few bytes.
+        let hint = file.metadata().map_or(0, |m| m.len()).min(self.limit);
         let mut body = Vec::new();
+        let _ = body.try_reserve_exact(usize::try_from(hint).unwrap_or(0).saturating_add(1));
         file.take(self.limit.saturating_add(1))
             .read_to_end(&mut body)
             .map_err(transient)?;
