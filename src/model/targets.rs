@@ -517,25 +517,11 @@ impl TargetList {
     /// [`text_hash`] of a span's text. A short host is read as two words
     /// straight from the text when it has the bytes, its own masked off.
     fn span_hash(&self, span: u64) -> u64 {
-        let offset = usize::try_from(span >> (LEN_BITS + PORT_BITS)).unwrap_or(usize::MAX);
-        let len = ((span >> PORT_BITS) & ((1 << LEN_BITS) - 1)) as usize;
-        let port = span_port(span);
-        if len > 16 {
-            return text_hash(self.host(span), port);
+        let (text, at, len) = self.place(span);
+        match text.get(at..at.saturating_add(16)) {
+            Some(words) if len <= 16 => short_hash(words, len, span_port(span)),
+            _ => text_hash(self.host(span), span_port(span)),
         }
-        let (text, at) = self.locate(offset);
-        let mut buf = [0u8; 16];
-        let words = match text.get(at..at.saturating_add(16)) {
-            Some(w) => w,
-            None => {
-                let host = self.host(span);
-                for (d, &b) in buf.iter_mut().zip(host) {
-                    *d = b;
-                }
-                &buf[..]
-            }
-        };
-        short_hash(words, len, port)
     }
 
     /// Drops the spans marked [`REMOVED`].
@@ -774,9 +760,7 @@ impl TargetList {
     ) -> impl Iterator<Item = (&[u8], Option<&[u8; W]>, u16)> + '_ {
         let spans = self.spans.get(range).unwrap_or_default();
         spans.iter().map(|&s| {
-            let offset = usize::try_from(s >> (LEN_BITS + PORT_BITS)).unwrap_or(usize::MAX);
-            let len = ((s >> PORT_BITS) & ((1 << LEN_BITS) - 1)) as usize;
-            let (text, at) = self.locate(offset);
+            let (text, at, len) = self.place(s);
             let host = text.get(at..at.saturating_add(len)).unwrap_or_default();
             let padded = text
                 .get(at..at.saturating_add(W))
@@ -805,10 +789,17 @@ impl TargetList {
         self.iter().map(|t| t.as_str().to_string()).collect()
     }
 
-    fn host(&self, span: u64) -> &[u8] {
+    /// The text that holds a span's host, where the host starts in it, and
+    /// its length.
+    fn place(&self, span: u64) -> (&[u8], usize, usize) {
         let offset = usize::try_from(span >> (LEN_BITS + PORT_BITS)).unwrap_or(usize::MAX);
         let len = ((span >> PORT_BITS) & ((1 << LEN_BITS) - 1)) as usize;
         let (text, at) = self.locate(offset);
+        (text, at, len)
+    }
+
+    fn host(&self, span: u64) -> &[u8] {
+        let (text, at, len) = self.place(span);
         text.get(at..at.saturating_add(len)).unwrap_or_default()
     }
 
@@ -816,8 +807,7 @@ impl TargetList {
     /// byte and zero past the text's end, and how many there are.
     /// `tail` is [`port_word`] of the span's port.
     fn window(&self, span: u64, depth: usize, tail: (u64, usize)) -> (u64, usize) {
-        let offset = usize::try_from(span >> (LEN_BITS + PORT_BITS)).unwrap_or(usize::MAX);
-        let len = ((span >> PORT_BITS) & ((1 << LEN_BITS) - 1)) as usize;
+        let (text, at, len) = self.place(span);
         let (port, port_len) = tail;
         let Some(rest) = len.checked_sub(depth).filter(|&r| r > 0) else {
             // In the `:port` part.
@@ -827,7 +817,6 @@ impl TargetList {
                 _ => (0, 0),
             };
         };
-        let (text, at) = self.locate(offset);
         let start = at.saturating_add(depth);
         // Eight bytes from `start`, past the host when the buffer has them.
         let word = match text.get(start..start.saturating_add(8)) {

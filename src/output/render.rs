@@ -11,8 +11,8 @@ use crate::model::targets::{self, TargetGroup, TargetList};
 
 /// Writes `groups` as pretty JSON (two-space indent, trailing newline) into
 /// `w`, in chunks of at least 64 KiB (a long list in pieces of 8,192
-/// targets). An error means `w` got part of a
-/// document, which the caller must not publish.
+/// targets). An error means `w` got part of a document, which the caller
+/// must not publish.
 pub fn render_to(w: &mut dyn Write, groups: &[TargetGroup]) -> io::Result<()> {
     let mut out = Chunks {
         w,
