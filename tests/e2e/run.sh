@@ -210,6 +210,19 @@ state_is() { [ "$(unit_prop ActiveState)" = "$1" ]; }
 status_matches() { unit_prop StatusText | grep -Eq "$1"; }
 nrestarts_above() { [ "$(unit_prop NRestarts)" -gt "$1" ]; }
 
+# spawn_failure SINCE_US [UNIT]: prints systemd's first message since SINCE_US
+# saying it could not spawn the unit's process at all, before any exec: the
+# executor race of systemd 257 here ("Failed to spawn executor"), or
+# status=219/CGROUP (the process could not join the unit's cgroup, seen with
+# systemd 252 and 257 here after "Failed to kill control group ...
+# Input/output error").  Empty if there is none.
+spawn_failure() {
+	in_ct journalctl -u "${2:-sd-updater.service}" -o json --no-pager |
+		jq -r -s --argjson s "$1" '[.[] | select((.__REALTIME_TIMESTAMP | tonumber) >= $s)
+			| select(.MESSAGE | tostring | test("Failed to spawn executor|status=219/CGROUP"))
+			| .MESSAGE | tostring] | first // empty'
+}
+
 # start_unit VERB [UNIT]: systemctl VERB UNIT (sd-updater.service), retried
 # once when systemd itself could not spawn the process.  systemd 257 in this container sometimes fails
 # a start right after a stop with "Failed to spawn executor: No such file or
@@ -219,12 +232,7 @@ start_unit() {
 	local since unit=${2:-sd-updater.service} spawn_failed
 	since=$(now_us)
 	in_ct systemctl "$1" "$unit" && return 0
-	# (systemd 252 here once failed the same way with status=219/CGROUP:
-	# the process could not join the unit's cgroup, before any exec.)
-	spawn_failed=$(in_ct journalctl -u "$unit" -o json --no-pager |
-		jq -r -s --argjson s "$since" '[.[] | select((.__REALTIME_TIMESTAMP | tonumber) >= $s)
-			| select(.MESSAGE | tostring | test("Failed to spawn executor|status=219/CGROUP"))
-			| .MESSAGE | tostring] | first // empty')
+	spawn_failed=$(spawn_failure "$since" "$unit")
 	[ -n "$spawn_failed" ] || return 1
 	log "systemd could not spawn the process of $unit (not the agent): $spawn_failed; starting once more"
 	in_ct systemctl reset-failed "$unit" || true
@@ -714,6 +722,16 @@ s_bad_config() {
 	wait_until 10 state_is failed || fail "ActiveState is $(unit_prop ActiveState), expected failed"
 	[ "$(unit_prop ExecMainStatus)" = 78 ] || fail "ExecMainStatus is $(unit_prop ExecMainStatus), expected 78"
 	[ "$(unit_prop Result)" = exit-code ] || fail "Result is $(unit_prop Result), expected exit-code"
+	# One automatic restart is systemd's, not the agent's, only when systemd
+	# could not spawn the first process: the second one then exited 78.
+	local spawn_failed
+	if [ "$(unit_prop NRestarts)" != "$restarts" ]; then
+		spawn_failed=$(spawn_failure "$since")
+		[ -n "$spawn_failed" ] ||
+			fail "NRestarts rose from $restarts to $(unit_prop NRestarts) before the unit failed, and systemd did not fail to spawn it"
+		log "systemd could not spawn the first process (not the agent): $spawn_failed; counting restarts from $(unit_prop NRestarts)"
+		restarts=$(unit_prop NRestarts)
+	fi
 	# No restart loop: still failed, and not restarted, after RestartSec.
 	local restart_sec wait_s
 	restart_sec=$(unit_prop RestartUSec)
@@ -1256,7 +1274,7 @@ s_strict() {
 # installs it from the signed test repository, and the suite's fake
 # inventory stands in for the README's example URL.
 s_readme() {
-	local cmd example='https://inventory.example.com/inventory'
+	local cmd since spawn_failed example='https://inventory.example.com/inventory'
 	need_ct
 	in_ct apt-get purge -y sd-updater >/dev/null || fail "apt-get purge failed"
 	repo_publish yes "$DEB"
@@ -1271,7 +1289,15 @@ s_readme() {
 				fail "after the README's commands targets.json has $(target_count) targets, not the 100 sensors"
 		fi
 		log "README: $cmd"
-		in_ct sh -c "$cmd" </dev/null || fail "README command failed: $cmd"
+		since=$(now_us)
+		in_ct sh -c "$cmd" </dev/null && continue
+		# Once more, only when systemd could not spawn the agent at all.
+		case $cmd in systemctl*) spawn_failed=$(spawn_failure "$since") ;; *) spawn_failed= ;; esac
+		[ -n "$spawn_failed" ] || fail "README command failed: $cmd"
+		log "systemd could not spawn the process (not the agent): $spawn_failed; once more"
+		in_ct systemctl reset-failed sd-updater.service || true
+		sleep 0.5
+		in_ct sh -c "$cmd" </dev/null || fail "README command failed twice: $cmd"
 	done < <("$REPO/tests/readme-commands.sh" operator)
 }
 
