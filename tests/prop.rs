@@ -9,7 +9,7 @@ use std::net::Ipv6Addr;
 
 use proptest::prelude::*;
 use proptest::test_runner::Config;
-use sd_updater::model::address::target_address;
+use sd_updater::model::address::{parse, target_address};
 use sd_updater::model::inventory::{self, escape};
 use sd_updater::model::targets::{parse_targets, render, Entries};
 use sd_updater::sys::logging::one_line;
@@ -242,6 +242,17 @@ proptest! {
         if let (Ok(got), Some(names)) = (parsed, strings) {
             let want = inventory::validate(names.iter().copied(), 9100);
             prop_assert_eq!(got, want);
+        }
+    }
+
+    /// What the validator notes about an accepted host is what the host
+    /// holds: upper case as noted, and nothing a JSON string must escape.
+    #[test]
+    fn accepted_hosts_are_as_noted(e in entry(), default_port in 1u16..) {
+        if let Ok(t) = parse(&e, default_port) {
+            let host = t.host().as_bytes();
+            prop_assert_eq!(t.has_upper(), host.iter().any(u8::is_ascii_uppercase), "{:?}", e);
+            prop_assert!(!host.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\'), "{:?}", e);
         }
     }
 

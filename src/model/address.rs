@@ -50,11 +50,14 @@ pub enum Host<'a> {
     Ipv6(Bracketed),
 }
 
-/// A valid entry: what the target file will hold for it.
+/// A valid entry: what the target file will hold for it. Its host never
+/// has a byte that a JSON string must escape.
 #[derive(Clone, Copy)]
 pub struct Target<'a> {
     host: Host<'a>,
     port: u16,
+    /// The host has an upper-case letter.
+    upper: bool,
 }
 
 impl Target<'_> {
@@ -67,6 +70,11 @@ impl Target<'_> {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// Whether the host has an upper-case letter (noted while validating).
+    pub fn has_upper(&self) -> bool {
+        self.upper
     }
 }
 
@@ -95,12 +103,17 @@ const Q_OTHER: u8 = 0;
 const Q_NAME: u8 = 1;
 const Q_DOT: u8 = 2;
 const Q_COLON: u8 = 3;
+const Q_UPPER: u8 = 4;
 static QUICK: [u8; 256] = {
     let mut t = [Q_OTHER; 256];
     let mut i = 0;
     while i < 256 {
         if CLASS[i] & NAME != 0 {
-            t[i] = Q_NAME;
+            t[i] = if (i as u8).is_ascii_uppercase() {
+                Q_UPPER
+            } else {
+                Q_NAME
+            };
         }
         i += 1;
     }
@@ -116,9 +129,11 @@ fn quick(entry: &str, default_port: u16) -> Option<Target<'_>> {
     let bytes = entry.as_bytes();
     let mut start = 0;
     let mut digit_led = true;
+    let mut upper = false;
     for (i, &b) in bytes.iter().enumerate() {
         match QUICK[usize::from(b)] {
             Q_NAME => {}
+            Q_UPPER => upper = true,
             Q_DOT => {
                 digit_led &= quick_label(bytes, start, i)?;
                 start = i + 1;
@@ -132,6 +147,7 @@ fn quick(entry: &str, default_port: u16) -> Option<Target<'_>> {
                 return Some(Target {
                     host: Host::Written(entry.get(..i)?),
                     port,
+                    upper,
                 });
             }
             _ => return None,
@@ -145,6 +161,7 @@ fn quick(entry: &str, default_port: u16) -> Option<Target<'_>> {
     Some(Target {
         host: Host::Written(entry),
         port: default_port,
+        upper,
     })
 }
 
@@ -161,7 +178,7 @@ fn quick_label(bytes: &[u8], start: usize, end: usize) -> Option<bool> {
 
 /// As [`parse`], without the quick path for common names.
 #[doc(hidden)]
-pub fn parse_slow(entry: &str, default_port: u16) -> Result<Target<'_>, &'static str> {
+pub fn parse_slow<'a>(entry: &'a str, default_port: u16) -> Result<Target<'a>, &'static str> {
     let bytes = entry.as_bytes();
     let first = *bytes.first().ok_or("empty name")?;
     // One pass for the checks that apply to the whole entry.
@@ -181,11 +198,18 @@ pub fn parse_slow(entry: &str, default_port: u16) -> Result<Target<'_>, &'static
     if space {
         return Err("whitespace");
     }
+    // Canonical IPv6 text is lower case.
     let v6 = |ip: Ipv6Addr, port: u16| {
         Ok(Target {
             host: Host::Ipv6(Bracketed::of(ip)?),
             port,
+            upper: false,
         })
+    };
+    let written = |h: &'a str, port: u16| Target {
+        host: Host::Written(h),
+        port,
+        upper: h.bytes().any(|b| b.is_ascii_uppercase()),
     };
     if first == b'[' {
         let rest = entry.get(1..).unwrap_or_default();
@@ -198,17 +222,11 @@ pub fn parse_slow(entry: &str, default_port: u16) -> Result<Target<'_>, &'static
         return v6(ip, port);
     }
     match colons {
-        0 => Ok(Target {
-            host: Host::Written(host(entry)?),
-            port: default_port,
-        }),
+        0 => Ok(written(host(entry)?, default_port)),
         1 => {
             let (h, p) = entry.split_once(':').ok_or("bad port")?;
             let h = host(h)?;
-            Ok(Target {
-                host: Host::Written(h),
-                port: parse_port(p)?,
-            })
+            Ok(written(h, parse_port(p)?))
         }
         // Bare IPv6 cannot carry a port: the last group would be ambiguous.
         _ => v6(parse_ipv6(entry)?, default_port),
@@ -552,6 +570,36 @@ mod tests {
 
     /// The one-pass check and the general path agree at every edge the
     /// pass decides alone, as the same target or the same reason.
+    #[test]
+    fn upper_case_is_noted_on_both_paths() {
+        for (entry, upper) in [
+            ("web-a", false),
+            ("Web-a", true),
+            ("web-A:9100", true),
+            ("sensor_1.EXAMPLE.com", true),
+            ("10.0.0.1", false),
+            ("10.0.0.1:80", false),
+            ("[::1]:80", false),
+            ("[FE80::1]", false),
+            ("FE80::1", false),
+            // Digit-led labels only: decided by the slow path.
+            ("1A.2b", true),
+            ("1a.2b:81", false),
+            ("1a.2B:81", true),
+        ] {
+            let t = parse(entry, 9100).unwrap_or_else(|e| panic!("{entry}: {e}"));
+            assert_eq!(t.has_upper(), upper, "{entry}");
+            let slow = parse_slow(entry, 9100).unwrap();
+            assert_eq!(slow.has_upper(), upper, "{entry} (slow)");
+            let host = t.host().as_bytes();
+            assert_eq!(host.iter().any(u8::is_ascii_uppercase), upper, "{entry}");
+            assert!(
+                !host.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\'),
+                "{entry}"
+            );
+        }
+    }
+
     #[test]
     fn quick_check_edges() {
         let name = |labels: &[usize]| {

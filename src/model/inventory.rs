@@ -214,7 +214,7 @@ impl Collector {
                 let g = self.plain_group()?;
                 self.v
                     .targets
-                    .push_to(g, t.host(), t.port())
+                    .push_target(g, &t, t.port())
                     .map_err(keep_error)?;
                 None
             }
@@ -284,10 +284,7 @@ impl Collector {
             (own, _) => own,
         };
         let g = self.group_of(&o.labels)?;
-        self.v
-            .targets
-            .push_to(g, t.host(), port)
-            .map_err(keep_error)
+        self.v.targets.push_target(g, &t, port).map_err(keep_error)
     }
 
     /// Adds one target group: `{"targets": [...], "labels": {...}}`. Each
@@ -319,7 +316,7 @@ impl Collector {
                 Ok(t) => self
                     .v
                     .targets
-                    .push_to(g, t.host(), t.port())
+                    .push_target(g, &t, t.port())
                     .map_err(keep_error)?,
                 Err(reason) => self.reject_with(reason, || escape(target)),
             }

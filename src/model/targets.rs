@@ -13,6 +13,7 @@ use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::ser::SerializeSeq;
 use serde::{Deserialize, Serialize};
 
+use crate::model::address::Target;
 use crate::model::inventory::MAX_EXAMPLES;
 use crate::model::sort::{self, has_upper, key_of, lower, Texts};
 
@@ -108,6 +109,25 @@ pub fn port_digits(port: u16, buf: &mut [u8; 5]) -> &[u8] {
     buf.get(i..).unwrap_or_default()
 }
 
+/// Up to the first 8 bytes of `bytes` as a little-endian word, zero past
+/// its end.
+fn head_word(bytes: &[u8]) -> u64 {
+    let mut w = [0u8; 8];
+    for (d, s) in w.iter_mut().zip(bytes) {
+        *d = *s;
+    }
+    u64::from_le_bytes(w)
+}
+
+/// A mask of the low `n` bytes of a word (all of it from 8 on).
+fn low_bytes(n: usize) -> u64 {
+    match n {
+        0 => 0,
+        1..=7 => (1u64 << (8 * n)) - 1,
+        _ => u64::MAX,
+    }
+}
+
 /// Valid targets, held compactly: the host text of every target in one
 /// buffer, and one packed `u64` per target (offset of its host in that
 /// buffer, host length, port) instead of a `String` each. The buffer may
@@ -137,6 +157,9 @@ pub struct TargetList {
     /// How many bytes every host pushed starts with (those of the first):
     /// the sort need not look at them.
     shared: usize,
+    /// The first host's first 8 bytes (little-endian, zero past its end),
+    /// to check a short `shared` prefix with one compare.
+    head: u64,
     /// Once tracked (there are other groups): per span, the document-order
     /// number of its first entry (high half) and how many more entries
     /// repeated it (low half). Empty otherwise, so one group pays nothing.
@@ -266,6 +289,7 @@ impl TargetList {
             (None, Some(first)) => {
                 self.first = moved(first);
                 self.shared = other.shared;
+                self.head = other.head;
             }
             (Some(mine), Some(theirs)) => {
                 let a = self.host(mine).get(..self.shared).unwrap_or_default();
@@ -314,6 +338,36 @@ impl TargetList {
 
     /// As [`TargetList::push_seq`], for a host's bytes (UTF-8).
     fn push_bytes(&mut self, bytes: &[u8], port: u16, seq: u32) -> Result<(), CapacityError> {
+        let (mut upper, mut escape) = (false, false);
+        if self.from_body {
+            // No early exit: the (short) host is looked at whole.
+            (upper, escape) = bytes.iter().fold((false, false), |(u, e), &b| {
+                (
+                    u | b.is_ascii_uppercase(),
+                    e | (b < 0x20) | (b == b'"') | (b == b'\\'),
+                )
+            });
+        }
+        self.push_known(bytes, port, seq, upper, escape)
+    }
+
+    /// As [`TargetList::push_seq`], for a validated target: what its host
+    /// holds is known without looking at it again.
+    fn push_valid(&mut self, t: &Target, port: u16, seq: u32) -> Result<(), CapacityError> {
+        self.push_known(t.host().as_bytes(), port, seq, t.has_upper(), false)
+    }
+
+    /// Adds a host whose bytes have an upper-case letter (`upper`) or a
+    /// byte that needs escaping (`escape`), as far as a list read in place
+    /// needs to know.
+    fn push_known(
+        &mut self,
+        bytes: &[u8],
+        port: u16,
+        seq: u32,
+        upper: bool,
+        escape: bool,
+    ) -> Result<(), CapacityError> {
         // Unknown again until the next finish.
         self.plain = false;
         let len = u64::try_from(bytes.len())
@@ -357,26 +411,23 @@ impl TargetList {
             self.meta.push(u64::from(seq) << 32);
         }
         let span = offset << (LEN_BITS + PORT_BITS) | tail;
-        if self.from_body {
-            // No early exit: the (short) host is looked at whole.
-            let (upper, escape) = bytes.iter().fold((false, false), |(u, e), &b| {
-                (
-                    u | b.is_ascii_uppercase(),
-                    e | (b < 0x20) | (b == b'"') | (b == b'\\'),
-                )
-            });
-            self.seen_upper |= upper;
-            self.seen_escape |= escape;
-        }
+        self.seen_upper |= upper;
+        self.seen_escape |= escape;
         match self.first {
             None => {
                 self.shared = bytes.len();
                 self.first = Some(span);
+                self.head = head_word(bytes);
             }
             Some(first) => {
-                let first = self.host(first).get(..self.shared).unwrap_or_default();
-                if !bytes.starts_with(first) {
-                    self.shared = first.iter().zip(bytes).take_while(|(a, b)| a == b).count();
+                let same_head = |h: &[u8; 8]| {
+                    (u64::from_le_bytes(*h) ^ self.head) & low_bytes(self.shared) == 0
+                };
+                if !(self.shared <= 8 && bytes.first_chunk().is_some_and(same_head)) {
+                    let first = self.host(first).get(..self.shared).unwrap_or_default();
+                    if !bytes.starts_with(first) {
+                        self.shared = first.iter().zip(bytes).take_while(|(a, b)| a == b).count();
+                    }
                 }
             }
         }
@@ -1211,6 +1262,18 @@ impl Entries {
     /// Adds one address to group `g` (from [`Entries::group`]); as
     /// [`Entries::push`].
     pub fn push_to(&mut self, g: usize, host: &str, port: u16) -> Result<(), CapacityError> {
+        let (list, seq) = self.next_entry(g)?;
+        list.push_seq(host, port, seq)
+    }
+
+    /// As [`Entries::push_to`], for a validated target at `port`.
+    pub fn push_target(&mut self, g: usize, t: &Target, port: u16) -> Result<(), CapacityError> {
+        let (list, seq) = self.next_entry(g)?;
+        list.push_valid(t, port, seq)
+    }
+
+    /// Group `g`'s list, and the number of the entry about to be added.
+    fn next_entry(&mut self, g: usize) -> Result<(&mut TargetList, u32), CapacityError> {
         let seq = self.seq;
         if seq > 0 {
             self.seq = seq
@@ -1218,7 +1281,7 @@ impl Entries {
                 .ok_or_else(|| CapacityError("too many entries to number".into()))?;
         }
         match self.groups.get_mut(g) {
-            Some((_, list)) => list.push_seq(host, port, seq),
+            Some((_, list)) => Ok((list, seq)),
             None => Err(CapacityError("lost a target group".into())),
         }
     }
@@ -1872,6 +1935,38 @@ mod tests {
             .position(|w| w == text.as_bytes())
             .unwrap();
         std::str::from_utf8(&body[at..at + text.len()]).unwrap()
+    }
+
+    #[test]
+    fn shared_prefix_is_that_of_every_host() {
+        // Hosts of two letters around the 8-byte word the check reads.
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        for _ in 0..2000 {
+            let mut hosts = Vec::new();
+            for _ in 0..(state % 5 + 1) {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                let len = (state % 12) as usize + 1;
+                let h: String = (0..len)
+                    .map(|i| if state >> (20 + i) & 1 == 1 { 'b' } else { 'a' })
+                    .collect();
+                hosts.push(h);
+            }
+            let mut l = TargetList::new();
+            for h in &hosts {
+                l.push(h, 9100).unwrap();
+            }
+            let lcp = hosts.iter().fold(hosts[0].len(), |n, h| {
+                hosts[0]
+                    .bytes()
+                    .zip(h.bytes())
+                    .take(n)
+                    .take_while(|(a, b)| a == b)
+                    .count()
+            });
+            assert_eq!(l.shared, lcp, "{hosts:?}");
+        }
     }
 
     #[test]
