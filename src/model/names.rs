@@ -26,14 +26,49 @@ static PLAIN: [bool; 256] = {
     t
 };
 
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGH: u64 = 0x8080_8080_8080_8080;
+
+/// The high bit of each byte of `w` that a plain string may not hold
+/// (`"`, `\\`, control characters, DEL, anything past ASCII); exact up to
+/// the first such byte, which is all the caller looks at.
+fn not_plain(w: u64) -> u64 {
+    // Zero bytes of `x`: its lowest flagged byte is always a true one.
+    let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+    let below_space = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
+    (w & HIGH)
+        | below_space
+        | zero(w ^ ONES * u64::from(b'"'))
+        | zero(w ^ ONES * u64::from(b'\\'))
+        | zero(w ^ ONES * 0x7f)
+}
+
 /// Where the plain string whose content starts at `start` ends (the index
-/// of its closing quote), if it is plain and closed.
+/// of its closing quote), if it is plain and closed. Eight bytes at a time.
 fn string_end(b: &[u8], start: usize) -> Option<usize> {
     let rest = b.get(start..)?;
-    let len = rest
-        .iter()
-        .position(|&c| !PLAIN[usize::from(c)])
-        .unwrap_or(rest.len());
+    let mut words = rest.chunks_exact(8);
+    let mut len = 0;
+    let mut found = None;
+    for chunk in words.by_ref() {
+        let w = u64::from_le_bytes(chunk.try_into().ok()?);
+        let m = not_plain(w);
+        if m != 0 {
+            found = Some(len + (m.trailing_zeros() / 8) as usize);
+            break;
+        }
+        len += 8;
+    }
+    let len = match found {
+        Some(at) => at,
+        None => {
+            let tail = words.remainder();
+            len + tail
+                .iter()
+                .position(|&c| !PLAIN[usize::from(c)])
+                .unwrap_or(tail.len())
+        }
+    };
     let end = start.checked_add(len)?;
     (b.get(end) == Some(&b'"')).then_some(end)
 }
@@ -186,6 +221,44 @@ pub fn boundary_near(body: &[u8], at: usize) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn string_end_finds_the_first_byte_that_is_not_plain() {
+        // Every byte value at every place of strings of 0 to 20 bytes,
+        // against the byte table.
+        for len in 0..20 {
+            for at in 0..len {
+                for byte in 0..=255u8 {
+                    let mut b = vec![b'"'];
+                    b.extend((0..len).map(|i| if i == at { byte } else { b'a' + (i % 26) as u8 }));
+                    b.extend_from_slice(b"\"x");
+                    let want = b[1..]
+                        .iter()
+                        .position(|&c| !PLAIN[usize::from(c)])
+                        .map(|p| p + 1);
+                    let want = want.filter(|&e| b[e] == b'"');
+                    assert_eq!(string_end(&b, 1), want, "{b:?}");
+                }
+            }
+        }
+        // Bytes that flag more than one class, and borrows past a match.
+        for w in [
+            *b"\x00\x01\"\\\x7f\x80\xff ",
+            *b"ab\x01\x00\x00cd\"",
+            *b"\x21\x20\x1f\x00\x5d\x5b\x5c\x23",
+        ] {
+            let mut b = vec![b'"'];
+            b.extend_from_slice(&w);
+            b.push(b'"');
+            let want = b[1..]
+                .iter()
+                .position(|&c| !PLAIN[usize::from(c)])
+                .map(|p| p + 1);
+            assert_eq!(string_end(&b, 1), want.filter(|&e| b[e] == b'"'), "{w:?}");
+        }
+        assert_eq!(string_end(b"\"", 1), None);
+        assert_eq!(string_end(b"\"abc", 9), None);
+    }
 
     /// The strings read with their predecessors, or `None` when given up.
     fn read(body: &str) -> Option<Vec<(String, Option<String>)>> {
