@@ -38,9 +38,9 @@ fn not_plain(w: u64) -> u64 {
     let below_space = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
     (w & HIGH)
         | below_space
-        | zero(w ^ ONES * u64::from(b'"'))
-        | zero(w ^ ONES * u64::from(b'\\'))
-        | zero(w ^ ONES * 0x7f)
+        | zero(w ^ (ONES * u64::from(b'"')))
+        | zero(w ^ (ONES * u64::from(b'\\')))
+        | zero(w ^ (ONES * 0x7f))
 }
 
 /// Where the plain string whose content starts at `start` ends (the index
