@@ -130,7 +130,8 @@ fn quick(entry: &str, default_port: u16) -> Option<Target<'_>> {
     let mut start = 0;
     let mut digit_led = true;
     let mut upper = false;
-    for (i, &b) in bytes.iter().enumerate() {
+    for i in Specials::new(bytes) {
+        let b = *bytes.get(i)?;
         match QUICK[usize::from(b)] {
             Q_NAME => {}
             Q_UPPER => upper = true,
@@ -163,6 +164,86 @@ fn quick(entry: &str, default_port: u16) -> Option<Target<'_>> {
         port: default_port,
         upper,
     })
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGH: u64 = 0x8080_8080_8080_8080;
+
+/// The high bit of each byte of `w` that is not a lower-case name byte
+/// (`a-z`, `0-9`, `-`, `_`); exact for every byte.
+fn special(w: u64) -> u64 {
+    let low = w & !HIGH;
+    // High bit set where a byte's low seven bits are >= c: no carries.
+    let at_least = |c: u8| (low + ONES * u64::from(0x80 - c)) & HIGH;
+    let equal = |c: u8| !((low ^ (ONES * u64::from(c))) + ONES * 0x7f) & HIGH;
+    let lower = at_least(b'a') & !at_least(b'z' + 1);
+    let digit = at_least(b'0') & !at_least(b'9' + 1);
+    let name = (lower | digit | equal(b'-') | equal(b'_')) & !(w & HIGH);
+    !name & HIGH
+}
+
+/// The indexes of the bytes of `bytes` that are not lower-case name bytes,
+/// in order, found eight bytes at a time (the last eight overlapping the
+/// word before, for a length that is not a multiple of eight).
+struct Specials<'a> {
+    bytes: &'a [u8],
+    /// Where the next word starts.
+    at: usize,
+    /// Flags of the current word not yet handed out, and where it starts.
+    flags: u64,
+    base: usize,
+}
+
+impl<'a> Specials<'a> {
+    fn new(bytes: &'a [u8]) -> Specials<'a> {
+        Specials {
+            bytes,
+            at: 0,
+            flags: 0,
+            base: 0,
+        }
+    }
+}
+
+impl Iterator for Specials<'_> {
+    type Item = usize;
+
+    fn next(&mut self) -> Option<usize> {
+        loop {
+            if self.flags != 0 {
+                let i = self.base + (self.flags.trailing_zeros() / 8) as usize;
+                self.flags &= self.flags - 1;
+                return Some(i);
+            }
+            let len = self.bytes.len();
+            if self.at >= len {
+                return None;
+            }
+            let word = |at: usize| {
+                let w = self.bytes.get(at..at.checked_add(8)?)?;
+                Some(u64::from_le_bytes(w.try_into().ok()?))
+            };
+            if let Some(w) = word(self.at) {
+                self.flags = special(w);
+                self.base = self.at;
+                self.at += 8;
+            } else if let Some(w) = len.checked_sub(8).and_then(word) {
+                // The last eight bytes; those already seen are masked off.
+                let seen = self.at - (len - 8);
+                self.flags = special(w) & (u64::MAX << (8 * seen));
+                self.base = len - 8;
+                self.at = len;
+            } else {
+                // Shorter than a word: a byte at a time.
+                let i = self.at;
+                self.at += 1;
+                let b = *self.bytes.get(i)?;
+                if QUICK[usize::from(b)] != Q_NAME {
+                    return Some(i);
+                }
+            }
+        }
+    }
 }
 
 /// The label `start..end` of `bytes`, all name bytes: whether it starts
@@ -597,6 +678,33 @@ mod tests {
                 !host.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\'),
                 "{entry}"
             );
+        }
+    }
+
+    #[test]
+    fn specials_are_the_bytes_that_are_not_lower_case_name_bytes() {
+        let naive = |b: &[u8]| -> Vec<usize> {
+            (0..b.len())
+                .filter(|&i| QUICK[usize::from(b[i])] != Q_NAME)
+                .collect()
+        };
+        // Every byte value at every place, in texts of 0 to 20 bytes.
+        for len in 0..20usize {
+            for at in 0..len.max(1) {
+                for byte in 0..=255u8 {
+                    let b: Vec<u8> = (0..len)
+                        .map(|i| if i == at { byte } else { b"az09-_"[i % 6] })
+                        .collect();
+                    assert_eq!(Specials::new(&b).collect::<Vec<_>>(), naive(&b), "{b:?}");
+                }
+            }
+        }
+        // Many specials, in every word and in the overlapping last one.
+        for len in 0..40usize {
+            let b: Vec<u8> = (0..len)
+                .map(|i| b"a.B:z\x80-9_\x00Z`{/@["[i % 15])
+                .collect();
+            assert_eq!(Specials::new(&b).collect::<Vec<_>>(), naive(&b), "{b:?}");
         }
     }
 

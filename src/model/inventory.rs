@@ -16,6 +16,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visit
 use crate::model::address;
 use crate::model::labels::{self, MAX_LABELS};
 use crate::model::names;
+use crate::model::par::{self, Apart};
 use crate::model::targets::{merge_labels, CapacityError, Entries, Labels};
 use crate::model::text::{self, Class};
 
@@ -535,15 +536,16 @@ fn read_plain(
     let Some(boundary) = boundary else {
         return names::for_each(text, |name, prev| c.add_after(name, prev));
     };
-    // The second part goes to a collector of its own, merged after.
-    let mut second = c.sibling();
-    second.v.targets.read_in_place(Arc::clone(body));
+    // The second part goes to a collector of its own, merged after. The
+    // two threads write their collectors for every name: not on one line.
+    let mut second = Apart(c.sibling());
+    second.0.v.targets.read_in_place(Arc::clone(body));
     let (mut first, mut rest) = (Ok(names::Reached::End(false)), Ok(false));
     // Set when the first part ends short of the boundary: the second
     // part's work is then thrown away, so it stops early.
     let abandoned = AtomicBool::new(false);
     // Without a second thread, the second part is read after the first.
-    crate::model::par::both(
+    par::both(
         "parse",
         || {
             first =
@@ -559,7 +561,7 @@ fn read_plain(
                 if n % 4096 == 0 && abandoned.load(Ordering::Relaxed) {
                     return Err(ShapeError("abandoned".into()));
                 }
-                second.add_after(name, prev)
+                second.0.add_after(name, prev)
             });
         },
     );
@@ -569,7 +571,7 @@ fn read_plain(
             if !rest? {
                 return Ok(false);
             }
-            c.absorb(second)?;
+            c.absorb(second.0)?;
             Ok(true)
         }
     }

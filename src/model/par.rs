@@ -4,6 +4,12 @@
 
 use std::sync::Mutex;
 
+/// A value on cache lines of its own: a thread that writes it often does
+/// not slow down another that writes whatever would lie beside it (false
+/// sharing).
+#[repr(align(128))]
+pub struct Apart<T>(pub T);
+
 /// Runs `first` here and `second` on a scoped second thread called
 /// `name`, and returns once both are done. A panic in either goes on in
 /// this thread, once both have ended: if `second` waits on `first`, then
@@ -34,6 +40,15 @@ pub fn both(name: &str, first: impl FnOnce(), second: impl FnOnce() + Send) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn apart_values_share_no_cache_line() {
+        assert_eq!(std::mem::align_of::<Apart<u8>>(), 128);
+        assert_eq!(std::mem::size_of::<Apart<[u8; 130]>>(), 256);
+        let pair = [Apart(1u8), Apart(2u8)];
+        let gap = std::ptr::from_ref(&pair[1]) as usize - std::ptr::from_ref(&pair[0]) as usize;
+        assert_eq!(gap, 128);
+    }
 
     #[test]
     fn both_pieces_run_once() {
