@@ -256,7 +256,12 @@ fn run_split<T: Texts + Sync, const META: bool>(texts: &T, mut rows: Rows<'_, ME
     if n < PARALLEL_LIST {
         return run(texts, &mut rows, jobs, n);
     }
-    let mut scratch = Scratch::for_list(n);
+    // One byte per pass here: this thread works alone until the split, and
+    // a pass of few buckets moves the rows faster than one of many.
+    let mut scratch = Scratch {
+        wide_list: false,
+        ..Scratch::for_list(n)
+    };
     // A few passes, until the jobs left fall on both sides of a row near
     // the middle (one huge bucket may take more than one pass).
     for _ in 0..4 {
