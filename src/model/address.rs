@@ -123,7 +123,8 @@ static QUICK: [u8; 256] = {
 };
 
 /// The common valid entry, a host name that is not an IPv4 address, with
-/// or without a port, checked in one pass over its bytes. `None` for
+/// or without a port, checked in one pass over its bytes (looking closer
+/// only at those that are not lower-case name bytes). `None` for
 /// anything else, even valid: [`parse_slow`] decides it and names the fault.
 fn quick(entry: &str, default_port: u16) -> Option<Target<'_>> {
     let bytes = entry.as_bytes();
@@ -649,8 +650,6 @@ mod tests {
         }
     }
 
-    /// The one-pass check and the general path agree at every edge the
-    /// pass decides alone, as the same target or the same reason.
     #[test]
     fn upper_case_is_noted_on_both_paths() {
         for (entry, upper) in [
@@ -708,6 +707,8 @@ mod tests {
         }
     }
 
+    /// The one-pass check and the general path agree at every edge the
+    /// pass decides alone, as the same target or the same reason.
     #[test]
     fn quick_check_edges() {
         let name = |labels: &[usize]| {

@@ -228,7 +228,8 @@ struct Scratch {
     wide_count: Vec<usize>,
     wide_next: Vec<usize>,
     /// Two-byte passes are allowed: judged by the whole list's length,
-    /// also in a thread that sorts half of it.
+    /// also in a thread that sorts half of it (but never in the passes
+    /// before a long list is split between two threads).
     wide_list: bool,
 }
 
@@ -273,9 +274,8 @@ fn run_split<T: Texts + Sync, const META: bool>(texts: &T, mut rows: Rows<'_, ME
             return run_halves(texts, rows, jobs, mid);
         }
     }
-    while let Some(job) = jobs.pop() {
-        step(texts, &mut rows, job, &mut jobs, &mut scratch);
-    }
+    // No split: the rest here, two bytes a pass where that pays.
+    run(texts, &mut rows, jobs, n);
 }
 
 /// A row boundary that no sort job crosses, with at least an eighth of

@@ -148,6 +148,7 @@ pub struct TargetList {
     /// looked for in the text.
     from_body: bool,
     /// Some host pushed has an upper-case letter; some needs escaping.
+    /// Read only for a text read in place.
     seen_upper: bool,
     seen_escape: bool,
     /// The span of the first host pushed, which `shared` is counted from.

@@ -727,8 +727,9 @@ s_bad_config() {
 	local spawn_failed
 	if [ "$(unit_prop NRestarts)" != "$restarts" ]; then
 		spawn_failed=$(spawn_failure "$since")
-		[ -n "$spawn_failed" ] ||
-			fail "NRestarts rose from $restarts to $(unit_prop NRestarts) before the unit failed, and systemd did not fail to spawn it"
+		if [ -z "$spawn_failed" ] || [ "$(unit_prop NRestarts)" != $((restarts + 1)) ]; then
+			fail "NRestarts rose from $restarts to $(unit_prop NRestarts) before the unit failed (systemd's spawn failures: '${spawn_failed:-none}')"
+		fi
 		log "systemd could not spawn the first process (not the agent): $spawn_failed; counting restarts from $(unit_prop NRestarts)"
 		restarts=$(unit_prop NRestarts)
 	fi
