@@ -153,6 +153,7 @@ impl Source for FileSource {
         let hint = file.metadata().map_or(0, |m| m.len()).min(self.limit);
         let mut body = Vec::new();
         let _ = body.try_reserve_exact(usize::try_from(hint).unwrap_or(0).saturating_add(1));
+        crate::sys::alloc::populate(body.spare_capacity_mut());
         file.take(self.limit.saturating_add(1))
             .read_to_end(&mut body)
             .map_err(transient)?;
@@ -599,12 +600,20 @@ impl Source for HttpSource {
                 } else {
                     Validators::default()
                 };
-                let body = response
+                // Sized once from Content-Length (at most the limit), its
+                // pages faulted in at once.
+                let expected = response.body().content_length().unwrap_or(0);
+                let mut body = Vec::new();
+                let _ =
+                    body.try_reserve_exact(usize::try_from(expected.min(self.limit)).unwrap_or(0));
+                crate::sys::alloc::populate(body.spare_capacity_mut());
+                response
                     .body_mut()
                     .with_config()
                     .limit(self.limit)
-                    .read_to_vec()
-                    .map_err(|e| self.classify(e))?;
+                    .reader()
+                    .read_to_end(&mut body)
+                    .map_err(|e| self.classify(ureq::Error::from(e)))?;
                 return Ok(Response::Body { body, validators });
             }
             if code == 304 {

@@ -26,3 +26,72 @@ pub fn release_free_memory() {
         nix::libc::malloc_trim(0);
     }
 }
+
+/// Faults in, at once, the pages wholly inside `spare` (the unused capacity
+/// of a buffer about to be filled): one call instead of a page fault per
+/// 4 KiB. Only a hint: kernels before 5.14 refuse it, and nothing changes.
+pub fn populate(spare: &mut [std::mem::MaybeUninit<u8>]) {
+    #[cfg(target_os = "linux")]
+    {
+        let page = 4096usize;
+        let start = spare.as_mut_ptr() as usize;
+        let end = start.saturating_add(spare.len());
+        let (Some(from), to) = (start.checked_next_multiple_of(page), end / page * page) else {
+            return;
+        };
+        if to <= from {
+            return;
+        }
+        // SAFETY: [from, to) lies inside `spare`, memory this process owns
+        // and may write; MADV_POPULATE_WRITE only maps its pages (zeroed
+        // where none was) and never changes bytes already there.
+        unsafe {
+            nix::libc::madvise(
+                from as *mut nix::libc::c_void,
+                to - from,
+                nix::libc::MADV_POPULATE_WRITE,
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn populate_keeps_what_the_buffer_holds() {
+        let mut v: Vec<u8> = Vec::with_capacity(1 << 20);
+        v.extend((0..300_000u32).map(|i| (i % 251) as u8));
+        populate(v.spare_capacity_mut());
+        assert!(v.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8));
+        let spare = v.capacity() - v.len();
+        v.resize(v.len() + spare, 7);
+        assert!(v[300_000..].iter().all(|&b| b == 7));
+        // Less than a page, and nothing at all.
+        let mut small: Vec<u8> = Vec::with_capacity(100);
+        populate(small.spare_capacity_mut());
+        populate(&mut []);
+    }
+
+    /// Minor page faults of this thread so far.
+    fn thread_minflt() -> u64 {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+        let after_comm = &stat[stat.rfind(')').unwrap() + 2..];
+        // Field 10 of the line; the 8th after the command's name.
+        after_comm.split(' ').nth(7).unwrap().parse().unwrap()
+    }
+
+    #[test]
+    fn populate_takes_the_page_faults_up_front() {
+        // Past glibc's largest mmap threshold (32 MiB): fresh pages.
+        let mut v: Vec<u8> = Vec::with_capacity(40 << 20);
+        populate(v.spare_capacity_mut());
+        let before = thread_minflt();
+        v.resize(40 << 20, 1);
+        std::hint::black_box(&mut v);
+        let faults = thread_minflt() - before;
+        // Without it: one fault per 4 KiB page written, about 10,000.
+        assert!(faults < 64, "{faults} page faults after populating");
+    }
+}
