@@ -600,12 +600,15 @@ impl Source for HttpSource {
                 } else {
                     Validators::default()
                 };
-                // Sized once from Content-Length (at most the limit), its
-                // pages faulted in at once.
-                let expected = response.body().content_length().unwrap_or(0);
+                // Sized once from Content-Length, its pages faulted in at
+                // once; not for a length past the limit (refused anyway).
+                let expected = response
+                    .body()
+                    .content_length()
+                    .filter(|&n| n <= self.limit)
+                    .unwrap_or(0);
                 let mut body = Vec::new();
-                let _ =
-                    body.try_reserve_exact(usize::try_from(expected.min(self.limit)).unwrap_or(0));
+                let _ = body.try_reserve_exact(usize::try_from(expected).unwrap_or(0));
                 crate::sys::alloc::populate(body.spare_capacity_mut());
                 response
                     .body_mut()
