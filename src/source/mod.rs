@@ -136,6 +136,16 @@ pub fn source_with(url: &InventoryUrl, limit: u64, secrets: Secrets) -> Box<dyn 
     }
 }
 
+/// An empty buffer for a body of about `len` bytes: room made once, not
+/// by doubling, and its pages faulted in with one call rather than one
+/// fault each. Without the memory, an empty buffer that grows as it reads.
+fn body_buffer(len: u64) -> Vec<u8> {
+    let mut body = Vec::new();
+    let _ = body.try_reserve_exact(usize::try_from(len).unwrap_or(0));
+    crate::sys::alloc::populate(body.spare_capacity_mut());
+    body
+}
+
 pub struct FileSource {
     path: PathBuf,
     limit: u64,
@@ -151,9 +161,7 @@ impl Source for FileSource {
         // Sized once from the file's length (a hint: the file may change),
         // not grown by doubling from a few bytes.
         let hint = file.metadata().map_or(0, |m| m.len()).min(self.limit);
-        let mut body = Vec::new();
-        let _ = body.try_reserve_exact(usize::try_from(hint).unwrap_or(0).saturating_add(1));
-        crate::sys::alloc::populate(body.spare_capacity_mut());
+        let mut body = body_buffer(hint.saturating_add(1));
         file.take(self.limit.saturating_add(1))
             .read_to_end(&mut body)
             .map_err(transient)?;
@@ -600,16 +608,14 @@ impl Source for HttpSource {
                 } else {
                     Validators::default()
                 };
-                // Sized once from Content-Length, its pages faulted in at
-                // once; not for a length past the limit (refused anyway).
+                // Sized from Content-Length, but not for a length past the
+                // limit (refused anyway).
                 let expected = response
                     .body()
                     .content_length()
                     .filter(|&n| n <= self.limit)
                     .unwrap_or(0);
-                let mut body = Vec::new();
-                let _ = body.try_reserve_exact(usize::try_from(expected).unwrap_or(0));
-                crate::sys::alloc::populate(body.spare_capacity_mut());
+                let mut body = body_buffer(expected);
                 response
                     .body_mut()
                     .with_config()
