@@ -231,6 +231,35 @@ struct Scratch {
     /// also in a thread that sorts half of it (but never in the passes
     /// before a long list is split between two threads).
     wide_list: bool,
+    lsd: Lsd,
+}
+
+/// What the LSD passes of [`lsd_sort`] need, made on first use: rows to
+/// copy into, and a count of each value of each key byte.
+#[derive(Default)]
+struct Lsd {
+    pairs: Vec<u64>,
+    meta: Vec<u64>,
+    counts: Vec<[u32; 256]>,
+}
+
+impl Lsd {
+    /// Makes room for `len` rows; false without the memory.
+    fn room(&mut self, len: usize, meta: bool) -> bool {
+        let grow = |v: &mut Vec<u64>, n: usize| {
+            n <= v.len() || {
+                v.clear();
+                v.try_reserve_exact(n).is_ok() && {
+                    v.resize(n, 0);
+                    true
+                }
+            }
+        };
+        if self.counts.is_empty() {
+            self.counts = vec![[0; 256]; 8];
+        }
+        grow(&mut self.pairs, len.saturating_mul(2)) && (!meta || grow(&mut self.meta, len))
+    }
 }
 
 impl Scratch {
@@ -241,6 +270,7 @@ impl Scratch {
             wide_count: Vec::new(),
             wide_next: Vec::new(),
             wide_list: len >= WIDE_LIST,
+            lsd: Lsd::default(),
         }
     }
 }
@@ -359,6 +389,7 @@ fn step<T: Texts, const META: bool>(
         wide_count,
         wide_next,
         wide_list,
+        lsd,
     } = scratch;
     let (lo, hi, depth) = match job {
         Job::Restore(lo, hi, key) => {
@@ -394,6 +425,9 @@ fn step<T: Texts, const META: bool>(
             texts.keys(part, deeper);
             jobs.push(Job::Sort(lo, hi, deeper));
         }
+        return;
+    }
+    if (LSD_MIN..=LSD_MAX).contains(&(hi - lo)) && lsd_sort(texts, rows, lo, hi, depth, jobs, lsd) {
         return;
     }
     let shared = (min ^ max).leading_zeros() & !7;
@@ -484,6 +518,123 @@ fn distribute<const META: bool>(
             rows.set(i, row);
             if let Some(n) = next.get_mut(b) {
                 *n = i + 1;
+            }
+        }
+    }
+}
+
+/// Ranges of this many rows are sorted by [`lsd_sort`]: few enough that
+/// the rows it copies into stay small and in cache, enough to pay for
+/// its counts. Tests lower them, so that both sorts meet in small lists.
+const LSD_MIN: usize = if cfg!(test) { 40 } else { 256 };
+const LSD_MAX: usize = if cfg!(test) { 300 } else { 1 << 17 };
+
+/// Sorts `lo..hi`, whose keys are not all equal, by whole keys: one LSD
+/// pass for each key byte whose values differ, each streaming the rows
+/// into `lsd`'s and back, which costs far less a row than the swaps of
+/// an in-place pass. Rows whose keys tie go on as jobs. False, having
+/// done nothing, without memory for the rows to copy into.
+fn lsd_sort<T: Texts, const META: bool>(
+    texts: &T,
+    rows: &mut Rows<'_, META>,
+    lo: usize,
+    hi: usize,
+    depth: usize,
+    jobs: &mut Vec<Job>,
+    lsd: &mut Lsd,
+) -> bool {
+    let len = hi - lo;
+    if !lsd.room(len, META) {
+        return false;
+    }
+    let Lsd {
+        pairs: spare,
+        meta: spare_meta,
+        counts,
+    } = lsd;
+    let (Some(part), Some(spare)) = (rows.pairs.get_mut(2 * lo..2 * hi), spare.get_mut(..2 * len))
+    else {
+        return false;
+    };
+    let no_meta = (&mut [][..], &mut [][..]);
+    let (part_meta, spare_meta) = if META {
+        match (rows.meta.get_mut(lo..hi), spare_meta.get_mut(..len)) {
+            (Some(a), Some(b)) => (a, b),
+            _ => return false,
+        }
+    } else {
+        no_meta
+    };
+    for c in counts.iter_mut() {
+        *c = [0; 256];
+    }
+    for &k in part.iter().step_by(2) {
+        for (b, c) in counts.iter_mut().enumerate() {
+            c[usize::from((k >> (8 * b)) as u8)] += 1;
+        }
+    }
+    let mut in_spare = false;
+    for (b, c) in counts.iter().enumerate() {
+        // A byte that all keys share needs no pass.
+        if c.iter().any(|&n| n as usize == len) {
+            continue;
+        }
+        let mut next = [0u32; 256];
+        let mut sum = 0;
+        for (n, &k) in next.iter_mut().zip(c) {
+            *n = sum;
+            sum += k;
+        }
+        let shift = 8 * b as u32;
+        if in_spare {
+            scatter::<META>((spare, spare_meta), (part, part_meta), shift, &mut next);
+        } else {
+            scatter::<META>((part, part_meta), (spare, spare_meta), shift, &mut next);
+        }
+        in_spare = !in_spare;
+    }
+    if in_spare {
+        part.copy_from_slice(spare);
+        part_meta.copy_from_slice(spare_meta);
+    }
+    // Runs of one key: equal texts, or texts to tell apart further on.
+    let mut start = lo;
+    while start < hi {
+        let key = |i: usize| rows.pairs.get(2 * i).copied();
+        let k = key(start);
+        let end = (start + 1..hi).find(|&i| key(i) != k).unwrap_or(hi);
+        if end - start > 1 {
+            match k {
+                Some(k) if ended(k) => least_first(texts, rows, start, end, depth),
+                _ => jobs.push(Job::Sort(start, end, depth)),
+            }
+        }
+        start = end;
+    }
+    true
+}
+
+/// One LSD pass: each row of `from` to the place `next` gives the value
+/// of its key's byte at `shift`, in order (a stable pass).
+fn scatter<const META: bool>(
+    (from, from_meta): (&[u64], &[u64]),
+    (to, to_meta): (&mut [u64], &mut [u64]),
+    shift: u32,
+    next: &mut [u32; 256],
+) {
+    for (i, p) in from.chunks_exact(2).enumerate() {
+        let Some(&k) = p.first() else {
+            continue;
+        };
+        let slot = &mut next[usize::from((k >> shift) as u8)];
+        let j = *slot as usize;
+        *slot += 1;
+        if let Some(t) = to.get_mut(2 * j..2 * j + 2) {
+            t.copy_from_slice(p);
+        }
+        if META {
+            if let (Some(&m), Some(t)) = (from_meta.get(i), to_meta.get_mut(j)) {
+                *t = m;
             }
         }
     }
