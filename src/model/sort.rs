@@ -524,10 +524,10 @@ fn distribute<const META: bool>(
 }
 
 /// Ranges of this many rows are sorted by [`lsd_sort`]: few enough that
-/// the rows it copies into stay small and in cache, enough to pay for
-/// its counts. Tests lower them, so that both sorts meet in small lists.
+/// the rows it copies into stay in cache (256 KiB a thread, so peak
+/// memory does not move), enough to pay for its counts. Tests lower them, so that both sorts meet in small lists.
 const LSD_MIN: usize = if cfg!(test) { 40 } else { 256 };
-const LSD_MAX: usize = if cfg!(test) { 300 } else { 1 << 17 };
+const LSD_MAX: usize = if cfg!(test) { 300 } else { 1 << 14 };
 
 /// Sorts `lo..hi`, whose keys are not all equal, by whole keys: one LSD
 /// pass for each key byte whose values differ, each streaming the rows
