@@ -71,72 +71,187 @@ pub fn sort_dedup<T: Texts + Sync>(
     items: &mut Vec<u64>,
     meta: &mut Vec<u64>,
     depth: usize,
-    merge: impl Fn(u64, u64) -> u64,
+    merge: impl Fn(u64, u64) -> u64 + Sync,
 ) {
     let n = items.len();
     items.resize(n.saturating_mul(2), 0);
-    // Spread to pairs from the back, so that no item is overwritten unread.
-    for i in (0..n).rev() {
-        let item = items.get(i).copied().unwrap_or(0);
-        if let Some(slot) = items.get_mut(2 * i + 1) {
-            *slot = item;
+    let survey = spread(texts, items, n, depth);
+    let start = (&survey, depth);
+    let kept = if meta.len() == n {
+        run_split(texts, Rows::<true> { pairs: items, meta }, start, &merge)
+    } else {
+        let rows = Rows::<false> {
+            pairs: items,
+            meta: &mut [],
+        };
+        run_split(texts, rows, start, &merge)
+    };
+    items.truncate(kept);
+    if meta.len() == n {
+        meta.truncate(kept);
+    }
+}
+
+/// How many keys hold each value in each of their bytes (byte 0 the
+/// lowest): counted only for a list that [`first_pass`] will sort.
+struct Survey {
+    counts: Vec<[usize; 256]>,
+}
+
+impl Survey {
+    fn new(n: usize) -> Survey {
+        Survey {
+            counts: if n >= PARALLEL_LIST {
+                vec![[0; 256]; 8]
+            } else {
+                Vec::new()
+            },
         }
     }
-    let pairs = &mut items[..];
-    if n >= PARALLEL_LIST {
-        // Keys of the two halves at once.
-        let (low, high) = pairs.split_at_mut(n & !1);
-        crate::model::par::both(
-            "sort",
-            || texts.keys(low, depth),
-            || texts.keys(high, depth),
-        );
-    } else {
-        texts.keys(pairs, depth);
+
+    /// Counts the keys of the flat pairs `pairs`.
+    fn add(&mut self, pairs: &[u64]) {
+        if self.counts.is_empty() {
+            return;
+        }
+        for &k in pairs.iter().step_by(2) {
+            for (b, c) in self.counts.iter_mut().enumerate() {
+                c[usize::from((k >> (8 * b)) as u8)] += 1;
+            }
+        }
     }
-    if meta.len() == n {
-        run_split(texts, Rows::<true> { pairs, meta }, depth);
-    } else {
-        run_split(
-            texts,
-            Rows::<false> {
-                pairs,
-                meta: &mut [],
-            },
-            depth,
-        );
+
+    fn merge(&mut self, other: &Survey) {
+        for (mine, theirs) in self.counts.iter_mut().zip(&other.counts) {
+            for (a, b) in mine.iter_mut().zip(theirs) {
+                *a += b;
+            }
+        }
     }
-    // Keep the first of each run of equal texts; items go back to the
-    // front, never past the pair being read.
-    let with_meta = meta.len() == n;
-    let (mut w, mut last) = (0, [0u64; 2]);
-    for r in 0..n {
-        let Some([key, item]) = items
-            .get(2 * r..2 * r + 2)
-            .and_then(|p| <[u64; 2]>::try_from(p).ok())
+}
+
+/// Items spread on two threads once this many are left.
+const PARALLEL_SPREAD: usize = if cfg!(test) { 64 } else { 1 << 15 };
+
+/// Spreads items `0..n` of `buf` (twice as long) to pairs, item `i` at
+/// `2i + 1`, and sets the key of each (from text byte `depth` on). Items
+/// go from the top down: the upper half of those left lands past every
+/// item still unread, so each such half goes on two threads at once.
+fn spread<T: Texts + Sync>(texts: &T, buf: &mut [u64], n: usize, depth: usize) -> Survey {
+    let (mut survey, mut other) = (Survey::new(n), Survey::new(n));
+    let mut end = n;
+    while end >= PARALLEL_SPREAD {
+        let start = end.div_ceil(2);
+        let (low, high) = buf.split_at_mut(2 * start);
+        let (Some(from), Some(to)) = (low.get(start..end), high.get_mut(..2 * (end - start)))
         else {
             break;
         };
-        let m = meta.get(r).copied().filter(|_| with_meta);
+        let (from_a, from_b) = from.split_at(from.len() / 2);
+        let (to_a, to_b) = to.split_at_mut(2 * from_a.len());
+        crate::model::par::both(
+            "sort",
+            || spread_part(texts, from_a, to_a, depth, &mut survey),
+            || spread_part(texts, from_b, to_b, depth, &mut other),
+        );
+        end = start;
+    }
+    survey.merge(&other);
+    // The last few here, from the back, so that no item is overwritten unread.
+    for i in (0..end).rev() {
+        let item = buf.get(i).copied().unwrap_or(0);
+        if let Some(slot) = buf.get_mut(2 * i + 1) {
+            *slot = item;
+        }
+    }
+    let rest = buf.get_mut(..2 * end).unwrap_or_default();
+    texts.keys(rest, depth);
+    survey.add(rest);
+    survey
+}
+
+/// Spreads `from` to the pairs of `to` and keys them, a block at a time
+/// (the keys read the block while it is in cache).
+fn spread_part<T: Texts>(
+    texts: &T,
+    from: &[u64],
+    to: &mut [u64],
+    depth: usize,
+    survey: &mut Survey,
+) {
+    const BLOCK: usize = 2048;
+    for (f, t) in from.chunks(BLOCK).zip(to.chunks_mut(2 * BLOCK)) {
+        for (&item, pair) in f.iter().zip(t.chunks_exact_mut(2)) {
+            if let Some(slot) = pair.get_mut(1) {
+                *slot = item;
+            }
+        }
+        texts.keys(t, depth);
+        survey.add(t);
+    }
+}
+
+/// Keeps the first row of each run of equal texts in `rows` (sorted),
+/// folding the others' meta into its own with `merge`: the items (and
+/// meta) kept go to the front of `rows.pairs` (and `rows.meta`), in
+/// order, never past the row being read. How many were kept.
+fn dedup<T: Texts, const META: bool>(
+    texts: &T,
+    rows: &mut Rows<'_, META>,
+    merge: &impl Fn(u64, u64) -> u64,
+) -> usize {
+    let (mut w, mut last) = (0, [0u64; 2]);
+    for r in 0..rows.len() {
+        let Some(([key, item], m)) = rows.get(r) else {
+            break;
+        };
         if w > 0 && key == last[0] && (ended(key) || texts.same(last[1], item)) {
-            if let (Some(m), Some(kept)) = (m, meta.get_mut(w - 1)) {
+            if let Some(kept) = rows.meta.get_mut(w - 1).filter(|_| META) {
                 *kept = merge(*kept, m);
             }
             continue;
         }
-        if let Some(slot) = items.get_mut(w) {
+        if let Some(slot) = rows.pairs.get_mut(w) {
             *slot = item;
         }
-        if let (Some(m), Some(slot)) = (m, meta.get_mut(w)) {
+        if let Some(slot) = rows.meta.get_mut(w).filter(|_| META) {
             *slot = m;
         }
         last = [key, item];
         w += 1;
     }
-    items.truncate(w);
-    if with_meta {
-        meta.truncate(w);
+    w
+}
+
+/// Joins the items two halves kept (see [`dedup`]): `low` of them at the
+/// front of `rows`, and `high` at the front of the half from row `mid`
+/// on, which move down after the low ones. Their texts are in order;
+/// should the first high one equal the last low one, it goes as a repeat.
+/// How many are kept in all.
+fn join_halves<T: Texts, const META: bool>(
+    texts: &T,
+    rows: &mut Rows<'_, META>,
+    (mid, low, mut high): (usize, usize, usize),
+    merge: &impl Fn(u64, u64) -> u64,
+) -> usize {
+    let (mut from, mut from_meta) = (2 * mid, mid);
+    let (last, first) = (low.checked_sub(1), rows.pairs.get(from).copied());
+    if let (Some(last), Some(first), true) = (last, first, high > 0) {
+        if rows.pairs.get(last).is_some_and(|&a| texts.same(a, first)) {
+            let m = rows.meta.get(from_meta).copied().filter(|_| META);
+            if let (Some(m), Some(kept)) = (m, rows.meta.get_mut(last)) {
+                *kept = merge(*kept, m);
+            }
+            (from, from_meta, high) = (from + 1, from_meta + 1, high - 1);
+        }
     }
+    if from + high <= rows.pairs.len() {
+        rows.pairs.copy_within(from..from + high, low);
+    }
+    if META && from_meta + high <= rows.meta.len() {
+        rows.meta.copy_within(from_meta..from_meta + high, low);
+    }
+    low + high
 }
 
 /// The rows that move together: (key, item) pairs, flat, and (when
@@ -279,37 +394,59 @@ impl Scratch {
 /// passes have split them into buckets: the two halves share no row.
 const PARALLEL_LIST: usize = if cfg!(test) { 512 } else { 1 << 16 };
 
-/// Sorts all rows: as [`run`], on two threads for a long list. If no
-/// second thread can be had, this one does all the work.
-fn run_split<T: Texts + Sync, const META: bool>(texts: &T, mut rows: Rows<'_, META>, depth: usize) {
+/// Sorts all rows and drops repeats (see [`dedup`]): as [`run`], on two
+/// threads for a long list. If no second thread can be had, this one
+/// does all the work. How many rows are kept.
+fn run_split<T: Texts + Sync, const META: bool>(
+    texts: &T,
+    mut rows: Rows<'_, META>,
+    (survey, depth): (&Survey, usize),
+    merge: &(impl Fn(u64, u64) -> u64 + Sync),
+) -> usize {
     let n = rows.len();
     let mut jobs = vec![Job::Sort(0, n, depth)];
-    if n < PARALLEL_LIST {
-        return run(texts, &mut rows, jobs, n);
-    }
-    // One byte per pass here: this thread works alone until the split, and
-    // a pass of few buckets moves the rows faster than one of many.
-    let mut scratch = Scratch {
-        wide_list: false,
-        ..Scratch::for_list(n)
-    };
-    // A few passes, until the jobs left fall on both sides of a row near
-    // the middle (one huge bucket may take more than one pass).
-    for _ in 0..4 {
-        let Some(job) = jobs.pop() else {
-            return;
+    if n >= PARALLEL_LIST {
+        // One byte per pass here: this thread works alone until the split,
+        // and a pass of few buckets moves the rows faster than one of many.
+        let mut scratch = Scratch {
+            wide_list: false,
+            ..Scratch::for_list(n)
         };
-        step(texts, &mut rows, job, &mut jobs, &mut scratch);
+        // A few passes over the job that holds the middle row, until the
+        // jobs left fall on both sides of a row near it: the closer, the
+        // less one thread waits for the other at the end.
+        for pass in 1..=SPLIT_PASSES {
+            let middle = jobs
+                .iter()
+                .rposition(|j| matches!(*j, Job::Sort(lo, hi, _) if lo < n / 2 && n / 2 < hi));
+            let Some(job) = middle.map(|i| jobs.remove(i)) else {
+                break;
+            };
+            // The first pass needs no counting: the spread counted.
+            if pass > 1 || !first_pass(texts, &mut rows, (survey, depth), &mut jobs, &mut scratch) {
+                step(texts, &mut rows, job, &mut jobs, &mut scratch);
+            }
+            match split_point(&jobs, n) {
+                Some(mid) if pass == SPLIT_PASSES || mid.abs_diff(n / 2) <= n / 64 => {
+                    return run_halves(texts, rows, jobs, mid, merge);
+                }
+                _ => {}
+            }
+        }
         if let Some(mid) = split_point(&jobs, n) {
-            return run_halves(texts, rows, jobs, mid);
+            return run_halves(texts, rows, jobs, mid, merge);
         }
     }
     // No split: the rest here, two bytes a pass where that pays.
     run(texts, &mut rows, jobs, n);
+    dedup(texts, &mut rows, merge)
 }
 
-/// A row boundary that no sort job crosses, with at least an eighth of
-/// the rows on each side.
+/// Passes that may go into finding where to split a list.
+const SPLIT_PASSES: usize = 4;
+
+/// The row boundary nearest the middle that no sort job crosses, with at
+/// least an eighth of the rows on each side.
 fn split_point(jobs: &[Job], n: usize) -> Option<usize> {
     let crosses = |b: usize| {
         jobs.iter()
@@ -326,27 +463,35 @@ fn split_point(jobs: &[Job], n: usize) -> Option<usize> {
         .min_by_key(|&b| b.abs_diff(half))
 }
 
-/// Runs the jobs below `mid` here and those above it on a second thread;
-/// then the jobs that span both (putting keys back) here.
+/// Runs the jobs below `mid` here and those above it on a second thread,
+/// each half dropping its own repeats; then joins what they kept.
 fn run_halves<T: Texts + Sync, const META: bool>(
     texts: &T,
-    rows: Rows<'_, META>,
+    mut rows: Rows<'_, META>,
     jobs: Vec<Job>,
     mid: usize,
-) {
+    merge: &(impl Fn(u64, u64) -> u64 + Sync),
+) -> usize {
     let n = rows.len();
-    let (mut low, mut high, mut both) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut low, mut high) = (Vec::new(), Vec::new());
     for job in jobs {
         match job {
             Job::Sort(lo, hi, d) if hi <= mid => low.push(Job::Sort(lo, hi, d)),
             Job::Sort(lo, hi, d) => high.push(Job::Sort(lo - mid, hi - mid, d)),
-            Job::Restore(lo, hi, k) if hi <= mid => low.push(Job::Restore(lo, hi, k)),
-            Job::Restore(lo, hi, k) if lo >= mid => high.push(Job::Restore(lo - mid, hi - mid, k)),
-            Job::Restore(lo, hi, k) => both.push(Job::Restore(lo, hi, k)),
+            // Keys put back over both halves: each puts back its own.
+            Job::Restore(lo, hi, k) => {
+                if lo < mid {
+                    low.push(Job::Restore(lo, hi.min(mid), k));
+                }
+                if hi > mid {
+                    high.push(Job::Restore(lo.max(mid) - mid, hi - mid, k));
+                }
+            }
         }
     }
-    let Rows { pairs, meta } = rows;
+    let (mut kept_low, mut kept_high) = (0, 0);
     {
+        let Rows { pairs, meta } = &mut rows;
         let (low_pairs, high_pairs) = pairs.split_at_mut((2 * mid).min(pairs.len()));
         let (low_meta, high_meta) = if META {
             meta.split_at_mut(mid.min(meta.len()))
@@ -363,14 +508,18 @@ fn run_halves<T: Texts + Sync, const META: bool>(
         };
         crate::model::par::both(
             "sort",
-            || run(texts, &mut low_rows, low, n),
+            || {
+                run(texts, &mut low_rows, low, n);
+                kept_low = dedup(texts, &mut low_rows, merge);
+            },
             || {
                 let mut high_rows = high_rows;
                 run(texts, &mut high_rows, high, n);
+                kept_high = dedup(texts, &mut high_rows, merge);
             },
         );
     }
-    run(texts, &mut Rows::<META> { pairs, meta }, both, n);
+    join_halves(texts, &mut rows, (mid, kept_low, kept_high), merge)
 }
 
 /// Runs one job: a radix pass over its range (pushing a job for each
@@ -450,6 +599,19 @@ fn step<T: Texts, const META: bool>(
     let digit = |k: u64| (k >> shift & mask) as usize;
     let used = digit(min)..digit(max) + 1;
     distribute(rows, lo, hi, digit, used.clone(), count, next);
+    push_buckets(texts, rows, (lo, depth), used, count, jobs);
+}
+
+/// After a pass from row `lo`: a job for each bucket of `used` (counted
+/// in `count`, which is left zero) with more than one row in it.
+fn push_buckets<T: Texts, const META: bool>(
+    texts: &T,
+    rows: &mut Rows<'_, META>,
+    (lo, depth): (usize, usize),
+    used: std::ops::Range<usize>,
+    count: &mut [usize],
+    jobs: &mut Vec<Job>,
+) {
     let mut start = lo;
     for b in used {
         let Some(c) = count.get_mut(b) else {
@@ -467,6 +629,45 @@ fn step<T: Texts, const META: bool>(
         start = stop;
         *c = 0;
     }
+}
+
+/// The first pass over all `n` rows, whose keys `counts` has counted
+/// byte by byte (see [`Survey`]): on the highest byte whose values
+/// differ, with no pass to count them. False, having done nothing, when
+/// no byte's values differ.
+fn first_pass<T: Texts, const META: bool>(
+    texts: &T,
+    rows: &mut Rows<'_, META>,
+    (survey, depth): (&Survey, usize),
+    jobs: &mut Vec<Job>,
+    scratch: &mut Scratch,
+) -> bool {
+    let n = rows.len();
+    // Each byte whose values all keys share, from the top, is skipped.
+    let Some((byte, counts)) = survey
+        .counts
+        .iter()
+        .enumerate()
+        .rev()
+        .find(|(_, c)| !c.contains(&n))
+    else {
+        return false;
+    };
+    let (Some(first), Some(last)) = (
+        counts.iter().position(|&k| k > 0),
+        counts.iter().rposition(|&k| k > 0),
+    ) else {
+        return false;
+    };
+    let Scratch { count, next, .. } = scratch;
+    for (c, &k) in count.iter_mut().zip(counts) {
+        *c = k;
+    }
+    let shift = 8 * byte as u32;
+    let digit = |k: u64| (k >> shift & 0xFF) as usize;
+    place(rows, 0, digit, first..last + 1, count, next);
+    push_buckets(texts, rows, (0, depth), first..last + 1, count, jobs);
+    true
 }
 
 /// One radix pass over `lo..hi`: counts the rows of each bucket of `used`
@@ -487,6 +688,18 @@ fn distribute<const META: bool>(
             *c += 1;
         }
     }
+    place(rows, lo, digit, used, count, next);
+}
+
+/// The moves of [`distribute`], with `count` already counted.
+fn place<const META: bool>(
+    rows: &mut Rows<'_, META>,
+    lo: usize,
+    digit: impl Fn(u64) -> usize,
+    used: std::ops::Range<usize>,
+    count: &[usize],
+    next: &mut [usize],
+) {
     let mut sum = lo;
     for b in used.clone() {
         if let (Some(c), Some(n)) = (count.get(b), next.get_mut(b)) {
@@ -696,6 +909,129 @@ fn least_first<T: Texts, const META: bool>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Texts for the tests: item `i` is `texts[i]`.
+    struct Strs(Vec<Vec<u8>>);
+
+    impl Strs {
+        fn text(&self, item: u64) -> &[u8] {
+            &self.0[item as usize]
+        }
+    }
+
+    impl Texts for Strs {
+        fn keys(&self, pairs: &mut [u64], depth: usize) {
+            for p in pairs.chunks_exact_mut(2) {
+                let t = self.text(p[1]).get(depth..).unwrap_or_default();
+                let n = t.len().min(8);
+                let mut b = [0u8; 8];
+                b[..n].copy_from_slice(&t[..n]);
+                p[0] = key_of(u64::from_be_bytes(b), n);
+            }
+        }
+
+        fn compare_from(&self, a: u64, b: u64, depth: usize) -> Ordering {
+            let from = |t: &[u8]| t.get(depth..).unwrap_or_default().to_vec();
+            from(self.text(a)).cmp(&from(self.text(b)))
+        }
+
+        fn same(&self, a: u64, b: u64) -> bool {
+            self.text(a) == self.text(b)
+        }
+
+        fn ties_ordered(&self) -> bool {
+            false
+        }
+    }
+
+    /// Sorts texts (items numbered in order, meta their numbers, merged
+    /// to the least) and checks texts and meta against a plain model.
+    fn check_sort(texts: Vec<Vec<u8>>) {
+        let mut model: Vec<(Vec<u8>, u64)> = Vec::new();
+        for (i, t) in texts.iter().enumerate() {
+            match model.iter_mut().find(|(m, _)| m == t) {
+                Some(_) => {}
+                None => model.push((t.clone(), i as u64)),
+            }
+        }
+        model.sort();
+        let depth = texts
+            .iter()
+            .map(|t| t.iter().zip(&texts[0]).take_while(|(a, b)| a == b).count())
+            .min()
+            .unwrap_or(0);
+        let texts = Strs(texts);
+        let mut items: Vec<u64> = (0..texts.0.len() as u64).collect();
+        let mut meta = items.clone();
+        sort_dedup(&texts, &mut items, &mut meta, depth, u64::min);
+        let got: Vec<(Vec<u8>, u64)> = items
+            .iter()
+            .zip(&meta)
+            .map(|(&i, &m)| (texts.text(i).to_vec(), m))
+            .collect();
+        assert_eq!(got, model);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Lists on both sides of every threshold (LSD ranges, the split
+        /// between two threads, the spread on two threads), with repeats
+        /// and texts that tie for eight bytes and more.
+        #[test]
+        fn sorts_and_drops_repeats_as_the_model(
+            texts in proptest::collection::vec(
+                "(rack-0000-row-|rack-|r)?[0-9a:]{0,10}",
+                0..3000,
+            )
+        ) {
+            check_sort(texts.into_iter().map(String::into_bytes).collect());
+        }
+    }
+
+    #[test]
+    fn long_lists_of_numbered_names_sort() {
+        let texts = (0..20_000u32)
+            .map(|i| format!("sensor_{}:9100", i * 7919 % 15_000).into_bytes())
+            .collect();
+        check_sort(texts);
+    }
+
+    #[test]
+    fn joined_halves_drop_a_repeat_across_the_middle() {
+        let texts = Strs(vec![
+            b"a".to_vec(),
+            b"b".to_vec(),
+            b"b".to_vec(),
+            b"c".to_vec(),
+        ]);
+        // Low half kept items 0, 1; high half (from row 2) kept 2, 3.
+        let mut pairs = vec![0, 1, 9, 9, 2, 3, 9, 9];
+        let mut meta = vec![10, 11, 9, 9];
+        let mut rows = Rows::<true> {
+            pairs: &mut pairs,
+            meta: &mut meta,
+        };
+        let kept = join_halves(&texts, &mut rows, (2, 2, 2), &|a: u64, b: u64| a + b);
+        assert_eq!(kept, 3);
+        assert_eq!(pairs[..3], [0, 1, 3]);
+        assert_eq!(meta[..3], [10, 11 + 9, 9]);
+        // Nothing in common, and nothing kept on one side.
+        let mut pairs = vec![0, 1, 9, 9, 3, 9, 9, 9];
+        let mut rows = Rows::<false> {
+            pairs: &mut pairs,
+            meta: &mut [],
+        };
+        assert_eq!(join_halves(&texts, &mut rows, (2, 2, 1), &u64::min), 3);
+        assert_eq!(pairs[..3], [0, 1, 3]);
+        let mut pairs = vec![9, 9, 9, 9, 3, 9, 9, 9];
+        let mut rows = Rows::<false> {
+            pairs: &mut pairs,
+            meta: &mut [],
+        };
+        assert_eq!(join_halves(&texts, &mut rows, (2, 0, 1), &u64::min), 1);
+        assert_eq!(pairs[0], 3);
+    }
 
     #[test]
     fn the_split_crosses_no_sort_job_and_leaves_work_on_both_sides() {
