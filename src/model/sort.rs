@@ -92,38 +92,32 @@ pub fn sort_dedup<T: Texts + Sync>(
     }
 }
 
-/// How many keys hold each value in each of their bytes (byte 0 the
-/// lowest): counted only for a list that [`first_pass`] will sort.
+/// How many keys hold each value of their top byte (the first text byte
+/// past the bytes all texts share, which nearly always differs): counted
+/// only for a list that [`first_pass`] will sort.
 struct Survey {
-    counts: Vec<[usize; 256]>,
+    counts: Option<Box<[usize; 256]>>,
 }
 
 impl Survey {
     fn new(n: usize) -> Survey {
         Survey {
-            counts: if n >= PARALLEL_LIST {
-                vec![[0; 256]; 8]
-            } else {
-                Vec::new()
-            },
+            counts: (n >= PARALLEL_LIST).then(|| Box::new([0; 256])),
         }
     }
 
     /// Counts the keys of the flat pairs `pairs`.
     fn add(&mut self, pairs: &[u64]) {
-        if self.counts.is_empty() {
-            return;
-        }
-        for &k in pairs.iter().step_by(2) {
-            for (b, c) in self.counts.iter_mut().enumerate() {
-                c[usize::from((k >> (8 * b)) as u8)] += 1;
+        if let Some(counts) = &mut self.counts {
+            for &k in pairs.iter().step_by(2) {
+                counts[usize::from((k >> 56) as u8)] += 1;
             }
         }
     }
 
     fn merge(&mut self, other: &Survey) {
-        for (mine, theirs) in self.counts.iter_mut().zip(&other.counts) {
-            for (a, b) in mine.iter_mut().zip(theirs) {
+        if let (Some(mine), Some(theirs)) = (&mut self.counts, &other.counts) {
+            for (a, b) in mine.iter_mut().zip(theirs.iter()) {
                 *a += b;
             }
         }
@@ -631,10 +625,9 @@ fn push_buckets<T: Texts, const META: bool>(
     }
 }
 
-/// The first pass over all `n` rows, whose keys `counts` has counted
-/// byte by byte (see [`Survey`]): on the highest byte whose values
-/// differ, with no pass to count them. False, having done nothing, when
-/// no byte's values differ.
+/// The first pass over all `n` rows, on the top byte of their keys, which
+/// `survey` has counted: no pass to count them. False, having done
+/// nothing, when the keys share that byte (or were not counted).
 fn first_pass<T: Texts, const META: bool>(
     texts: &T,
     rows: &mut Rows<'_, META>,
@@ -643,13 +636,10 @@ fn first_pass<T: Texts, const META: bool>(
     scratch: &mut Scratch,
 ) -> bool {
     let n = rows.len();
-    // Each byte whose values all keys share, from the top, is skipped.
-    let Some((byte, counts)) = survey
+    let Some(counts) = survey
         .counts
-        .iter()
-        .enumerate()
-        .rev()
-        .find(|(_, c)| !c.contains(&n))
+        .as_deref()
+        .filter(|c| !c.contains(&n) && c.iter().sum::<usize>() == n)
     else {
         return false;
     };
@@ -663,8 +653,7 @@ fn first_pass<T: Texts, const META: bool>(
     for (c, &k) in count.iter_mut().zip(counts) {
         *c = k;
     }
-    let shift = 8 * byte as u32;
-    let digit = |k: u64| (k >> shift & 0xFF) as usize;
+    let digit = |k: u64| (k >> 56) as usize;
     place(rows, 0, digit, first..last + 1, count, next);
     push_buckets(texts, rows, (0, depth), first..last + 1, count, jobs);
     true
@@ -720,7 +709,10 @@ fn place<const META: bool>(
             };
             let mut d = digit(row.0[0]);
             while d != b {
-                let Some(slot) = next.get_mut(d) else {
+                // Only a count that disagrees with the digits could lead
+                // out of the range: then rows end out of order, but the
+                // pass ends.
+                let Some(slot) = next.get_mut(d).filter(|s| (lo..sum).contains(*s)) else {
                     break;
                 };
                 let j = *slot;
@@ -738,7 +730,8 @@ fn place<const META: bool>(
 
 /// Ranges of this many rows are sorted by [`lsd_sort`]: few enough that
 /// the rows it copies into stay in cache (256 KiB a thread, so peak
-/// memory does not move), enough to pay for its counts. Tests lower them, so that both sorts meet in small lists.
+/// memory does not move), enough to pay for its counts. Tests lower
+/// them, so that both sorts meet in small lists.
 const LSD_MIN: usize = if cfg!(test) { 40 } else { 256 };
 const LSD_MAX: usize = if cfg!(test) { 300 } else { 1 << 14 };
 
