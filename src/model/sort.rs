@@ -124,7 +124,7 @@ impl Survey {
     }
 }
 
-/// Items spread on two threads once this many are left.
+/// Items spread on two threads while at least this many are left.
 const PARALLEL_SPREAD: usize = if cfg!(test) { 64 } else { 1 << 15 };
 
 /// Spreads items `0..n` of `buf` (twice as long) to pairs, item `i` at
@@ -310,14 +310,15 @@ enum Job {
 }
 
 /// Ranges at least this long, in lists at least [`WIDE_LIST`] long, may
-/// take two bytes of key per pass.
+/// take two bytes of key per pass (in practice those past [`LSD_MAX`]).
 /// Tests lower them, so that small lists take the wide passes too.
 const WIDE_RANGE: usize = if cfg!(test) { 64 } else { 2048 };
 const WIDE_LIST: usize = if cfg!(test) { 256 } else { 1 << 17 };
 
 /// MSD radix sort over the keys (American flag: each bucket filled in
 /// place), one byte of key per pass (two in large ranges, when the values
-/// they take are few enough), skipping the bytes a range shares.
+/// they take are few enough), skipping the bytes a range shares; ranges
+/// of [`LSD_MIN`] to [`LSD_MAX`] rows are sorted by [`lsd_sort`].
 fn run<T: Texts, const META: bool>(
     texts: &T,
     rows: &mut Rows<'_, META>,
@@ -330,7 +331,8 @@ fn run<T: Texts, const META: bool>(
     }
 }
 
-/// The bucket counters of the radix passes, made once per thread.
+/// The bucket counters of the radix passes and the rows of the LSD
+/// passes, made once per thread.
 struct Scratch {
     count: Vec<usize>,
     next: Vec<usize>,
@@ -422,11 +424,13 @@ fn run_split<T: Texts + Sync, const META: bool>(
             }
             match split_point(&jobs, n) {
                 Some(mid) if pass == SPLIT_PASSES || mid.abs_diff(n / 2) <= n / 64 => {
+                    drop(scratch);
                     return run_halves(texts, rows, jobs, mid, merge);
                 }
                 _ => {}
             }
         }
+        drop(scratch);
         if let Some(mid) = split_point(&jobs, n) {
             return run_halves(texts, rows, jobs, mid, merge);
         }
@@ -517,8 +521,8 @@ fn run_halves<T: Texts + Sync, const META: bool>(
 }
 
 /// Runs one job: a radix pass over its range (pushing a job for each
-/// bucket still to sort), an insertion sort of a short range, or keys put
-/// back.
+/// bucket still to sort), an LSD sort of a mid-sized range, an insertion
+/// sort of a short range, or keys put back.
 fn step<T: Texts, const META: bool>(
     texts: &T,
     rows: &mut Rows<'_, META>,
@@ -729,8 +733,8 @@ fn place<const META: bool>(
 }
 
 /// Ranges of this many rows are sorted by [`lsd_sort`]: few enough that
-/// the rows it copies into stay in cache (256 KiB a thread, so peak
-/// memory does not move), enough to pay for its counts. Tests lower
+/// the rows it copies into stay in cache (256 KiB a thread, 384 KiB with
+/// meta: peak memory hardly moves), enough to pay for its counts. Tests lower
 /// them, so that both sorts meet in small lists.
 const LSD_MIN: usize = if cfg!(test) { 40 } else { 256 };
 const LSD_MAX: usize = if cfg!(test) { 300 } else { 1 << 14 };
@@ -988,6 +992,19 @@ mod tests {
             .map(|i| format!("sensor_{}:9100", i * 7919 % 15_000).into_bytes())
             .collect();
         check_sort(texts);
+    }
+
+    /// The job over the middle row ties for eight bytes before the split,
+    /// so keys put back after its deeper passes span both halves; and
+    /// `bbbbbbbbc` (deeper key `c`, ended) sits beside `c` (key `c`,
+    /// ended), which only keys put back tell apart.
+    #[test]
+    fn keys_put_back_across_the_split_keep_texts_apart() {
+        let mut texts: Vec<String> = (0..60).map(|i| format!("a{i}")).collect();
+        texts.extend((0..480).map(|i| format!("bbbbbbbbbb{:03}", i % 200)));
+        texts.extend(["bbbbbbbbc", "c", "c"].map(String::from));
+        texts.extend((0..60).map(|i| format!("d{i}")));
+        check_sort(texts.into_iter().map(String::into_bytes).collect());
     }
 
     #[test]
