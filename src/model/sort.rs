@@ -574,10 +574,14 @@ fn step<T: Texts, const META: bool>(
         }
         return;
     }
-    if (LSD_MIN..=LSD_MAX).contains(&(hi - lo)) && lsd_sort(texts, rows, lo, hi, depth, jobs, lsd) {
+    let shared = (min ^ max).leading_zeros() & !7;
+    // The low bytes of the keys, below those all share.
+    let low = 8 - shared as usize / 8;
+    if (LSD_MIN..=LSD_MAX).contains(&(hi - lo))
+        && lsd_sort(texts, rows, (lo, hi, depth), low, jobs, lsd)
+    {
         return;
     }
-    let shared = (min ^ max).leading_zeros() & !7;
     let wide_shift = 48u32.checked_sub(shared);
     let wide_used = wide_shift.map(|s| (min >> s & 0xFFFF, max >> s & 0xFFFF));
     let (shift, mask, count, next) = match (wide_shift, wide_used) {
@@ -740,16 +744,16 @@ const LSD_MIN: usize = if cfg!(test) { 40 } else { 256 };
 const LSD_MAX: usize = if cfg!(test) { 300 } else { 1 << 14 };
 
 /// Sorts `lo..hi`, whose keys are not all equal, by whole keys: one LSD
-/// pass for each key byte whose values differ, each streaming the rows
-/// into `lsd`'s and back, which costs far less a row than the swaps of
-/// an in-place pass. Rows whose keys tie go on as jobs. False, having
-/// done nothing, without memory for the rows to copy into.
+/// pass for each key byte whose values differ (of the `low` bytes below
+/// those all share), each streaming the rows into `lsd`'s and back,
+/// which costs far less a row than the swaps of an in-place pass. Rows
+/// whose keys tie go on as jobs. False, having done nothing, without
+/// memory for the rows to copy into.
 fn lsd_sort<T: Texts, const META: bool>(
     texts: &T,
     rows: &mut Rows<'_, META>,
-    lo: usize,
-    hi: usize,
-    depth: usize,
+    (lo, hi, depth): (usize, usize, usize),
+    low: usize,
     jobs: &mut Vec<Job>,
     lsd: &mut Lsd,
 ) -> bool {
@@ -779,12 +783,12 @@ fn lsd_sort<T: Texts, const META: bool>(
         *c = [0; 256];
     }
     for &k in part.iter().step_by(2) {
-        for (b, c) in counts.iter_mut().enumerate() {
+        for (b, c) in counts.iter_mut().enumerate().take(low) {
             c[usize::from((k >> (8 * b)) as u8)] += 1;
         }
     }
     let mut in_spare = false;
-    for (b, c) in counts.iter().enumerate() {
+    for (b, c) in counts.iter().enumerate().take(low) {
         // A byte that all keys share needs no pass.
         if c.iter().any(|&n| n as usize == len) {
             continue;
