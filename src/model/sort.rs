@@ -357,20 +357,24 @@ struct Lsd {
 impl Lsd {
     /// Makes room for `len` rows; false without the memory.
     fn room(&mut self, len: usize, meta: bool) -> bool {
-        let grow = |v: &mut Vec<u64>, n: usize| {
-            n <= v.len() || {
-                v.clear();
-                v.try_reserve_exact(n).is_ok() && {
-                    v.resize(n, 0);
-                    true
-                }
-            }
-        };
         if self.counts.is_empty() {
             self.counts = vec![[0; 256]; 8];
         }
-        grow(&mut self.pairs, len.saturating_mul(2)) && (!meta || grow(&mut self.meta, len))
+        at_least(&mut self.pairs, len.saturating_mul(2)) && (!meta || at_least(&mut self.meta, len))
     }
+}
+
+/// Makes `v` at least `n` long (its values do not matter); false without
+/// the memory.
+fn at_least(v: &mut Vec<u64>, n: usize) -> bool {
+    if v.len() < n {
+        v.clear();
+        if v.try_reserve_exact(n).is_err() {
+            return false;
+        }
+        v.resize(n, 0);
+    }
+    true
 }
 
 impl Scratch {
