@@ -500,7 +500,7 @@ struct Sink {
 
 /// Write-back of the temp file is started every this many bytes, so that
 /// its `fsync` does not wait for the whole document.
-const WRITEBACK_EVERY: u64 = 8 << 20;
+const WRITEBACK_EVERY: u64 = 2 << 20;
 
 /// How many bytes from `flushed` on to start writing back, once `written`
 /// were rendered and `in_file` of them reached the file. Not while the
