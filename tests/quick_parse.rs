@@ -162,7 +162,13 @@ fn full(body: &[u8], budget: usize) -> Result<Validated, ShapeError> {
 /// The quick reader in two parts, split at byte `at` (which it confirms
 /// or ignores), on two threads.
 fn split(body: &[u8], budget: usize, at: usize) -> Result<Validated, ShapeError> {
-    inventory::parse_limited_split(body, 9100, defaults(), budget, at)
+    inventory::parse_limited_split(body, 9100, defaults(), budget, &[at])
+}
+
+/// The quick reader in parts cut at bytes `cuts`, which two threads take
+/// in turn.
+fn cut(body: &[u8], budget: usize, cuts: &[usize]) -> Result<Validated, ShapeError> {
+    inventory::parse_limited_split(body, 9100, defaults(), budget, cuts)
 }
 
 /// Budgets: none, one that refuses the first label set, and one that
@@ -209,6 +215,31 @@ proptest! {
         }
     }
 
+    /// Every body read in three or four parts, cut at any bytes (in
+    /// order or not), gives what the full reader gives.
+    #[test]
+    fn parts_cut_anywhere_agree_with_the_full_reader(
+        body in body(),
+        b in 0..BUDGETS.len(),
+        more in prop::collection::vec(any::<prop::sample::Index>(), 1..3),
+    ) {
+        let budget = BUDGETS[b];
+        let want = full(&body, budget);
+        for at in 0..=body.len() + 1 {
+            let mut cuts = vec![at];
+            cuts.extend(more.iter().map(|i| i.index(body.len() + 2)));
+            prop_assert_eq!(
+                &cut(&body, budget, &cuts),
+                &want,
+                "cuts {:?} of {:?}",
+                cuts,
+                String::from_utf8_lossy(&body)
+            );
+            cuts.sort_unstable();
+            prop_assert_eq!(&cut(&body, budget, &cuts), &want, "cuts {:?}", cuts);
+        }
+    }
+
     /// Arrays of plain names: those the quick reader takes whole.
     #[test]
     fn plain_name_arrays_agree(
@@ -233,9 +264,15 @@ proptest! {
             prop_assert_eq!(&quick(&body, budget), &want);
             // Every element boundary, and the bytes just around it.
             let commas = body.iter().enumerate().filter(|&(_, &c)| c == b',');
-            for at in commas.flat_map(|(i, _)| i..i + 3) {
+            let near: Vec<usize> = commas.flat_map(|(i, _)| i..i + 3).collect();
+            for &at in &near {
                 prop_assert_eq!(&split(&body, budget, at), &want, "split at {}", at);
             }
+            // Cut at every boundary at once, and at every other one.
+            let bounds: Vec<usize> = near.iter().copied().skip(1).step_by(3).collect();
+            prop_assert_eq!(&cut(&body, budget, &bounds), &want, "cuts {:?}", bounds);
+            let every_other: Vec<usize> = bounds.iter().copied().step_by(2).collect();
+            prop_assert_eq!(&cut(&body, budget, &every_other), &want);
         }
         let v = quick(&body, usize::MAX).unwrap();
         let want = inventory::validate(list.iter().map(String::as_str), 9100);

@@ -58,8 +58,8 @@ fuzz_target!(|data: &[u8]| {
         ("job".to_string(), "sensors".to_string()),
     ];
     // The quick reader of plain name arrays agrees with the full one, also
-    // when it reads in two parts (split near the middle, or after the
-    // first comma).
+    // when it reads in parts (cut near the middle, after the first comma,
+    // or at both).
     let first_comma = data.iter().position(|&c| c == b',').map_or(0, |i| i + 1);
     for budget in [usize::MAX, 100] {
         let want = inventory::parse_limited_slow(data, 9100, defaults.clone(), budget);
@@ -67,9 +67,10 @@ fuzz_target!(|data: &[u8]| {
             inventory::parse_limited(data, 9100, defaults.clone(), budget),
             want
         );
-        for at in [data.len() / 2, first_comma] {
+        let middle = data.len() / 2;
+        for cuts in [&[middle][..], &[first_comma], &[first_comma, middle]] {
             assert_eq!(
-                inventory::parse_limited_split(data, 9100, defaults.clone(), budget, at),
+                inventory::parse_limited_split(data, 9100, defaults.clone(), budget, cuts),
                 want
             );
         }

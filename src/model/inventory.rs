@@ -8,8 +8,8 @@
 //! small multiple of the body whatever it holds.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
@@ -424,20 +424,20 @@ pub fn collect_limited(
     Ok(c)
 }
 
-/// As [`parse_limited`], with a body of plain names read in two parts
-/// split at byte `at` (counted after any byte-order mark), however long:
-/// what a split anywhere must agree with.
+/// As [`parse_limited`], with a body of plain names read in parts cut at
+/// bytes `cuts` (counted after any byte-order mark), however long: what
+/// cuts anywhere must agree with.
 #[doc(hidden)]
 pub fn parse_limited_split(
     body: &[u8],
     default_port: u16,
     defaults: Labels,
     label_budget: usize,
-    at: usize,
+    cuts: &[usize],
 ) -> Result<Validated, ShapeError> {
     let mut c = Collector::with_defaults(default_port, defaults);
     c.set_label_budget(label_budget);
-    walk_owned(body.to_vec(), &mut c, Split::At(at))?;
+    walk_owned(body.to_vec(), &mut c, Split::At(cuts))?;
     Ok(c.finish())
 }
 
@@ -467,16 +467,23 @@ enum Shape {
     Groups,
 }
 
-/// Bodies at least this long are read in two parts at once, when they
-/// are arrays of plain names.
+/// Bodies at least this long are read in parts at once, when they are
+/// arrays of plain names.
 const SPLIT_FROM: usize = 1 << 20;
 
-/// Where the quick reader splits a body: where it guesses, or (for tests)
-/// at a given byte.
+/// About how long each part is: short enough that the two threads, taking
+/// the parts in turn, end close together whatever slows one of them.
+const PART_BYTES: usize = 512 << 10;
+
+/// At most this many parts, however long the body.
+const MAX_PARTS: usize = 64;
+
+/// Where the quick reader cuts a body into parts: where it guesses, or
+/// (for tests) at given bytes.
 #[derive(Debug, Clone, Copy)]
-enum Split {
+enum Split<'a> {
     Guess,
-    At(usize),
+    At(&'a [usize]),
 }
 
 /// What the body starts with before its JSON: how many bytes of
@@ -502,7 +509,7 @@ fn preamble(body: &[u8]) -> Result<usize, ShapeError> {
 
 /// As [`walk`], trying the quick reader of plain name arrays first: its
 /// hosts stay where they are in the body, which the targets then own.
-fn walk_owned(body: Vec<u8>, c: &mut Collector, split: Split) -> Result<(), ShapeError> {
+fn walk_owned(body: Vec<u8>, c: &mut Collector, split: Split<'_>) -> Result<(), ShapeError> {
     let skip = preamble(&body)?;
     let body = Arc::new(body);
     c.v.targets.read_in_place(Arc::clone(&body));
@@ -516,65 +523,127 @@ fn walk_owned(body: Vec<u8>, c: &mut Collector, split: Split) -> Result<(), Shap
     walk(&body, c)
 }
 
-/// Reads `text` (in `body`) as an array of plain names, a long one in two
-/// parts at once: whether it was one (see [`names::for_each`]).
+/// Reads `text` (in `body`) as an array of plain names, a long one in
+/// parts that two threads take in turn: whether it was one (see
+/// [`names::for_each`]).
 fn read_plain(
     body: &Arc<Vec<u8>>,
     text: &[u8],
     c: &mut Collector,
-    split: Split,
+    split: Split<'_>,
 ) -> Result<bool, ShapeError> {
     // Guessed only for what starts as a list of names: target groups and
     // entry objects go to the full reader at once.
-    let boundary = match split {
-        Split::At(at) => Some(at),
+    let cuts = match split {
+        Split::At(cuts) => cuts.to_vec(),
         Split::Guess if text.len() >= SPLIT_FROM && names::opens_with_string(text) => {
-            names::boundary_near(text, text.len() / 2)
+            guess_cuts(text)
         }
-        Split::Guess => None,
+        Split::Guess => Vec::new(),
     };
-    let Some(boundary) = boundary else {
+    if cuts.is_empty() {
         return names::for_each(text, |name, prev| c.add_after(name, prev));
+    }
+    // Part k runs from cut k - 1 (the start, for the first) to cut k (the
+    // end, for the last), into a collector of its own, merged in order
+    // after. The threads write their collectors for every name: not on
+    // one line.
+    let parts: Vec<Apart<Mutex<Part>>> = (0..=cuts.len())
+        .map(|_| {
+            let mut collector = c.sibling();
+            collector.v.targets.read_in_place(Arc::clone(body));
+            Apart(Mutex::new(Part {
+                collector,
+                read: None,
+            }))
+        })
+        .collect();
+    let next = AtomicUsize::new(0);
+    // The first part that ended anywhere but at its cut: what the parts
+    // after it read means nothing, so they stop early or do not start.
+    let ended = AtomicUsize::new(usize::MAX);
+    let read_parts = || loop {
+        let k = next.fetch_add(1, Ordering::Relaxed);
+        let Some(part) = parts.get(k) else { break };
+        if k > ended.load(Ordering::Relaxed) {
+            break;
+        }
+        let Ok(mut part) = part.0.lock() else { break };
+        let Part { collector, read } = &mut *part;
+        let from = k.checked_sub(1).and_then(|j| cuts.get(j)).copied();
+        let mut n = 0u32;
+        let got = names::for_each_between(text, from, cuts.get(k).copied(), |name, prev| {
+            n = n.wrapping_add(1);
+            if n % 4096 == 0 && ended.load(Ordering::Relaxed) < k {
+                return Err(ShapeError("abandoned".into()));
+            }
+            collector.add_after(name, prev)
+        });
+        if !matches!(got, Ok(names::Reached::Boundary)) {
+            ended.fetch_min(k, Ordering::Relaxed);
+        }
+        *read = Some(got);
     };
-    // The second part goes to a collector of its own, merged after. The
-    // two threads write their collectors for every name: not on one line.
-    let mut second = Apart(c.sibling());
-    second.0.v.targets.read_in_place(Arc::clone(body));
-    let (mut first, mut rest) = (Ok(names::Reached::End(false)), Ok(false));
-    // Set when the first part ends short of the boundary: the second
-    // part's work is then thrown away, so it stops early.
-    let abandoned = AtomicBool::new(false);
-    // Without a second thread, the second part is read after the first.
-    par::both(
-        "parse",
-        || {
-            first =
-                names::for_each_until(text, Some(boundary), |name, prev| c.add_after(name, prev));
-            if !matches!(first, Ok(names::Reached::Boundary)) {
-                abandoned.store(true, Ordering::Relaxed);
-            }
-        },
-        || {
-            let mut n = 0u32;
-            rest = names::for_each_from(text, boundary, |name, prev| {
-                n = n.wrapping_add(1);
-                if n % 4096 == 0 && abandoned.load(Ordering::Relaxed) {
-                    return Err(ShapeError("abandoned".into()));
+    // Without a second thread, this one reads every part.
+    par::both("parse", read_parts, read_parts);
+    // At most one target per name of the parts after the first.
+    let later = parts
+        .iter()
+        .skip(1)
+        .filter_map(|p| p.0.lock().ok().map(|p| p.collector.v.sensor_count))
+        .fold(0usize, usize::saturating_add);
+    // In order: a part counts only when every part before it reached its
+    // cut, which is then a true element boundary.
+    for (k, part) in parts.into_iter().enumerate() {
+        let Ok(Part { collector, read }) = part.0.into_inner() else {
+            return Ok(false);
+        };
+        // Not read: only after a part that ended, never reached here.
+        let Some(read) = read else {
+            return Ok(false);
+        };
+        let end = read?;
+        if k == 0 {
+            // The first part was read as this collector would have.
+            *c = collector;
+            if end == names::Reached::Boundary {
+                // The later parts' targets go after its own in one move.
+                if let Some(g) = c.plain {
+                    c.v.targets.reserve_in(g, later);
                 }
-                second.0.add_after(name, prev)
-            });
-        },
-    );
-    match first? {
-        names::Reached::End(all) => Ok(all),
-        names::Reached::Boundary => {
-            if !rest? {
-                return Ok(false);
             }
-            c.absorb(second.0)?;
-            Ok(true)
+        } else if end != names::Reached::End(false) {
+            c.absorb(collector)?;
+        }
+        match end {
+            names::Reached::Boundary => {}
+            names::Reached::End(all) => return Ok(all),
         }
     }
+    Ok(false)
+}
+
+/// One part of a body read in parts: what it collected, and how reading
+/// it ended, once it was read.
+struct Part {
+    collector: Collector,
+    read: Option<Result<names::Reached, ShapeError>>,
+}
+
+/// Where to cut a long body into parts: element boundaries guessed about
+/// [`PART_BYTES`] apart, in order.
+fn guess_cuts(text: &[u8]) -> Vec<usize> {
+    let parts = (text.len() / PART_BYTES).clamp(2, MAX_PARTS);
+    let mut cuts: Vec<usize> = Vec::with_capacity(parts);
+    for k in 1..parts {
+        let at = (text.len() / parts).saturating_mul(k);
+        let from = at.max(cuts.last().copied().unwrap_or(0));
+        match names::boundary_near(text, from) {
+            Some(cut) => cuts.push(cut),
+            None => break,
+        }
+    }
+    cuts
 }
 
 /// Checks that `body` is an inventory (a JSON array of names, entry

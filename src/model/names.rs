@@ -3,9 +3,9 @@
 //! `ws [ ws ( "plain" ws ( , ws "plain" ws )* )? ] ws` and gives up on
 //! anything else, which is left to the full JSON reader.
 //!
-//! A long array can be read in two parts at once: from the start up to a
-//! guessed element boundary, and from there to the end. The first part
-//! confirms the guess by reaching it; if it does not, it reads on alone.
+//! A long array can be read in parts at once, each from one guessed
+//! element boundary to the next. A part confirms the guess at its end by
+//! reaching it; if it does not, it reads on alone to the end.
 
 /// JSON whitespace.
 fn skip_ws(b: &[u8], mut i: usize) -> usize {
@@ -93,36 +93,47 @@ pub fn for_each<'a, E>(
     body: &'a [u8],
     each: impl FnMut(&'a str, Option<&'a str>) -> Result<(), E>,
 ) -> Result<bool, E> {
-    match for_each_until(body, None, each)? {
+    match for_each_between(body, None, None, each)? {
         Reached::End(all) => Ok(all),
         Reached::Boundary => Ok(false),
     }
 }
 
-/// As [`for_each`], stopping at `boundary` when the element after some
-/// comma starts there (whitespace between them aside), so that
-/// [`for_each_from`] reads the rest. Otherwise it reads to the end.
-pub fn for_each_until<'a, E>(
+/// As [`for_each`], for one part of the array: from its start (`from`
+/// `None`), or from byte `from` on as after a comma, the first string
+/// there handed over without the one before it; up to `until`, where it
+/// stops when the element after some comma starts there (whitespace
+/// between them aside), so that the part from `until` on is read on its
+/// own. Otherwise it reads to the end.
+pub fn for_each_between<'a, E>(
     body: &'a [u8],
-    boundary: Option<usize>,
+    from: Option<usize>,
+    until: Option<usize>,
     each: impl FnMut(&'a str, Option<&'a str>) -> Result<(), E>,
 ) -> Result<Reached, E> {
     let b = body;
-    // The bytes up to the boundary are checked as text once; the rest only
-    // if reading goes past it (a wrong guess). A body with any byte beyond
-    // ASCII is never an array of plain strings.
-    let stop = boundary.map_or(b.len(), |at| at.min(b.len()));
-    let Some(head) = b.get(..stop).and_then(|h| std::str::from_utf8(h).ok()) else {
+    let start = from.unwrap_or(0);
+    // The part's own bytes are checked as text once; the rest only if
+    // reading goes past its end (a wrong guess). A body with any byte
+    // beyond ASCII is never an array of plain strings.
+    let stop = until.map_or(b.len(), |at| at.min(b.len())).max(start);
+    let Some(head) = b.get(start..stop).and_then(|h| std::str::from_utf8(h).ok()) else {
         return Ok(Reached::End(false));
     };
-    let whole = std::cell::OnceCell::new();
-    let text = |start: usize, end: usize| {
-        if end <= stop {
-            return head.get(start..end);
+    let rest = std::cell::OnceCell::new();
+    let text = |s: usize, e: usize| {
+        let (s, e) = (s.checked_sub(start)?, e.checked_sub(start)?);
+        if e <= head.len() {
+            return head.get(s..e);
         }
-        let whole: &Option<&'a str> = whole.get_or_init(|| std::str::from_utf8(b).ok());
-        whole.and_then(|t| t.get(start..end))
+        let rest: &Option<&'a str> =
+            rest.get_or_init(|| b.get(start..).and_then(|r| std::str::from_utf8(r).ok()));
+        rest.and_then(|t| t.get(s..e))
     };
+    let until = until.unwrap_or(usize::MAX);
+    if let Some(at) = from {
+        return elements(b, skip_ws(b, at), until, text, each);
+    }
     let mut i = skip_ws(b, 0);
     if b.get(i) != Some(&b'[') {
         return Ok(Reached::End(false));
@@ -131,33 +142,11 @@ pub fn for_each_until<'a, E>(
     if b.get(i) == Some(&b']') {
         return Ok(Reached::End(skip_ws(b, i + 1) == b.len()));
     }
-    elements(b, i, boundary.unwrap_or(usize::MAX), text, each)
-}
-
-/// The rest of the array that [`for_each_until`] stopped at `boundary`
-/// for: as [`for_each`], reading elements from `boundary` on as after a
-/// comma. The first string is handed over without the one before it.
-pub fn for_each_from<'a, E>(
-    body: &'a [u8],
-    boundary: usize,
-    each: impl FnMut(&'a str, Option<&'a str>) -> Result<(), E>,
-) -> Result<bool, E> {
-    let Some(rest) = body
-        .get(boundary..)
-        .and_then(|r| std::str::from_utf8(r).ok())
-    else {
-        return Ok(false);
-    };
-    let b = rest.as_bytes();
-    let text = |start: usize, end: usize| rest.get(start..end);
-    match elements(b, skip_ws(b, 0), usize::MAX, text, each)? {
-        Reached::End(all) => Ok(all),
-        Reached::Boundary => Ok(false),
-    }
+    elements(b, i, until, text, each)
 }
 
 /// Reads elements from `i`, where one must start, to the end of the array,
-/// stopping at `stop` as [`for_each_until`] does. `text` gives bytes
+/// stopping at `stop` as [`for_each_between`] does. `text` gives bytes
 /// `start..end` of `b` as a string.
 fn elements<'a, E>(
     b: &'a [u8],
@@ -205,7 +194,7 @@ pub fn opens_with_string(body: &[u8]) -> bool {
 /// A boundary near `at` for reading a long array in two parts: just after
 /// the first comma from `at` on whose next byte past whitespace is `"`.
 /// A guess (the comma may sit inside a string), which
-/// [`for_each_until`] confirms or ignores.
+/// [`for_each_between`] confirms or ignores.
 pub fn boundary_near(body: &[u8], at: usize) -> Option<usize> {
     let rest = body.get(at..)?;
     let mut from = 0;
@@ -332,52 +321,71 @@ mod tests {
         assert!(!for_each(b"[\"a\xff\"]", |_, _| Ok::<(), ()>(())).unwrap());
     }
 
-    /// The strings of `body` read in two parts at `boundary`, or `None`
-    /// when given up; and whether the first part stopped there.
-    fn read_split(body: &str, boundary: usize) -> (Option<Vec<String>>, bool) {
+    /// The strings of `body` read in parts from one of `cuts` to the next,
+    /// or `None` when given up; and how many cuts were reached.
+    fn read_parts(body: &str, cuts: &[usize]) -> (Option<Vec<String>>, usize) {
         let mut got = Vec::new();
-        let reached = for_each_until(body.as_bytes(), Some(boundary), |s, _| {
-            got.push(s.to_string());
-            Ok::<(), ()>(())
-        })
-        .unwrap();
-        match reached {
-            Reached::End(all) => (all.then_some(got), false),
-            Reached::Boundary => {
-                let all = for_each_from(body.as_bytes(), boundary, |s, _| {
-                    got.push(s.to_string());
-                    Ok::<(), ()>(())
-                })
-                .unwrap();
-                (all.then_some(got), true)
+        let mut from = None;
+        for (k, &cut) in cuts.iter().chain([usize::MAX].iter()).enumerate() {
+            let until = (k < cuts.len()).then_some(cut);
+            let reached = for_each_between(body.as_bytes(), from, until, |s, _| {
+                got.push(s.to_string());
+                Ok::<(), ()>(())
+            })
+            .unwrap();
+            match reached {
+                Reached::End(all) => return (all.then_some(got), k),
+                Reached::Boundary => from = until,
+            }
+        }
+        unreachable!("the last part reads to the end")
+    }
+
+    const SPLIT_BODIES: [&str; 10] = [
+        r#"["a", "b", "c"]"#,
+        " [ \"a\" ,\n \"b\",\"\" , \"c\" ] \n",
+        r#"["a, ", "b", " ,c"]"#,
+        r#"["a", "b"]]"#,
+        r#"["a", "b",]"#,
+        r#"["a", "b\n"]"#,
+        r#"["a", 1, "b"]"#,
+        r#"["a"]"#,
+        "[]",
+        "[\"a\", \"\u{e9}\"]",
+    ];
+
+    #[test]
+    fn two_parts_read_what_one_pass_reads_at_every_boundary() {
+        for body in SPLIT_BODIES {
+            let whole = names(body);
+            let mut split = 0;
+            for boundary in 0..=body.len() + 1 {
+                let (got, reached) = read_parts(body, &[boundary]);
+                assert_eq!(got, whole, "{body:?} at {boundary}");
+                split += reached;
+            }
+            let commas = whole.as_ref().map_or(0, |w| w.len().saturating_sub(1));
+            if whole.is_some() {
+                assert!(split >= commas, "{body:?}: {split} boundaries taken");
             }
         }
     }
 
     #[test]
-    fn two_parts_read_what_one_pass_reads_at_every_boundary() {
-        for body in [
-            r#"["a", "b", "c"]"#,
-            " [ \"a\" ,\n \"b\",\"\" , \"c\" ] \n",
-            r#"["a, ", "b", " ,c"]"#,
-            r#"["a", "b"]]"#,
-            r#"["a", "b",]"#,
-            r#"["a", "b\n"]"#,
-            r#"["a", 1, "b"]"#,
-            r#"["a"]"#,
-            "[]",
-            "[\"a\", \"\u{e9}\"]",
-        ] {
+    fn three_parts_read_what_one_pass_reads_at_every_pair_of_boundaries() {
+        for body in SPLIT_BODIES {
             let whole = names(body);
-            let mut split = 0;
-            for boundary in 0..=body.len() + 1 {
-                let (got, stopped) = read_split(body, boundary);
-                assert_eq!(got, whole, "{body:?} at {boundary}");
-                split += usize::from(stopped);
+            let mut both = 0;
+            for a in 0..=body.len() + 1 {
+                for b in 0..=body.len() + 1 {
+                    let (got, reached) = read_parts(body, &[a, b]);
+                    assert_eq!(got, whole, "{body:?} at {a} and {b}");
+                    both += usize::from(reached == 2);
+                }
             }
             let commas = whole.as_ref().map_or(0, |w| w.len().saturating_sub(1));
-            if whole.is_some() {
-                assert!(split >= commas, "{body:?}: {split} boundaries taken");
+            if commas >= 2 {
+                assert!(both > 0, "{body:?}: never read in three parts");
             }
         }
     }
@@ -393,7 +401,7 @@ mod tests {
         let body = br#"["x, ", "y"]"#;
         let guess = boundary_near(body, 0).unwrap();
         assert_eq!(guess, 4);
-        let r = for_each_until(body, Some(guess), |_, _| Ok::<(), ()>(())).unwrap();
+        let r = for_each_between(body, None, Some(guess), |_, _| Ok::<(), ()>(())).unwrap();
         assert_eq!(r, Reached::End(true));
     }
 

@@ -275,15 +275,20 @@ impl TargetList {
         let too_many = || CapacityError("too many targets to hold".into());
         let no_memory = || CapacityError("out of memory for targets".into());
         self.spans
-            .try_reserve_exact(other.spans.len())
+            .try_reserve(other.spans.len())
             .map_err(|_| no_memory())?;
         self.hosts
             .try_reserve_exact(other.hosts.len())
             .map_err(|_| no_memory())?;
         self.seen_upper |= other.seen_upper;
         self.seen_escape |= other.seen_escape;
-        for &span in &other.spans {
-            self.spans.push(moved(span).ok_or_else(too_many)?);
+        if other.hosts.is_empty() {
+            // Every span points into the body: none moves.
+            self.spans.extend_from_slice(&other.spans);
+        } else {
+            for &span in &other.spans {
+                self.spans.push(moved(span).ok_or_else(too_many)?);
+            }
         }
         self.hosts.extend_from_slice(&other.hosts);
         match (self.first, other.first) {
@@ -301,6 +306,12 @@ impl TargetList {
         }
         self.plain = false;
         Ok(())
+    }
+
+    /// Makes room at once for `more` targets, if there is memory: only a
+    /// hint, before appending several lists.
+    pub fn reserve(&mut self, more: usize) {
+        let _ = self.spans.try_reserve_exact(more);
     }
 
     /// Adds one target. A repeat of the target added just before is skipped
@@ -1293,6 +1304,13 @@ impl Entries {
         match self.groups.get_mut(g) {
             Some((_, mine)) => mine.append(list),
             None => Err(CapacityError("lost a target group".into())),
+        }
+    }
+
+    /// Makes room in group `g` for `more` targets: see [`TargetList::reserve`].
+    pub fn reserve_in(&mut self, g: usize, more: usize) {
+        if let Some((_, list)) = self.groups.get_mut(g) {
+            list.reserve(more);
         }
     }
 
