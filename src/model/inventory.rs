@@ -586,12 +586,6 @@ fn read_plain(
     };
     // Without a second thread, this one reads every part.
     par::both("parse", read_parts, read_parts);
-    // At most one target per name of the parts after the first.
-    let later = parts
-        .iter()
-        .skip(1)
-        .filter_map(|p| p.0.lock().ok().map(|p| p.collector.v.sensor_count))
-        .fold(0usize, usize::saturating_add);
     // In order: a part counts only when every part before it reached its
     // cut, which is then a true element boundary.
     for (k, part) in parts.into_iter().enumerate() {
@@ -606,12 +600,6 @@ fn read_plain(
         if k == 0 {
             // The first part was read as this collector would have.
             *c = collector;
-            if end == names::Reached::Boundary {
-                // The later parts' targets go after its own in one move.
-                if let Some(g) = c.plain {
-                    c.v.targets.reserve_in(g, later);
-                }
-            }
         } else if end != names::Reached::End(false) {
             c.absorb(collector)?;
         }

@@ -191,7 +191,7 @@ pub fn opens_with_string(body: &[u8]) -> bool {
     body.get(i) == Some(&b'[') && body.get(skip_ws(body, i + 1)) == Some(&b'"')
 }
 
-/// A boundary near `at` for reading a long array in two parts: just after
+/// A boundary near `at` for reading a long array in parts: just after
 /// the first comma from `at` on whose next byte past whitespace is `"`.
 /// A guess (the comma may sit inside a string), which
 /// [`for_each_between`] confirms or ignores.

@@ -92,6 +92,64 @@ pub fn sort_dedup<T: Texts + Sync>(
     }
 }
 
+/// As [`sort_dedup`] without meta, for items given in pieces, in order:
+/// they are spread to pairs in a buffer of their own, on two threads, and
+/// each piece is freed once spread. Returns the items kept.
+pub fn sort_dedup_pieces<T: Texts + Sync>(
+    texts: &T,
+    pieces: Vec<Vec<u64>>,
+    depth: usize,
+) -> Vec<u64> {
+    let n = pieces.iter().map(Vec::len).fold(0, usize::saturating_add);
+    // Zeroed pages are mapped as the spread writes them, on its threads.
+    let mut pairs = vec![0u64; n.saturating_mul(2)];
+    // The pieces whose middle lies before the middle item, and the rest;
+    // a short list all on this thread.
+    let (mut low, mut seen) = (0, 0);
+    let half = if n < PARALLEL_SPREAD { n } else { n / 2 };
+    while let Some(piece) = pieces.get(low).filter(|p| seen + p.len() / 2 < half) {
+        seen += piece.len();
+        low += 1;
+    }
+    let mut first = pieces;
+    let second = first.split_off(low);
+    let (mut survey, mut other) = (Survey::new(n), Survey::new(n));
+    let (to_a, to_b) = pairs.split_at_mut(seen.saturating_mul(2).min(2 * n));
+    crate::model::par::both(
+        "sort",
+        || spread_pieces(texts, first, to_a, depth, &mut survey),
+        || spread_pieces(texts, second, to_b, depth, &mut other),
+    );
+    survey.merge(&other);
+    let rows = Rows::<false> {
+        pairs: &mut pairs,
+        meta: &mut [],
+    };
+    let kept = run_split(texts, rows, (&survey, depth), &|a, _| a);
+    pairs.truncate(kept);
+    pairs
+}
+
+/// Spreads `pieces`, one after the other, to the pairs of `to`, freeing
+/// each once spread.
+fn spread_pieces<T: Texts>(
+    texts: &T,
+    pieces: Vec<Vec<u64>>,
+    to: &mut [u64],
+    depth: usize,
+    survey: &mut Survey,
+) {
+    let mut at = 0;
+    for piece in pieces {
+        let end = at + piece.len();
+        let Some(dest) = to.get_mut(at.saturating_mul(2)..end.saturating_mul(2)) else {
+            break;
+        };
+        spread_part(texts, &piece, dest, depth, survey);
+        at = end;
+    }
+}
+
 /// How many keys hold each value of their top byte (the first text byte
 /// past the bytes all texts share, which nearly always differs): counted
 /// only for a list that [`first_pass`] will sort.
@@ -975,6 +1033,21 @@ mod tests {
             .map(|(&i, &m)| (texts.text(i).to_vec(), m))
             .collect();
         assert_eq!(got, model);
+        // The same items in pieces of several sizes, empty ones among them.
+        let want: Vec<Vec<u8>> = model.into_iter().map(|(t, _)| t).collect();
+        let ids: Vec<u64> = (0..texts.0.len() as u64).collect();
+        for size in [1, 7, 100, 1000] {
+            let mut pieces: Vec<Vec<u64>> = Vec::new();
+            for (k, c) in ids.chunks(size).enumerate() {
+                if k % 3 == 1 {
+                    pieces.push(Vec::new());
+                }
+                pieces.push(c.to_vec());
+            }
+            let kept = sort_dedup_pieces(&texts, pieces, depth);
+            let got: Vec<Vec<u8>> = kept.iter().map(|&i| texts.text(i).to_vec()).collect();
+            assert_eq!(got, want, "pieces of {size}");
+        }
     }
 
     proptest::proptest! {

@@ -138,6 +138,11 @@ fn low_bytes(n: usize) -> u64 {
 pub struct TargetList {
     hosts: Vec<u8>,
     spans: Vec<u64>,
+    /// The spans of lists read from later parts of the same body, in
+    /// order, after `spans`: kept apart until the sort, which spreads them
+    /// to its pairs as they are instead of after a copy. Empty while
+    /// targets are pushed, and after [`TargetList::finish`].
+    later: Vec<Vec<u64>>,
     /// When hosts are read in place: the body they lie in, shared by the
     /// lists read from its parts. `hosts` then holds only the hosts found
     /// elsewhere, at offsets from `base` (the body's length) on.
@@ -247,13 +252,16 @@ impl TargetList {
     }
 
     /// Moves the targets of `other` after these: for lists read from parts
-    /// of one body, at once; otherwise one by one.
-    pub fn append(&mut self, other: TargetList) -> Result<(), CapacityError> {
+    /// of one body, at once (their spans kept apart until the sort, when
+    /// every host lies in the body); otherwise one by one.
+    pub fn append(&mut self, mut other: TargetList) -> Result<(), CapacityError> {
         let same_body = match (&self.body, &other.body) {
             (Some(a), Some(b)) => Arc::ptr_eq(a, b),
             _ => false,
         };
         if !same_body || self.tracked || other.tracked {
+            self.settle()?;
+            other.settle()?;
             for &span in &other.spans {
                 self.push_bytes(other.host(span), span_port(span), 0)?;
             }
@@ -274,23 +282,33 @@ impl TargetList {
         };
         let too_many = || CapacityError("too many targets to hold".into());
         let no_memory = || CapacityError("out of memory for targets".into());
-        self.spans
-            .try_reserve(other.spans.len())
-            .map_err(|_| no_memory())?;
-        self.hosts
-            .try_reserve_exact(other.hosts.len())
-            .map_err(|_| no_memory())?;
-        self.seen_upper |= other.seen_upper;
-        self.seen_escape |= other.seen_escape;
         if other.hosts.is_empty() {
-            // Every span points into the body: none moves.
-            self.spans.extend_from_slice(&other.spans);
+            // Every span points into the body, where it stays: they go to
+            // the sort as they are.
+            let spans = std::mem::take(&mut other.spans);
+            self.later
+                .try_reserve(1 + other.later.len())
+                .map_err(|_| no_memory())?;
+            if !spans.is_empty() {
+                self.later.push(spans);
+            }
+            self.later.append(&mut other.later);
         } else {
+            self.settle()?;
+            other.settle()?;
+            self.spans
+                .try_reserve_exact(other.spans.len())
+                .map_err(|_| no_memory())?;
+            self.hosts
+                .try_reserve_exact(other.hosts.len())
+                .map_err(|_| no_memory())?;
             for &span in &other.spans {
                 self.spans.push(moved(span).ok_or_else(too_many)?);
             }
+            self.hosts.extend_from_slice(&other.hosts);
         }
-        self.hosts.extend_from_slice(&other.hosts);
+        self.seen_upper |= other.seen_upper;
+        self.seen_escape |= other.seen_escape;
         match (self.first, other.first) {
             (None, Some(first)) => {
                 self.first = moved(first);
@@ -308,10 +326,24 @@ impl TargetList {
         Ok(())
     }
 
-    /// Makes room at once for `more` targets, if there is memory: only a
-    /// hint, before appending several lists.
-    pub fn reserve(&mut self, more: usize) {
-        let _ = self.spans.try_reserve_exact(more);
+    /// Moves the spans kept apart in `later` after the others.
+    #[inline]
+    fn settle(&mut self) -> Result<(), CapacityError> {
+        if self.later.is_empty() {
+            return Ok(());
+        }
+        let more = self
+            .later
+            .iter()
+            .map(Vec::len)
+            .fold(0, usize::saturating_add);
+        self.spans
+            .try_reserve_exact(more)
+            .map_err(|_| CapacityError("out of memory for targets".into()))?;
+        for piece in std::mem::take(&mut self.later) {
+            self.spans.extend_from_slice(&piece);
+        }
+        Ok(())
     }
 
     /// Adds one target. A repeat of the target added just before is skipped
@@ -326,6 +358,7 @@ impl TargetList {
         if self.tracked {
             return Ok(());
         }
+        self.settle()?;
         let mut meta = Vec::new();
         meta.try_reserve_exact(self.spans.capacity())
             .map_err(|_| CapacityError("out of memory for duplicate checks".into()))?;
@@ -382,6 +415,7 @@ impl TargetList {
     ) -> Result<(), CapacityError> {
         // Unknown again until the next finish.
         self.plain = false;
+        self.settle()?;
         let len = u64::try_from(bytes.len())
             .ok()
             .filter(|&l| l < 1 << LEN_BITS)
@@ -532,12 +566,27 @@ impl TargetList {
     }
 
     /// Sorts and de-duplicates the spans (and their meta, merged), with a
-    /// key of eight bytes per span to spare: see [`sort::sort_dedup`].
+    /// key of eight bytes per span to spare (see [`sort::sort_dedup`]), or
+    /// beside spans kept apart, in a buffer of their own.
     fn sort_dedup(&mut self, fold: bool) {
         let mut spans = std::mem::take(&mut self.spans);
         let mut meta = std::mem::take(&mut self.meta);
+        let mut later = std::mem::take(&mut self.later);
+        if !meta.is_empty() {
+            // Tracking joins up the spans first, so this never runs; if it
+            // did, the spans kept apart would count as entries numbered 0.
+            for piece in later.drain(..) {
+                spans.extend_from_slice(&piece);
+            }
+            meta.resize(spans.len(), 0);
+        }
         let texts = ByText { list: self, fold };
-        sort::sort_dedup(&texts, &mut spans, &mut meta, self.shared, meta_merge);
+        if later.is_empty() {
+            sort::sort_dedup(&texts, &mut spans, &mut meta, self.shared, meta_merge);
+        } else {
+            later.insert(0, spans);
+            spans = sort::sort_dedup_pieces(&texts, later, self.shared);
+        }
         self.spans = spans;
         self.meta = meta;
     }
@@ -794,23 +843,33 @@ impl TargetList {
     }
 
     pub fn len(&self) -> usize {
-        self.spans.len()
+        self.later
+            .iter()
+            .map(Vec::len)
+            .fold(self.spans.len(), usize::saturating_add)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.spans.is_empty()
+        self.len() == 0
     }
 
     /// The targets as `host:port` text, in their current order.
     pub fn iter(&self) -> impl Iterator<Item = TargetText> + '_ {
-        self.spans
-            .iter()
-            .map(|&s| TargetText::new(self.host(s), span_port(s)))
+        self.all_spans()
+            .map(|s| TargetText::new(self.host(s), span_port(s)))
     }
 
     /// The targets as (host, port), in their current order: no text built.
     pub fn parts(&self) -> impl Iterator<Item = (&[u8], u16)> + '_ {
-        self.spans.iter().map(|&s| (self.host(s), span_port(s)))
+        self.all_spans().map(|s| (self.host(s), span_port(s)))
+    }
+
+    /// Every span, those kept apart included.
+    fn all_spans(&self) -> impl Iterator<Item = u64> + '_ {
+        self.spans
+            .iter()
+            .chain(self.later.iter().flatten())
+            .copied()
     }
 
     /// As [`TargetList::parts`] for the targets `range`, each host with the
@@ -821,6 +880,8 @@ impl TargetList {
         &self,
         range: std::ops::Range<usize>,
     ) -> impl Iterator<Item = (&[u8], Option<&[u8; W]>, u16)> + '_ {
+        // Only after the sort, which leaves no spans kept apart.
+        debug_assert!(self.later.is_empty());
         let spans = self.spans.get(range).unwrap_or_default();
         spans.iter().map(|&s| {
             let (text, at, len) = self.place(s);
@@ -1307,13 +1368,6 @@ impl Entries {
         }
     }
 
-    /// Makes room in group `g` for `more` targets: see [`TargetList::reserve`].
-    pub fn reserve_in(&mut self, g: usize, more: usize) {
-        if let Some((_, list)) = self.groups.get_mut(g) {
-            list.reserve(more);
-        }
-    }
-
     /// The targets of group `g`, taken out of it.
     pub fn take_group(&mut self, g: usize) -> TargetList {
         self.groups
@@ -1536,7 +1590,7 @@ struct TargetsOut<'a>(&'a TargetList);
 impl Serialize for TargetsOut<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut seq = s.serialize_seq(Some(self.0.len()))?;
-        for &span in &self.0.spans {
+        for span in self.0.all_spans() {
             seq.serialize_element(&TargetOut(self.0, span))?;
         }
         seq.end()
@@ -2046,6 +2100,45 @@ mod tests {
         assert_eq!(a.to_strings(), want);
         assert_eq!(own.to_strings()[..6], want);
         assert_eq!(own.len(), 7);
+    }
+
+    /// Lists whose hosts all lie in the body are kept apart until the
+    /// sort (or a push, which joins them up first): the same targets.
+    #[test]
+    fn lists_kept_apart_until_the_sort_are_whole() {
+        let text = br#"["web-b", "WEB-A", "web-c", "db-a", "web-a", "db-a"]"#;
+        let body = Arc::new(text.to_vec());
+        let part = |names: &[&str]| {
+            let mut l = TargetList::reading(Arc::clone(&body));
+            for (i, n) in names.iter().enumerate() {
+                l.push(within(&body, n), 1 + i as u16).unwrap();
+            }
+            l
+        };
+        let (mut a, mut b) = (part(&["web-b"]), part(&["web-c", "db-a"]));
+        b.append(part(&["WEB-A"])).unwrap();
+        a.append(part(&[])).unwrap();
+        a.append(b).unwrap();
+        a.append(part(&["web-a"])).unwrap();
+        assert_eq!(a.later.len(), 3, "kept apart, chains included");
+        assert_eq!(a.len(), 5);
+        let all = ["web-b:1", "web-c:1", "db-a:2", "WEB-A:1", "web-a:1"];
+        assert_eq!(a.to_strings(), all);
+        // A push joins them up.
+        let mut pushed = a.clone();
+        pushed.push(within(&body, "web-a"), 1).unwrap();
+        assert!(pushed.later.is_empty());
+        assert_eq!(pushed.len(), 5, "web-a:1 repeats the last target");
+        pushed.push(within(&body, "db-a"), 7).unwrap();
+        assert_eq!(pushed.to_strings()[..5], all);
+        drop(body);
+        // Case variants: the fold pass, then the plain one.
+        a.finish();
+        assert!(a.later.is_empty());
+        assert_eq!(a.to_strings(), ["WEB-A:1", "db-a:2", "web-b:1", "web-c:1"]);
+        pushed.finish();
+        let want = ["WEB-A:1", "db-a:2", "db-a:7", "web-b:1", "web-c:1"];
+        assert_eq!(pushed.to_strings(), want);
     }
 
     #[test]
