@@ -4,6 +4,8 @@
 //! items whose keys tie get keys for their next eight bytes.
 
 use std::cmp::Ordering;
+use std::sync::atomic::{self, AtomicUsize};
+use std::sync::Mutex;
 
 /// One in every byte of a `u64`.
 const ONES: u64 = 0x0101_0101_0101_0101;
@@ -93,8 +95,9 @@ pub fn sort_dedup<T: Texts + Sync>(
 }
 
 /// As [`sort_dedup`] without meta, for items given in pieces, in order:
-/// they are spread to pairs in a buffer of their own, on two threads, and
-/// each piece is freed once spread. Returns the items kept.
+/// they are spread to pairs in a buffer of their own, the pieces taken in
+/// turn by two threads, and each piece is freed once spread. Returns the
+/// items kept.
 pub fn sort_dedup_pieces<T: Texts + Sync>(
     texts: &T,
     pieces: Vec<Vec<u64>>,
@@ -103,23 +106,36 @@ pub fn sort_dedup_pieces<T: Texts + Sync>(
     let n = pieces.iter().map(Vec::len).fold(0, usize::saturating_add);
     // Zeroed pages are mapped as the spread writes them, on its threads.
     let mut pairs = vec![0u64; n.saturating_mul(2)];
-    // The pieces whose middle lies before the middle item, and the rest;
-    // a short list all on this thread.
-    let (mut low, mut seen) = (0, 0);
-    let half = if n < PARALLEL_SPREAD { n } else { n / 2 };
-    while let Some(piece) = pieces.get(low).filter(|p| seen + p.len() / 2 < half) {
-        seen += piece.len();
-        low += 1;
+    // Each piece with the pairs it goes to.
+    let mut slots = Vec::with_capacity(pieces.len());
+    let mut rest = &mut pairs[..];
+    for piece in pieces {
+        let Some((to, tail)) = rest.split_at_mut_checked(piece.len().saturating_mul(2)) else {
+            break;
+        };
+        rest = tail;
+        slots.push(Mutex::new(Some((piece, to))));
     }
-    let mut first = pieces;
-    let second = first.split_off(low);
+    let next = AtomicUsize::new(0);
+    let spread_some = |survey: &mut Survey| loop {
+        let k = next.fetch_add(1, atomic::Ordering::Relaxed);
+        let Some(slot) = slots.get(k) else { break };
+        let taken = slot.lock().ok().and_then(|mut s| s.take());
+        if let Some((piece, to)) = taken {
+            spread_part(texts, &piece, to, depth, survey);
+        }
+    };
     let (mut survey, mut other) = (Survey::new(n), Survey::new(n));
-    let (to_a, to_b) = pairs.split_at_mut(seen.saturating_mul(2).min(2 * n));
-    crate::model::par::both(
-        "sort",
-        || spread_pieces(texts, first, to_a, depth, &mut survey),
-        || spread_pieces(texts, second, to_b, depth, &mut other),
-    );
+    if n < PARALLEL_SPREAD {
+        spread_some(&mut survey);
+    } else {
+        crate::model::par::both(
+            "sort",
+            || spread_some(&mut survey),
+            || spread_some(&mut other),
+        );
+    }
+    drop(slots);
     survey.merge(&other);
     let rows = Rows::<false> {
         pairs: &mut pairs,
@@ -128,26 +144,6 @@ pub fn sort_dedup_pieces<T: Texts + Sync>(
     let kept = run_split(texts, rows, (&survey, depth), &|a, _| a);
     pairs.truncate(kept);
     pairs
-}
-
-/// Spreads `pieces`, one after the other, to the pairs of `to`, freeing
-/// each once spread.
-fn spread_pieces<T: Texts>(
-    texts: &T,
-    pieces: Vec<Vec<u64>>,
-    to: &mut [u64],
-    depth: usize,
-    survey: &mut Survey,
-) {
-    let mut at = 0;
-    for piece in pieces {
-        let end = at + piece.len();
-        let Some(dest) = to.get_mut(at.saturating_mul(2)..end.saturating_mul(2)) else {
-            break;
-        };
-        spread_part(texts, &piece, dest, depth, survey);
-        at = end;
-    }
 }
 
 /// How many keys hold each value of their top byte (the first text byte
