@@ -146,6 +146,28 @@ fn body_buffer(len: u64) -> Vec<u8> {
     body
 }
 
+/// Reads a body announced as `len` bytes into a buffer of zeroed pages
+/// mapped at once, then whatever follows: no copy of zeros first, as
+/// `read_to_end` makes for a reader that is not a file.
+fn read_sized(mut reader: impl Read, len: u64) -> std::io::Result<Vec<u8>> {
+    let len = usize::try_from(len).unwrap_or(0);
+    // Without the memory, a buffer that grows as it reads.
+    let mut body = crate::sys::alloc::zeroed(len).unwrap_or_default();
+    crate::sys::alloc::populate_bytes(&mut body);
+    let mut filled = 0;
+    while let Some(room) = body.get_mut(filled..).filter(|r| !r.is_empty()) {
+        match reader.read(room) {
+            Ok(0) => break,
+            Ok(n) => filled = filled.saturating_add(n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    body.truncate(filled);
+    reader.read_to_end(&mut body)?;
+    Ok(body)
+}
+
 pub struct FileSource {
     path: PathBuf,
     limit: u64,
@@ -615,13 +637,8 @@ impl Source for HttpSource {
                     .content_length()
                     .filter(|&n| n <= self.limit)
                     .unwrap_or(0);
-                let mut body = body_buffer(expected);
-                response
-                    .body_mut()
-                    .with_config()
-                    .limit(self.limit)
-                    .reader()
-                    .read_to_end(&mut body)
+                let reader = response.body_mut().with_config().limit(self.limit).reader();
+                let body = read_sized(reader, expected)
                     .map_err(|e| self.classify(ureq::Error::from(e)))?;
                 return Ok(Response::Body { body, validators });
             }
@@ -703,6 +720,53 @@ fn not_modified_unasked() -> FetchError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Hands out `data` a few bytes at a time, interrupted now and then,
+    /// failing at byte `fail_at` if given.
+    struct Trickle {
+        data: Vec<u8>,
+        at: usize,
+        calls: usize,
+        fail_at: Option<usize>,
+    }
+
+    impl Read for Trickle {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            self.calls += 1;
+            if self.calls % 5 == 0 {
+                return Err(std::io::ErrorKind::Interrupted.into());
+            }
+            if self.fail_at.is_some_and(|f| self.at >= f) {
+                return Err(std::io::Error::other("reset"));
+            }
+            let n = (self.calls % 7 + 1)
+                .min(buf.len())
+                .min(self.data.len() - self.at);
+            buf[..n].copy_from_slice(&self.data[self.at..self.at + n]);
+            self.at += n;
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn sized_reads_give_the_body_whatever_length_was_announced() {
+        let data: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+        let trickle = |fail_at| Trickle {
+            data: data.clone(),
+            at: 0,
+            calls: 0,
+            fail_at,
+        };
+        for announced in [0, 1, 4999, 5000, 5001, 9000] {
+            assert_eq!(
+                read_sized(trickle(None), announced).unwrap(),
+                data,
+                "{announced}"
+            );
+            let e = read_sized(trickle(Some(3000)), announced).unwrap_err();
+            assert_eq!(e.to_string(), "reset");
+        }
+    }
     use std::collections::HashMap;
 
     #[test]

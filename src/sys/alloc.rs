@@ -27,22 +27,53 @@ pub fn release_free_memory() {
     }
 }
 
+/// `len` zero bytes, or `None` without the memory. A large buffer comes
+/// from `calloc` as fresh pages: nothing is written to zero them.
+pub fn zeroed(len: usize) -> Option<Vec<u8>> {
+    if len == 0 {
+        return Some(Vec::new());
+    }
+    let layout = std::alloc::Layout::array::<u8>(len).ok()?;
+    // SAFETY: the layout's size is not zero. A pointer that is not null
+    // was allocated by the global allocator for exactly `len` bytes of
+    // alignment 1, as a Vec<u8> of capacity `len` is, and all `len` bytes
+    // are initialised (to zero).
+    unsafe {
+        let p = std::alloc::alloc_zeroed(layout);
+        if p.is_null() {
+            return None;
+        }
+        Some(Vec::from_raw_parts(p, len, len))
+    }
+}
+
 /// Faults in, at once, the pages wholly inside `spare` (the unused capacity
 /// of a buffer about to be filled): one call instead of a page fault per
 /// 4 KiB. Only a hint: kernels before 5.14 refuse it, and nothing changes.
 pub fn populate(spare: &mut [std::mem::MaybeUninit<u8>]) {
+    populate_range(spare.as_mut_ptr() as usize, spare.len());
+}
+
+/// As [`populate`], for bytes already set (zeroed pages not yet mapped,
+/// as a large `vec![0; n]` has them): they keep their values.
+pub fn populate_bytes(buf: &mut [u8]) {
+    populate_range(buf.as_mut_ptr() as usize, buf.len());
+}
+
+/// As [`populate`], for the `len` bytes from address `start`, which the
+/// caller holds as a mutable slice.
+fn populate_range(start: usize, len: usize) {
     #[cfg(target_os = "linux")]
     {
         let page = 4096usize;
-        let start = spare.as_mut_ptr() as usize;
-        let end = start.saturating_add(spare.len());
+        let end = start.saturating_add(len);
         let (Some(from), to) = (start.checked_next_multiple_of(page), end / page * page) else {
             return;
         };
         if to <= from {
             return;
         }
-        // SAFETY: [from, to) lies inside `spare`, memory this process owns
+        // SAFETY: [from, to) lies inside the caller's slice, memory this process owns
         // and may write; MADV_POPULATE_WRITE only maps its pages (zeroed
         // where none was) and never changes bytes already there.
         unsafe {
@@ -58,6 +89,19 @@ pub fn populate(spare: &mut [std::mem::MaybeUninit<u8>]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zeroed_buffers_are_zero_and_keep_zero_when_populated() {
+        for len in [0, 1, 4095, 4096, 1 << 20, (1 << 20) + 3] {
+            let mut v = zeroed(len).unwrap();
+            assert_eq!(v.len(), len);
+            populate_bytes(&mut v);
+            assert!(v.iter().all(|&b| b == 0));
+            v.push(1);
+            assert_eq!(v[len], 1);
+        }
+        assert!(zeroed(usize::MAX).is_none());
+    }
 
     #[test]
     fn populate_keeps_what_the_buffer_holds() {
