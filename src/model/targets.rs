@@ -332,6 +332,14 @@ impl TargetList {
         if self.later.is_empty() {
             return Ok(());
         }
+        self.settle_later()
+    }
+
+    /// [`TargetList::settle`] when there is something to move: never on
+    /// the path of a push.
+    #[cold]
+    #[inline(never)]
+    fn settle_later(&mut self) -> Result<(), CapacityError> {
         let more = self
             .later
             .iter()
