@@ -136,26 +136,56 @@ pub fn source_with(url: &InventoryUrl, limit: u64, secrets: Secrets) -> Box<dyn 
     }
 }
 
-/// An empty buffer for a body of about `len` bytes: room made once, not
-/// by doubling, and its pages faulted in with one call rather than one
-/// fault each. Without the memory, an empty buffer that grows as it reads.
-fn body_buffer(len: u64) -> Vec<u8> {
-    let mut body = Vec::new();
-    let _ = body.try_reserve_exact(usize::try_from(len).unwrap_or(0));
-    crate::sys::alloc::populate(body.spare_capacity_mut());
-    body
-}
+/// Bodies at least this long have the pages of their last three fifths
+/// mapped by a helper thread while this one maps and fills the first two.
+const MAP_APART: usize = 4 << 20;
 
-/// Reads a body announced as `len` bytes into a buffer of zeroed pages
-/// mapped at once, then whatever follows: no copy of zeros first, as
-/// `read_to_end` makes for a reader that is not a file.
+/// Reads a body of about `len` bytes (announced, or a file's length) into
+/// a buffer made once, of zeroed pages mapped with one call rather than
+/// one fault each (no copy of zeros first, as `read_to_end` makes for a
+/// reader that is not a file), then whatever follows. Without the memory,
+/// into a buffer that grows as it reads.
 fn read_sized(mut reader: impl Read, len: u64) -> std::io::Result<Vec<u8>> {
     let len = usize::try_from(len).unwrap_or(0);
-    // Without the memory, a buffer that grows as it reads.
     let mut body = crate::sys::alloc::zeroed(len).unwrap_or_default();
-    crate::sys::alloc::populate_bytes(&mut body);
+    let split = if body.len() >= MAP_APART {
+        body.len() / 5 * 2
+    } else {
+        body.len()
+    };
+    let (head, tail) = body.split_at_mut(split);
+    let mut mapped = tail.is_empty();
+    let mut filled = std::thread::scope(|s| {
+        if !mapped {
+            mapped = std::thread::Builder::new()
+                .name("map".into())
+                .spawn_scoped(s, || {
+                    // A MiB a call: an mmap here need not wait for the
+                    // whole tail (mapping holds the address space lock).
+                    for part in tail.chunks_mut(1 << 20) {
+                        crate::sys::alloc::populate(part);
+                    }
+                })
+                .is_ok();
+        }
+        crate::sys::alloc::populate(head);
+        fill(&mut reader, head)
+    })?;
+    if !mapped {
+        crate::sys::alloc::populate(tail);
+    }
+    if filled == split {
+        filled = filled.saturating_add(fill(&mut reader, tail)?);
+    }
+    body.truncate(filled);
+    reader.read_to_end(&mut body)?;
+    Ok(body)
+}
+
+/// Reads into `buf` until it is full or the reader ends: how many bytes.
+fn fill(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut filled = 0;
-    while let Some(room) = body.get_mut(filled..).filter(|r| !r.is_empty()) {
+    while let Some(room) = buf.get_mut(filled..).filter(|r| !r.is_empty()) {
         match reader.read(room) {
             Ok(0) => break,
             Ok(n) => filled = filled.saturating_add(n),
@@ -163,9 +193,7 @@ fn read_sized(mut reader: impl Read, len: u64) -> std::io::Result<Vec<u8>> {
             Err(e) => return Err(e),
         }
     }
-    body.truncate(filled);
-    reader.read_to_end(&mut body)?;
-    Ok(body)
+    Ok(filled)
 }
 
 pub struct FileSource {
@@ -183,10 +211,11 @@ impl Source for FileSource {
         // Sized once from the file's length (a hint: the file may change),
         // not grown by doubling from a few bytes.
         let hint = file.metadata().map_or(0, |m| m.len()).min(self.limit);
-        let mut body = body_buffer(hint.saturating_add(1));
-        file.take(self.limit.saturating_add(1))
-            .read_to_end(&mut body)
-            .map_err(transient)?;
+        let body = read_sized(
+            file.take(self.limit.saturating_add(1)),
+            hint.saturating_add(1),
+        )
+        .map_err(transient)?;
         if body.len() as u64 > self.limit {
             return Err(FetchError::Permanent(format!(
                 "{} is larger than MAX_RESPONSE_BYTES ({} bytes)",
@@ -745,6 +774,21 @@ mod tests {
             buf[..n].copy_from_slice(&self.data[self.at..self.at + n]);
             self.at += n;
             Ok(n)
+        }
+    }
+
+    /// Long bodies, whose tail a helper maps: cut before, at and after
+    /// the split, and longer than announced.
+    #[test]
+    fn long_sized_reads_give_the_body_whatever_length_was_announced() {
+        for announced in [MAP_APART, 2 * MAP_APART + 3] {
+            let split = announced / 5 * 2;
+            for len in [0, split - 1, split, split + 1, announced, announced + 5] {
+                let data: Vec<u8> = (0..len as u32).map(|i| (i % 253) as u8).collect();
+                let reader = std::io::Cursor::new(data.clone()).take(u64::MAX);
+                let got = read_sized(reader, announced as u64).unwrap();
+                assert!(got == data, "{len} of {announced}");
+            }
         }
     }
 

@@ -47,33 +47,23 @@ pub fn zeroed(len: usize) -> Option<Vec<u8>> {
     }
 }
 
-/// Faults in, at once, the pages wholly inside `spare` (the unused capacity
-/// of a buffer about to be filled): one call instead of a page fault per
-/// 4 KiB. Only a hint: kernels before 5.14 refuse it, and nothing changes.
-pub fn populate(spare: &mut [std::mem::MaybeUninit<u8>]) {
-    populate_range(spare.as_mut_ptr() as usize, spare.len());
-}
-
-/// As [`populate`], for bytes already set (zeroed pages not yet mapped,
-/// as a large `vec![0; n]` has them): they keep their values.
-pub fn populate_bytes(buf: &mut [u8]) {
-    populate_range(buf.as_mut_ptr() as usize, buf.len());
-}
-
-/// As [`populate`], for the `len` bytes from address `start`, which the
-/// caller holds as a mutable slice.
-fn populate_range(start: usize, len: usize) {
+/// Faults in, at once, the pages wholly inside `buf` (a buffer about to
+/// be filled, such as the fresh zeroed pages of [`zeroed`]): one call
+/// instead of a page fault per 4 KiB; the bytes keep their values. Only a
+/// hint: kernels before 5.14 refuse it, and nothing changes.
+pub fn populate(buf: &mut [u8]) {
     #[cfg(target_os = "linux")]
     {
         let page = 4096usize;
-        let end = start.saturating_add(len);
+        let start = buf.as_mut_ptr() as usize;
+        let end = start.saturating_add(buf.len());
         let (Some(from), to) = (start.checked_next_multiple_of(page), end / page * page) else {
             return;
         };
         if to <= from {
             return;
         }
-        // SAFETY: [from, to) lies inside the caller's slice, memory this process owns
+        // SAFETY: [from, to) lies inside `buf`, memory this process owns
         // and may write; MADV_POPULATE_WRITE only maps its pages (zeroed
         // where none was) and never changes bytes already there.
         unsafe {
@@ -95,7 +85,7 @@ mod tests {
         for len in [0, 1, 4095, 4096, 1 << 20, (1 << 20) + 3] {
             let mut v = zeroed(len).unwrap();
             assert_eq!(v.len(), len);
-            populate_bytes(&mut v);
+            populate(&mut v);
             assert!(v.iter().all(|&b| b == 0));
             v.push(1);
             assert_eq!(v[len], 1);
@@ -105,16 +95,18 @@ mod tests {
 
     #[test]
     fn populate_keeps_what_the_buffer_holds() {
-        let mut v: Vec<u8> = Vec::with_capacity(1 << 20);
-        v.extend((0..300_000u32).map(|i| (i % 251) as u8));
-        populate(v.spare_capacity_mut());
-        assert!(v.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8));
-        let spare = v.capacity() - v.len();
-        v.resize(v.len() + spare, 7);
-        assert!(v[300_000..].iter().all(|&b| b == 7));
+        let mut v = zeroed(1 << 20).unwrap();
+        for (i, b) in v.iter_mut().take(300_001).enumerate() {
+            *b = (i % 251) as u8;
+        }
+        populate(&mut v[1..]);
+        assert!(v[..300_001]
+            .iter()
+            .enumerate()
+            .all(|(i, &b)| b == (i % 251) as u8));
+        assert!(v[300_001..].iter().all(|&b| b == 0));
         // Less than a page, and nothing at all.
-        let mut small: Vec<u8> = Vec::with_capacity(100);
-        populate(small.spare_capacity_mut());
+        populate(&mut [7u8; 100]);
         populate(&mut []);
     }
 
@@ -129,10 +121,10 @@ mod tests {
     #[test]
     fn populate_takes_the_page_faults_up_front() {
         // Past glibc's largest mmap threshold (32 MiB): fresh pages.
-        let mut v: Vec<u8> = Vec::with_capacity(40 << 20);
-        populate(v.spare_capacity_mut());
+        let mut v = zeroed(40 << 20).unwrap();
+        populate(&mut v);
         let before = thread_minflt();
-        v.resize(40 << 20, 1);
+        v.fill(1);
         std::hint::black_box(&mut v);
         let faults = thread_minflt() - before;
         // Without it: one fault per 4 KiB page written, about 10,000.
