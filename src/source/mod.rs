@@ -141,7 +141,7 @@ pub fn source_with(url: &InventoryUrl, limit: u64, secrets: Secrets) -> Box<dyn 
 const MAP_APART: usize = 4 << 20;
 
 /// Reads a body of about `len` bytes (announced, or a file's length) into
-/// a buffer made once, of zeroed pages mapped with one call rather than
+/// a buffer made once, of zeroed pages mapped a part at a time rather than
 /// one fault each (no copy of zeros first, as `read_to_end` makes for a
 /// reader that is not a file), then whatever follows. Without the memory,
 /// into a buffer that grows as it reads.
@@ -159,27 +159,29 @@ fn read_sized(mut reader: impl Read, len: u64) -> std::io::Result<Vec<u8>> {
         if !mapped {
             mapped = std::thread::Builder::new()
                 .name("map".into())
-                .spawn_scoped(s, || {
-                    // A MiB a call: an mmap here need not wait for the
-                    // whole tail (mapping holds the address space lock).
-                    for part in tail.chunks_mut(1 << 20) {
-                        crate::sys::alloc::populate(part);
-                    }
-                })
+                .spawn_scoped(s, || map_in_steps(tail))
                 .is_ok();
         }
         crate::sys::alloc::populate(head);
         fill(&mut reader, head)
     })?;
-    if !mapped {
-        crate::sys::alloc::populate(tail);
-    }
     if filled == split {
+        if !mapped {
+            map_in_steps(tail);
+        }
         filled = filled.saturating_add(fill(&mut reader, tail)?);
     }
     body.truncate(filled);
     reader.read_to_end(&mut body)?;
     Ok(body)
+}
+
+/// Maps the pages of `buf` a MiB a call: an mmap elsewhere in the process
+/// need not wait for all of them (mapping holds the address space lock).
+fn map_in_steps(buf: &mut [u8]) {
+    for part in buf.chunks_mut(1 << 20) {
+        crate::sys::alloc::populate(part);
+    }
 }
 
 /// Reads into `buf` until it is full or the reader ends: how many bytes.
