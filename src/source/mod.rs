@@ -6,7 +6,7 @@ pub mod retry;
 pub mod url;
 
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Seek};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
@@ -176,6 +176,69 @@ fn read_sized(mut reader: impl Read, len: u64) -> std::io::Result<Vec<u8>> {
     Ok(body)
 }
 
+/// Reads a regular file of about `len` bytes, no more than `limit` and one:
+/// its second half on a helper (read at its offset) while this thread
+/// reads the first, each mapping and filling its own pages; then whatever
+/// follows. Without a helper, this thread reads both.
+fn read_in_halves(file: &File, len: u64, limit: u64) -> std::io::Result<Vec<u8>> {
+    let len = usize::try_from(len).unwrap_or(0);
+    let mut body = crate::sys::alloc::zeroed(len).unwrap_or_default();
+    let split = body.len() / 2;
+    let (head, tail) = body.split_at_mut(split);
+    let mut tail_read = None;
+    let head_read = std::thread::scope(|s| {
+        let helper_tail = &mut *tail;
+        let helper = std::thread::Builder::new()
+            .name("read".into())
+            .spawn_scoped(s, move || {
+                map_in_steps(helper_tail);
+                fill_at(file, helper_tail, split as u64)
+            })
+            .ok();
+        crate::sys::alloc::populate(head);
+        let got = fill_at(file, head, 0);
+        tail_read = helper.and_then(|h| h.join().ok());
+        got
+    })?;
+    // A shorter file than its length said ends in the head.
+    let mut filled = head_read;
+    if filled == split {
+        let tail_read = match tail_read {
+            Some(got) => got?,
+            None => {
+                map_in_steps(tail);
+                fill_at(file, tail, split as u64)?
+            }
+        };
+        filled = filled.saturating_add(tail_read);
+    }
+    body.truncate(filled);
+    if filled == len {
+        // Longer than its length said: read on to the limit and one.
+        let mut rest = file;
+        rest.seek(std::io::SeekFrom::Start(filled as u64))?;
+        rest.take(limit.saturating_add(1).saturating_sub(filled as u64))
+            .read_to_end(&mut body)?;
+    }
+    Ok(body)
+}
+
+/// Reads `file` from offset `at` into `buf` until it is full or the file
+/// ends: how many bytes.
+fn fill_at(file: &File, buf: &mut [u8], at: u64) -> std::io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    let mut filled = 0;
+    while let Some(room) = buf.get_mut(filled..).filter(|r| !r.is_empty()) {
+        match file.read_at(room, at.saturating_add(filled as u64)) {
+            Ok(0) => break,
+            Ok(n) => filled = filled.saturating_add(n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
 /// Maps the pages of `buf` a MiB a call: an mmap elsewhere in the process
 /// need not wait for all of them (mapping holds the address space lock).
 fn map_in_steps(buf: &mut [u8]) {
@@ -212,11 +275,14 @@ impl Source for FileSource {
         let file = File::open(&self.path).map_err(transient)?;
         // Sized once from the file's length (a hint: the file may change),
         // not grown by doubling from a few bytes.
-        let hint = file.metadata().map_or(0, |m| m.len()).min(self.limit);
-        let body = read_sized(
-            file.take(self.limit.saturating_add(1)),
-            hint.saturating_add(1),
-        )
+        let meta = file.metadata().ok();
+        let hint = meta.as_ref().map_or(0, |m| m.len()).min(self.limit);
+        let room = hint.saturating_add(1);
+        let body = if meta.is_some_and(|m| m.is_file()) && room >= MAP_APART as u64 {
+            read_in_halves(&file, room, self.limit)
+        } else {
+            read_sized(file.take(self.limit.saturating_add(1)), room)
+        }
         .map_err(transient)?;
         if body.len() as u64 > self.limit {
             return Err(FetchError::Permanent(format!(
