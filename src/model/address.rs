@@ -91,6 +91,7 @@ pub fn target_address(entry: &str, default_port: u16) -> Result<String, &'static
 
 /// Validates `entry` without allocating: the target it stands for, or why
 /// it was refused.
+#[inline]
 pub fn parse(entry: &str, default_port: u16) -> Result<Target<'_>, &'static str> {
     match quick(entry, default_port) {
         Some(t) => Ok(t),
@@ -126,7 +127,29 @@ static QUICK: [u8; 256] = {
 /// or without a port, checked in one pass over its bytes (looking closer
 /// only at those that are not lower-case name bytes). `None` for
 /// anything else, even valid: [`parse_slow`] decides it and names the fault.
+#[inline]
 fn quick(entry: &str, default_port: u16) -> Option<Target<'_>> {
+    let bytes = entry.as_bytes();
+    if short_special(bytes) != Some(0) {
+        return quick_labels(entry, default_port);
+    }
+    // One label of lower-case name bytes: a name unless it starts with a
+    // digit (maybe an address, left to `host`) or has `-` at an end.
+    let (&first, &last) = (bytes.first()?, bytes.last()?);
+    if first.is_ascii_digit() || first == b'-' || last == b'-' {
+        return None;
+    }
+    Some(Target {
+        host: Host::Written(entry),
+        port: default_port,
+        upper: false,
+    })
+}
+
+/// [`quick`] for names of more than one label, upper-case letters or a
+/// port, one pass over their bytes.
+#[inline(never)]
+fn quick_labels(entry: &str, default_port: u16) -> Option<Target<'_>> {
     let bytes = entry.as_bytes();
     let mut start = 0;
     let mut digit_led = true;
@@ -181,6 +204,23 @@ fn special(w: u64) -> u64 {
     let digit = at_least(b'0') & !at_least(b'9' + 1);
     let name = (lower | digit | equal(b'-') | equal(b'_')) & !(w & HIGH);
     !name & HIGH
+}
+
+/// [`special`] over all of `bytes`, when it is 1 to 16 bytes long: in one
+/// or two words (overlapping), short ones padded with a name byte.
+#[inline]
+fn short_special(bytes: &[u8]) -> Option<u64> {
+    let word = |w: &[u8]| Some(u64::from_le_bytes(w.try_into().ok()?));
+    let n = bytes.len();
+    if n > 16 || n == 0 {
+        return None;
+    }
+    if n >= 8 {
+        return Some(special(word(bytes.get(..8)?)?) | special(word(bytes.get(n - 8..)?)?));
+    }
+    let mut padded = [b'a'; 8];
+    padded.get_mut(..n)?.copy_from_slice(bytes);
+    Some(special(u64::from_le_bytes(padded)))
 }
 
 /// The indexes of the bytes of `bytes` that are not lower-case name bytes,
