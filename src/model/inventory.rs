@@ -191,6 +191,7 @@ impl Collector {
     /// Adds one plain name; `repeat`: why the same name just before was
     /// refused (`Some(None)`: it was valid). Whether the name was validated
     /// and should be remembered.
+    #[inline]
     fn add_name(
         &mut self,
         entry: &str,
@@ -549,9 +550,17 @@ fn read_plain(
     // after. The threads write their collectors for every name: not on
     // one line.
     let parts: Vec<Apart<Mutex<Part>>> = (0..=cuts.len())
-        .map(|_| {
+        .map(|k| {
             let mut collector = c.sibling();
             collector.v.targets.read_in_place(Arc::clone(body));
+            // Room for names of eight bytes each, quotes and comma
+            // included: most parts never grow.
+            let from = k.checked_sub(1).and_then(|j| cuts.get(j)).copied();
+            let until = cuts.get(k).copied().unwrap_or(text.len());
+            collector
+                .v
+                .targets
+                .expect(until.saturating_sub(from.unwrap_or(0)) / 8);
             Apart(Mutex::new(Part {
                 collector,
                 read: None,

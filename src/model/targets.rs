@@ -406,6 +406,7 @@ impl TargetList {
 
     /// As [`TargetList::push_seq`], for a validated target: what its host
     /// holds is known without looking at it again.
+    #[inline]
     fn push_valid(&mut self, t: &Target, port: u16, seq: u32) -> Result<(), CapacityError> {
         self.push_known(t.host().as_bytes(), port, seq, t.has_upper(), false)
     }
@@ -413,6 +414,7 @@ impl TargetList {
     /// Adds a host whose bytes have an upper-case letter (`upper`) or a
     /// byte that needs escaping (`escape`), as far as a list read in place
     /// needs to know.
+    #[inline]
     fn push_known(
         &mut self,
         bytes: &[u8],
@@ -429,16 +431,9 @@ impl TargetList {
             .filter(|&l| l < 1 << LEN_BITS)
             .ok_or_else(|| CapacityError(format!("host of {} bytes is too long", bytes.len())))?;
         let tail = len << PORT_BITS | u64::from(port);
-        if let Some(&last) = self.spans.last() {
-            // Length and port first, then the last byte: neighbours in an
-            // inventory mostly differ there.
-            if last & TAIL_MASK == tail {
-                let prev = self.host(last);
-                if prev.last() == bytes.last() && prev == bytes {
-                    self.repeat_last();
-                    return Ok(());
-                }
-            }
+        if self.repeats_last(bytes, tail) {
+            self.repeat_last();
+            return Ok(());
         }
         let in_body = self.in_body(bytes);
         let offset = in_body
@@ -474,14 +469,9 @@ impl TargetList {
                 self.head = head_word(bytes);
             }
             Some(first) => {
-                let same_head = |h: &[u8; 8]| {
-                    (u64::from_le_bytes(*h) ^ self.head) & low_bytes(self.shared) == 0
-                };
-                if !(self.shared <= 8 && bytes.first_chunk().is_some_and(same_head)) {
+                if !self.keeps_shared(bytes) {
                     let first = self.host(first).get(..self.shared).unwrap_or_default();
-                    if !bytes.starts_with(first) {
-                        self.shared = first.iter().zip(bytes).take_while(|(a, b)| a == b).count();
-                    }
+                    self.shared = first.iter().zip(bytes).take_while(|(a, b)| a == b).count();
                 }
             }
         }
@@ -490,6 +480,66 @@ impl TargetList {
         }
         self.spans.push(span);
         Ok(())
+    }
+
+    /// [`TargetList::push_known`] of a host of the body read in place,
+    /// without an upper-case letter or a byte to escape, when it needs
+    /// nothing more than its span: not the last host again, the short
+    /// prefix all share kept, room made and nothing tracked. False, having
+    /// done nothing, otherwise.
+    #[inline]
+    fn push_plain(&mut self, bytes: &[u8], port: u16) -> bool {
+        if self.tracked
+            || self.first.is_none()
+            || !self.later.is_empty()
+            || self.spans.len() == self.spans.capacity()
+            || bytes.len() >= 1 << LEN_BITS
+        {
+            return false;
+        }
+        let Some(offset) = self
+            .in_body(bytes)
+            .map(|at| at as u64)
+            .filter(|&at| at < 1 << OFFSET_BITS)
+        else {
+            return false;
+        };
+        let tail = (bytes.len() as u64) << PORT_BITS | u64::from(port);
+        if self.repeats_last(bytes, tail) || !self.keeps_shared(bytes) {
+            return false;
+        }
+        // Unknown again until the next finish.
+        self.plain = false;
+        self.spans.push(offset << (LEN_BITS + PORT_BITS) | tail);
+        true
+    }
+
+    /// Whether `bytes` with the length and port of `tail` is the host
+    /// added last: length and port first, then the last byte, where
+    /// neighbours in an inventory mostly differ.
+    #[inline]
+    fn repeats_last(&self, bytes: &[u8], tail: u64) -> bool {
+        self.spans.last().is_some_and(|&last| {
+            last & TAIL_MASK == tail && {
+                let prev = self.host(last);
+                prev.last() == bytes.last() && prev == bytes
+            }
+        })
+    }
+
+    /// Whether `bytes` starts with the prefix all hosts share: one word
+    /// compared when that is at most eight bytes and `bytes` has eight.
+    #[inline]
+    fn keeps_shared(&self, bytes: &[u8]) -> bool {
+        let same_head =
+            |h: &[u8; 8]| (u64::from_le_bytes(*h) ^ self.head) & low_bytes(self.shared) == 0;
+        if self.shared <= 8 && bytes.first_chunk().is_some_and(same_head) {
+            return true;
+        }
+        let first = self.first.map(|f| self.host(f)).unwrap_or_default();
+        first
+            .get(..self.shared)
+            .is_some_and(|shared| bytes.starts_with(shared))
     }
 
     /// Makes room for one more span. Duplicates are dropped first, and the
@@ -1246,6 +1296,8 @@ pub struct Entries {
     label_cost: usize,
     /// Hosts are read in place from this body: see [`TargetList::reading`].
     body: Option<Arc<Vec<u8>>>,
+    /// Room for this many targets is made at once in the first group.
+    expected: usize,
 }
 
 /// Bytes one label set is counted as: it is held twice while collecting
@@ -1296,6 +1348,12 @@ impl Entries {
         self.body = Some(body);
     }
 
+    /// Makes room for about `n` targets at once in the first group,
+    /// rather than growing to them by doubling.
+    pub fn expect(&mut self, n: usize) {
+        self.expected = n;
+    }
+
     /// Adds one entry: its address and its labels. The same address in
     /// other groups is resolved at [`Entries::finish`].
     pub fn push(
@@ -1327,6 +1385,10 @@ impl Entries {
             Some(body) if i == 0 => TargetList::reading(Arc::clone(body)),
             _ => TargetList::new(),
         };
+        if i == 0 {
+            // Only a hint: without the memory, the list grows as it must.
+            let _ = list.spans.try_reserve_exact(self.expected);
+        }
         if i >= 1 {
             // A second label set: from now on every entry is numbered.
             if let Some((_, first)) = self.groups.first_mut() {
@@ -1348,7 +1410,16 @@ impl Entries {
     }
 
     /// As [`Entries::push_to`], for a validated target at `port`.
+    #[inline]
     pub fn push_target(&mut self, g: usize, t: &Target, port: u16) -> Result<(), CapacityError> {
+        if self.seq == 0 && !t.has_upper() {
+            // One label set: the entries need no numbers.
+            if let Some((_, list)) = self.groups.get_mut(g) {
+                if list.push_plain(t.host().as_bytes(), port) {
+                    return Ok(());
+                }
+            }
+        }
         let (list, seq) = self.next_entry(g)?;
         list.push_valid(t, port, seq)
     }
@@ -2073,6 +2144,150 @@ mod tests {
             l.to_strings(),
             ["[::1]:80", "web-a:9100", "web-ab:1", "web-b:9100"]
         );
+    }
+
+    /// Pushes `bytes` by [`TargetList::push_plain`] where it takes it, by
+    /// [`TargetList::push_known`] otherwise: whether the quick push took it.
+    fn push_either(l: &mut TargetList, bytes: &[u8], port: u16) -> bool {
+        let upper = bytes.iter().any(u8::is_ascii_uppercase);
+        if !upper && l.push_plain(bytes, port) {
+            return true;
+        }
+        l.push_known(bytes, port, 0, upper, false).unwrap();
+        false
+    }
+
+    fn same_lists(a: &TargetList, b: &TargetList, what: &str) {
+        assert_eq!(
+            (&a.spans, &a.later, &a.meta, &a.hosts),
+            (&b.spans, &b.later, &b.meta, &b.hosts),
+            "{what}"
+        );
+        assert_eq!(
+            (a.shared, a.head, a.first, a.plain),
+            (b.shared, b.head, b.first, b.plain),
+            "{what}"
+        );
+        assert_eq!(
+            (a.seen_upper, a.seen_escape),
+            (b.seen_upper, b.seen_escape),
+            "{what}"
+        );
+    }
+
+    /// A push by [`TargetList::push_plain`], where it takes one, leaves
+    /// the list as [`TargetList::push_known`] would: repeats, prefixes
+    /// that shrink, hosts outside the body, upper case, a full list, a
+    /// tracked one, a finished one and one with a list appended.
+    #[test]
+    fn plain_pushes_leave_the_list_as_full_pushes_do() {
+        let hosts = [
+            "sensor-1",
+            "sensor-2",
+            "sensor-2",
+            "sensor-10",
+            "sensor-1",
+            "sensor",
+            "Sensor-3",
+            "sensor-3",
+            "sensor-3",
+            "s",
+            "sensorsensor-1",
+            "db.example",
+            "sensor-4",
+            "sensor-5",
+            "sensor-6",
+            "sensor-7",
+        ];
+        let text = format!("[\"{}\"]", hosts.join("\", \""));
+        let body = Arc::new(text.into_bytes());
+        let elsewhere = "sensor-8".to_string();
+        for (capacity, tracked) in [(0, false), (3, false), (100, false), (100, true)] {
+            let (mut quick, mut full) = (
+                TargetList::reading(Arc::clone(&body)),
+                TargetList::reading(Arc::clone(&body)),
+            );
+            quick.spans.reserve_exact(capacity);
+            full.spans.reserve_exact(capacity);
+            if tracked {
+                quick.track().unwrap();
+                full.track().unwrap();
+            }
+            let (mut taken, mut from) = (0, 0);
+            for (i, h) in hosts.iter().enumerate() {
+                let at = from + within(&body[from..], h).as_ptr() as usize
+                    - body[from..].as_ptr() as usize;
+                from = at + h.len();
+                let bytes = if i == 12 {
+                    elsewhere.as_bytes()
+                } else {
+                    &body[at..from]
+                };
+                let port = if i == 10 { 80 } else { 9100 };
+                taken += usize::from(push_either(&mut quick, bytes, port));
+                full.push_known(
+                    bytes,
+                    port,
+                    0,
+                    bytes.iter().any(u8::is_ascii_uppercase),
+                    false,
+                )
+                .unwrap();
+                same_lists(&quick, &full, &format!("{capacity} {tracked}: after {h}"));
+                if i == 6 {
+                    // Nothing tracked is taken. Finished (which ends the
+                    // tracking), but still read in place: the body is shared.
+                    assert_eq!(taken == 0, tracked, "{capacity}");
+                    quick.finish();
+                    full.finish();
+                    assert!(quick.plain && quick.body.is_some());
+                    quick.spans.reserve_exact(capacity);
+                    full.spans.reserve_exact(capacity);
+                }
+                if i == 13 {
+                    for l in [&mut quick, &mut full] {
+                        let mut later = TargetList::reading(Arc::clone(&body));
+                        later.push(within(&body, "sensor-2"), 1).unwrap();
+                        l.append(later).unwrap();
+                    }
+                    assert!(!quick.later.is_empty() || tracked);
+                }
+            }
+            assert!(taken > 3, "{capacity} {tracked}: {taken}");
+            quick.finish();
+            full.finish();
+            assert_eq!(quick.to_strings(), full.to_strings());
+        }
+    }
+
+    #[test]
+    fn the_first_group_makes_room_for_the_targets_expected() {
+        let mut e = Entries::new();
+        e.expect(1000);
+        let first = e.group(&[]).unwrap();
+        let other = e.group(&labels(&[("a", "b")])).unwrap();
+        assert!(e.groups[first].1.spans.capacity() >= 1000);
+        assert!(e.groups[other].1.spans.capacity() < 1000);
+    }
+
+    /// A full list of repeats is de-duplicated before it grows, pushed
+    /// either way.
+    #[test]
+    fn plain_pushes_make_room_as_full_pushes_do() {
+        let text = "[\"h-a\", \"h-b\"]";
+        let body = Arc::new(text.as_bytes().to_vec());
+        let (a, b) = (within(&body, "h-a"), within(&body, "h-b"));
+        let (mut quick, mut full) = (
+            TargetList::reading(Arc::clone(&body)),
+            TargetList::reading(Arc::clone(&body)),
+        );
+        for i in 0..10_000 {
+            let h = if i % 2 == 0 { a } else { b };
+            push_either(&mut quick, h.as_bytes(), 9100);
+            full.push(h, 9100).unwrap();
+        }
+        assert!(full.spans.len() < 5000, "{}", full.spans.len());
+        assert_eq!(quick.spans, full.spans);
     }
 
     #[test]
