@@ -860,6 +860,43 @@ mod tests {
         }
     }
 
+    /// Long files read in halves: the length as found, a file that grew
+    /// or shrank since, and the limit.
+    #[test]
+    fn files_read_in_halves_give_the_whole_file() {
+        let dir = std::env::temp_dir().join(format!("sdu-halves-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("inv.json");
+        let len = MAP_APART + 12_345;
+        let data: Vec<u8> = (0..len as u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        let file = File::open(&path).unwrap();
+        let n = len as u64;
+        for hint in [n + 1, n, n - 1, n / 2, MAP_APART as u64, n + 100, 2 * n] {
+            let got = read_in_halves(&file, hint, u64::MAX).unwrap();
+            assert!(got == data, "{hint}: {} of {len}", got.len());
+        }
+        // No more than the limit and one.
+        for limit in [n - 1, n / 2 + 7] {
+            let got = read_in_halves(&file, n + 1, limit).unwrap();
+            assert!(got.len() as u64 > limit && got == data, "{limit}");
+            let got = read_in_halves(&file, limit + 1, limit).unwrap();
+            assert_eq!(got.len() as u64, limit + 1);
+            assert!(got[..] == data[..got.len()]);
+        }
+        let mut source = FileSource {
+            path: path.clone(),
+            limit: n,
+        };
+        assert!(source.fetch(Duration::from_secs(1)).unwrap() == data);
+        source.limit = n - 1;
+        assert!(matches!(
+            source.fetch(Duration::from_secs(1)),
+            Err(FetchError::Permanent(_))
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn sized_reads_give_the_body_whatever_length_was_announced() {
         let data: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
