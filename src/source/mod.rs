@@ -157,12 +157,9 @@ fn read_sized(mut reader: impl Read, len: u64) -> std::io::Result<Vec<u8>> {
     let mut mapped = tail.is_empty();
     let mut filled = std::thread::scope(|s| {
         if !mapped {
-            mapped = std::thread::Builder::new()
-                .name("map".into())
-                .spawn_scoped(s, || map_in_steps(tail))
-                .is_ok();
+            mapped = spawn_started(s, "map", || map_in_steps(tail)).is_some();
         }
-        crate::sys::alloc::populate(head);
+        map_in_steps(head);
         fill(&mut reader, head)
     })?;
     if filled == split {
@@ -188,14 +185,11 @@ fn read_in_halves(file: &File, len: u64, limit: u64) -> std::io::Result<Vec<u8>>
     let mut tail_read = None;
     let head_read = std::thread::scope(|s| {
         let helper_tail = &mut *tail;
-        let helper = std::thread::Builder::new()
-            .name("read".into())
-            .spawn_scoped(s, move || {
-                map_in_steps(helper_tail);
-                fill_at(file, helper_tail, split as u64)
-            })
-            .ok();
-        crate::sys::alloc::populate(head);
+        let helper = spawn_started(s, "read", move || {
+            map_in_steps(helper_tail);
+            fill_at(file, helper_tail, split as u64)
+        });
+        map_in_steps(head);
         let got = fill_at(file, head, 0);
         tail_read = helper.and_then(|h| h.join().ok());
         got
@@ -237,6 +231,26 @@ fn fill_at(file: &File, buf: &mut [u8], at: u64) -> std::io::Result<usize> {
         }
     }
     Ok(filled)
+}
+
+/// Runs `work` on a helper thread called `name`, returning once the
+/// thread has started (or after a while): a thread starting maps memory
+/// of its own, which would wait for all the pages this one then maps.
+fn spawn_started<'scope, T: Send + 'scope>(
+    s: &'scope std::thread::Scope<'scope, '_>,
+    name: &str,
+    work: impl FnOnce() -> T + Send + 'scope,
+) -> Option<std::thread::ScopedJoinHandle<'scope, T>> {
+    let (started, wait) = std::sync::mpsc::sync_channel(1);
+    let helper = std::thread::Builder::new()
+        .name(name.into())
+        .spawn_scoped(s, move || {
+            let _ = started.send(());
+            work()
+        })
+        .ok()?;
+    let _ = wait.recv_timeout(Duration::from_millis(20));
+    Some(helper)
 }
 
 /// Maps the pages of `buf` a MiB a call: an mmap elsewhere in the process
@@ -895,6 +909,18 @@ mod tests {
             Err(FetchError::Permanent(_))
         ));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The helper is started, not finished, when the spawn returns.
+    #[test]
+    fn helpers_are_waited_for_only_until_they_start() {
+        let (go, wait) = std::sync::mpsc::channel::<()>();
+        let got = std::thread::scope(|s| {
+            let helper = spawn_started(s, "t", move || wait.recv().map(|()| 7)).unwrap();
+            go.send(()).unwrap();
+            helper.join().unwrap()
+        });
+        assert_eq!(got, Ok(7));
     }
 
     #[test]
