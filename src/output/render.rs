@@ -113,26 +113,36 @@ impl PortTail {
 /// cut back to its length: short copies of a known size need no call to
 /// `memcpy`.
 fn plain_range(buf: &mut Vec<u8>, list: &TargetList, range: Range<usize>, tail: &mut PortTail) {
+    const SEP: &[u8; 9] = b",\n      \"";
     let range = range.start..range.end.min(list.len());
     buf.reserve(range.len().saturating_mul(2 * PAD));
+    // Each target is put together at a fixed width, then copied whole.
+    let mut piece = [0u8; SEP.len() + PAD + 8];
+    if let Some(sep) = piece.get_mut(..SEP.len()) {
+        sep.copy_from_slice(SEP);
+    }
     for (i, (host, padded, port)) in (range.start..).zip(list.parts_padded::<PAD>(range)) {
-        if i == 0 {
-            buf.extend_from_slice(b"\n      \"");
-        } else {
-            buf.extend_from_slice(b",\n      \"");
-        }
-        let at = buf.len();
-        match padded {
-            Some(window) if host.len() <= PAD => {
-                buf.extend_from_slice(window);
-                buf.truncate(at + host.len());
-            }
-            _ => buf.extend_from_slice(host),
-        }
         let (text, len) = tail.padded(port);
-        let at = buf.len();
-        buf.extend_from_slice(text);
-        buf.truncate(at + len);
+        match padded {
+            Some(window) if i > 0 && host.len() <= PAD => {
+                let end = SEP.len() + host.len();
+                if let Some(h) = piece.get_mut(SEP.len()..SEP.len() + PAD) {
+                    h.copy_from_slice(window);
+                }
+                if let Some(t) = piece.get_mut(end..end + 8) {
+                    t.copy_from_slice(text);
+                }
+                let at = buf.len();
+                buf.extend_from_slice(&piece);
+                buf.truncate(at + end + len);
+            }
+            _ => {
+                let sep = if i == 0 { &SEP[1..] } else { &SEP[..] };
+                buf.extend_from_slice(sep);
+                buf.extend_from_slice(host);
+                buf.extend_from_slice(text.get(..len).unwrap_or_default());
+            }
+        }
     }
 }
 
