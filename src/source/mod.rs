@@ -241,15 +241,27 @@ fn spawn_started<'scope, T: Send + 'scope>(
     name: &str,
     work: impl FnOnce() -> T + Send + 'scope,
 ) -> Option<std::thread::ScopedJoinHandle<'scope, T>> {
-    let (started, wait) = std::sync::mpsc::sync_channel(1);
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let started = std::sync::Arc::new(AtomicBool::new(false));
+    let (flag, me) = (std::sync::Arc::clone(&started), std::thread::current());
     let helper = std::thread::Builder::new()
         .name(name.into())
         .spawn_scoped(s, move || {
-            let _ = started.send(());
+            flag.store(true, Ordering::Release);
+            me.unpark();
             work()
         })
         .ok()?;
-    let _ = wait.recv_timeout(Duration::from_millis(20));
+    let deadline = Instant::now().checked_add(Duration::from_millis(20));
+    while !started.load(Ordering::Acquire) {
+        let left = deadline.map_or(Duration::ZERO, |d| {
+            d.saturating_duration_since(Instant::now())
+        });
+        if left.is_zero() {
+            break;
+        }
+        std::thread::park_timeout(left);
+    }
     Some(helper)
 }
 
