@@ -489,6 +489,9 @@ impl TargetList {
     /// done nothing, otherwise.
     #[inline]
     fn push_plain(&mut self, bytes: &[u8], port: u16) -> bool {
+        debug_assert!(!bytes
+            .iter()
+            .any(|&b| b.is_ascii_uppercase() || b < 0x20 || b == b'"' || b == b'\\'));
         if self.tracked
             || self.first.is_none()
             || !self.later.is_empty()
@@ -561,6 +564,10 @@ impl TargetList {
             self.compact();
             let freed = cap - self.spans.len();
             if freed >= cap / 2 {
+                // Room made ahead (see `Entries::expect`) that repeats
+                // would not fill is given back.
+                let keep = self.spans.len().saturating_mul(2).max(COMPACT_FROM);
+                self.spans.shrink_to(keep);
                 return Ok(());
             }
             self.compact_at = if freed >= cap / 8 {
@@ -2268,6 +2275,26 @@ mod tests {
         let other = e.group(&labels(&[("a", "b")])).unwrap();
         assert!(e.groups[first].1.spans.capacity() >= 1000);
         assert!(e.groups[other].1.spans.capacity() < 1000);
+    }
+
+    /// Room made ahead for a part that turns out to be repeats is given
+    /// back once they are de-duplicated, not kept for the rest.
+    #[test]
+    fn room_made_ahead_for_repeats_is_given_back() {
+        let body = Arc::new(b"[\"h-a\", \"h-b\"]".to_vec());
+        let (a, b) = (within(&body, "h-a"), within(&body, "h-b"));
+        let mut e = Entries::new();
+        e.read_in_place(Arc::clone(&body));
+        e.expect(1 << 16);
+        let g = e.group(&[]).unwrap();
+        for i in 0..(1 << 16) + 10 {
+            let host = if i % 2 == 0 { a } else { b };
+            let t = crate::model::address::parse(host, 9100).unwrap();
+            e.push_target(g, &t, 9100).unwrap();
+        }
+        let list = &e.groups[g].1;
+        assert!(list.spans.capacity() < 1 << 13, "{}", list.spans.capacity());
+        assert!(list.spans.len() < 20, "{}", list.spans.len());
     }
 
     /// A full list of repeats is de-duplicated before it grows, pushed

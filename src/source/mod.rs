@@ -136,8 +136,9 @@ pub fn source_with(url: &InventoryUrl, limit: u64, secrets: Secrets) -> Box<dyn 
     }
 }
 
-/// Bodies at least this long have the pages of their last three fifths
-/// mapped by a helper thread while this one maps and fills the first two.
+/// Bodies at least this long are read with a helper thread: a regular
+/// file in two halves at once, any other body with the pages of its last
+/// three fifths mapped by the helper while this thread fills the first two.
 const MAP_APART: usize = 4 << 20;
 
 /// Reads a body of about `len` bytes (announced, or a file's length) into
@@ -178,8 +179,15 @@ fn read_sized(mut reader: impl Read, len: u64) -> std::io::Result<Vec<u8>> {
 /// reads the first, each mapping and filling its own pages; then whatever
 /// follows. Without a helper, this thread reads both.
 fn read_in_halves(file: &File, len: u64, limit: u64) -> std::io::Result<Vec<u8>> {
-    let len = usize::try_from(len).unwrap_or(0);
-    let mut body = crate::sys::alloc::zeroed(len).unwrap_or_default();
+    let most = limit.saturating_add(1);
+    let len = usize::try_from(len.min(most)).unwrap_or(0);
+    let Some(mut body) = crate::sys::alloc::zeroed(len) else {
+        // Without the memory at once: one read from the start, into a
+        // buffer that grows.
+        let mut whole = file;
+        whole.seek(std::io::SeekFrom::Start(0))?;
+        return read_sized(whole.take(most), len as u64);
+    };
     let split = body.len() / 2;
     let (head, tail) = body.split_at_mut(split);
     let mut tail_read = None;
@@ -194,7 +202,8 @@ fn read_in_halves(file: &File, len: u64, limit: u64) -> std::io::Result<Vec<u8>>
         tail_read = helper.and_then(|h| h.join().ok());
         got
     })?;
-    // A shorter file than its length said ends in the head.
+    // A head that came up short is where the file ended: the tail is not
+    // used.
     let mut filled = head_read;
     if filled == split {
         let tail_read = match tail_read {
@@ -211,7 +220,7 @@ fn read_in_halves(file: &File, len: u64, limit: u64) -> std::io::Result<Vec<u8>>
         // Longer than its length said: read on to the limit and one.
         let mut rest = file;
         rest.seek(std::io::SeekFrom::Start(filled as u64))?;
-        rest.take(limit.saturating_add(1).saturating_sub(filled as u64))
+        rest.take(most.saturating_sub(filled as u64))
             .read_to_end(&mut body)?;
     }
     Ok(body)
@@ -902,14 +911,16 @@ mod tests {
             let got = read_in_halves(&file, hint, u64::MAX).unwrap();
             assert!(got == data, "{hint}: {} of {len}", got.len());
         }
-        // No more than the limit and one.
+        // No more than the limit and one, whatever the length said.
         for limit in [n - 1, n / 2 + 7] {
-            let got = read_in_halves(&file, n + 1, limit).unwrap();
-            assert!(got.len() as u64 > limit && got == data, "{limit}");
-            let got = read_in_halves(&file, limit + 1, limit).unwrap();
-            assert_eq!(got.len() as u64, limit + 1);
-            assert!(got[..] == data[..got.len()]);
+            for hint in [n + 1, limit + 1, limit] {
+                let got = read_in_halves(&file, hint, limit).unwrap();
+                assert_eq!(got.len() as u64, limit + 1, "{limit} {hint}");
+                assert!(got[..] == data[..got.len()]);
+            }
         }
+        // A length no buffer can be made for at once: read all the same.
+        assert!(read_in_halves(&file, 1 << 60, u64::MAX).unwrap() == data);
         let mut source = FileSource {
             path: path.clone(),
             limit: n,
@@ -928,7 +939,9 @@ mod tests {
     fn helpers_are_waited_for_only_until_they_start() {
         let (go, wait) = std::sync::mpsc::channel::<()>();
         let got = std::thread::scope(|s| {
-            let helper = spawn_started(s, "t", move || wait.recv().map(|()| 7)).unwrap();
+            // Were the spawn to wait for the work, the work would time out.
+            let work = move || wait.recv_timeout(Duration::from_secs(5)).map(|()| 7);
+            let helper = spawn_started(s, "t", work).unwrap();
             go.send(()).unwrap();
             helper.join().unwrap()
         });
