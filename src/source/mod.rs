@@ -230,16 +230,9 @@ fn read_in_halves(file: &File, len: u64, limit: u64) -> std::io::Result<Vec<u8>>
 /// ends: how many bytes.
 fn fill_at(file: &File, buf: &mut [u8], at: u64) -> std::io::Result<usize> {
     use std::os::unix::fs::FileExt;
-    let mut filled = 0;
-    while let Some(room) = buf.get_mut(filled..).filter(|r| !r.is_empty()) {
-        match file.read_at(room, at.saturating_add(filled as u64)) {
-            Ok(0) => break,
-            Ok(n) => filled = filled.saturating_add(n),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(filled)
+    fill_with(buf, |room, filled| {
+        file.read_at(room, at.saturating_add(filled as u64))
+    })
 }
 
 /// Runs `work` on a helper thread called `name`, returning once the
@@ -284,9 +277,18 @@ fn map_in_steps(buf: &mut [u8]) {
 
 /// Reads into `buf` until it is full or the reader ends: how many bytes.
 fn fill(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    fill_with(buf, |room, _| reader.read(room))
+}
+
+/// Fills `buf` with `read` (given the room left and how much is filled)
+/// until it is full or a read gives nothing: how many bytes.
+fn fill_with(
+    buf: &mut [u8],
+    mut read: impl FnMut(&mut [u8], usize) -> std::io::Result<usize>,
+) -> std::io::Result<usize> {
     let mut filled = 0;
     while let Some(room) = buf.get_mut(filled..).filter(|r| !r.is_empty()) {
-        match reader.read(room) {
+        match read(room, filled) {
             Ok(0) => break,
             Ok(n) => filled = filled.saturating_add(n),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
