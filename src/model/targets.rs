@@ -565,9 +565,14 @@ impl TargetList {
             let freed = cap - self.spans.len();
             if freed >= cap / 2 {
                 // Room made ahead (see `Entries::expect`) that repeats
-                // would not fill is given back.
+                // would not fill is given back, and the next fill is
+                // de-duplicated again before the list grows.
                 let keep = self.spans.len().saturating_mul(2).max(COMPACT_FROM);
-                self.spans.shrink_to(keep);
+                if keep <= cap / 2 {
+                    self.spans.shrink_to(keep);
+                    self.meta.shrink_to(keep);
+                    self.compact_at = 0;
+                }
                 return Ok(());
             }
             self.compact_at = if freed >= cap / 8 {
@@ -2295,6 +2300,20 @@ mod tests {
         let list = &e.groups[g].1;
         assert!(list.spans.capacity() < 1 << 13, "{}", list.spans.capacity());
         assert!(list.spans.len() < 20, "{}", list.spans.len());
+        // Tracked, the numbers beside the spans are given back too; and a
+        // list that found little to drop before keeps no higher mark.
+        let mut l = TargetList::reading(Arc::clone(&body));
+        l.track().unwrap();
+        l.spans.reserve_exact(1 << 16);
+        l.meta.reserve_exact(1 << 16);
+        l.compact_at = 1 << 16;
+        for i in 0..(1 << 16) + 10 {
+            let host = if i % 2 == 0 { a } else { b };
+            l.push_seq(host, 9100, i).unwrap();
+        }
+        assert!(l.spans.capacity() < 1 << 13, "{}", l.spans.capacity());
+        assert!(l.meta.capacity() < 1 << 13, "{}", l.meta.capacity());
+        assert_eq!(l.compact_at, 0);
     }
 
     /// A full list of repeats is de-duplicated before it grows, pushed
