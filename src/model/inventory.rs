@@ -549,18 +549,16 @@ fn read_plain(
     // end, for the last), into a collector of its own, merged in order
     // after. The threads write their collectors for every name: not on
     // one line.
+    let start = |k: usize| k.checked_sub(1).and_then(|j| cuts.get(j)).copied();
     let parts: Vec<Apart<Mutex<Part>>> = (0..=cuts.len())
         .map(|k| {
             let mut collector = c.sibling();
             collector.v.targets.read_in_place(Arc::clone(body));
             // Room for names of eight bytes each, quotes and comma
             // included: most parts never grow.
-            let from = k.checked_sub(1).and_then(|j| cuts.get(j)).copied();
             let until = cuts.get(k).copied().unwrap_or(text.len());
-            collector
-                .v
-                .targets
-                .expect(until.saturating_sub(from.unwrap_or(0)) / 8);
+            let bytes = until.saturating_sub(start(k).unwrap_or(0));
+            collector.v.targets.expect(bytes / 8);
             Apart(Mutex::new(Part {
                 collector,
                 read: None,
@@ -579,9 +577,8 @@ fn read_plain(
         }
         let Ok(mut part) = part.0.lock() else { break };
         let Part { collector, read } = &mut *part;
-        let from = k.checked_sub(1).and_then(|j| cuts.get(j)).copied();
         let mut n = 0u32;
-        let got = names::for_each_between(text, from, cuts.get(k).copied(), |name, prev| {
+        let got = names::for_each_between(text, start(k), cuts.get(k).copied(), |name, prev| {
             n = n.wrapping_add(1);
             if n % 4096 == 0 && ended.load(Ordering::Relaxed) < k {
                 return Err(ShapeError("abandoned".into()));
